@@ -1,0 +1,230 @@
+"""The `duration` command line: each command parses, calls one stage function, and reports.
+
+Errors a user can fix are printed as one line (no traceback) with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+from typer.exceptions import TyperException
+
+from duration.config import (
+    Color,
+    FeatureSet,
+    ModelKind,
+    Settings,
+    check_month,
+)
+from duration.errors import DurationError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Predict NYC taxi ride durations, tracked end to end in MLflow.",
+)
+server_app = typer.Typer(no_args_is_help=True, help="The local MLflow tracking server.")
+app.add_typer(server_app, name="server")
+
+
+def _month(flag: str):
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_month(value, flag)
+        except DurationError as e:
+            raise typer.BadParameter(f"{value!r} is not a month: use YYYY-MM, e.g. 2021-01") from e
+
+    return check
+
+
+ColorOpt = typer.Option(Color.green, "--color", help="TLC record type.")
+FeaturesOpt = typer.Option(FeatureSet.default, "--features", help="Feature set.")
+SeedOpt = typer.Option(42, "--seed", help="Seed for every model and the search.")
+SummaryOpt = typer.Option(None, "--summary", help="Write a JSON summary here.")
+
+
+def _opt_month(default: str | None, flag: str, help: str):
+    return typer.Option(default, flag, help=help, callback=_month(flag))
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj
+
+
+def _connect(ctx: typer.Context) -> str:
+    from duration import tracking
+
+    return tracking.connect(_settings(ctx))
+
+
+def _write_summary(path: Path | None, summary: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(out)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    data_dir: Path = typer.Option(None, "--data-dir", help="Data folder [env DURATION_DATA_DIR]."),
+    tlc_url: str = typer.Option(None, "--tlc-url", help="TLC base address [env DURATION_TLC_URL]."),
+    tracking_uri: str = typer.Option(
+        None, "--tracking-uri", help="MLflow server [env MLFLOW_TRACKING_URI]."
+    ),
+) -> None:
+    """Predict NYC taxi ride durations, tracked end to end in MLflow."""
+    ctx.obj = Settings.from_env(
+        data_dir=data_dir, tlc_url=tlc_url.rstrip("/") if tlc_url else None, tracking_uri=tracking_uri
+    )
+
+
+@app.command()
+def download(
+    ctx: typer.Context,
+    color: Color = ColorOpt,
+    month: str = _opt_month("2021-01", "--month", "Month, YYYY-MM."),
+) -> None:
+    """Download one monthly TLC file (and the zone table) into data/raw."""
+    from duration import data
+
+    s = _settings(ctx)
+    path = data.download(s, color, month)
+    data.download_zones(s)
+    typer.echo(f"{path} ({data.verify_parquet(path)} rides)")
+
+
+@app.command()
+def prepare(
+    ctx: typer.Context,
+    color: Color = ColorOpt,
+    month: str = _opt_month("2021-01", "--month", "Month, YYYY-MM."),
+) -> None:
+    """Download if needed, then normalise and filter one month into data/processed."""
+    import pyarrow.parquet as pq
+
+    from duration import data
+
+    path = data.prepare(_settings(ctx), color, month)
+    typer.echo(f"{path} ({pq.ParquetFile(path).metadata.num_rows} rides of 1-60 min)")
+
+
+@app.command()
+def vectorize(
+    ctx: typer.Context,
+    color: Color = ColorOpt,
+    features: FeatureSet = FeaturesOpt,
+    train: str = _opt_month("2021-01", "--train", "Training month (the DictVectorizer fits here)."),
+    val: str = _opt_month("2021-02", "--val", "Validation month."),
+    test: str = _opt_month(None, "--test", "Test month (optional)."),
+) -> None:
+    """Fit the DictVectorizer on the training month and transform the other months."""
+    from duration import features as feats
+
+    months = [m for m in (val, test) if m]
+    out = feats.vectorize(_settings(ctx), color, features, train, months)
+    typer.echo(f"{out}: {', '.join(sorted(p.name for p in out.glob('X_*.npz')))}")
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    model: ModelKind = typer.Option(ModelKind.linear, "--model", help="Estimator."),
+    features: FeatureSet = FeaturesOpt,
+    color: Color = ColorOpt,
+    train_month: str = _opt_month("2021-01", "--train", "Training month."),
+    val: str = _opt_month("2021-02", "--val", "Validation month."),
+    seed: int = SeedOpt,
+    summary: Path = SummaryOpt,
+) -> None:
+    """Train one model on vectorized features and log it as one MLflow run."""
+    from duration import train as tr
+
+    _connect(ctx)
+    result = tr.train_run(_settings(ctx), model, features, color, train_month, val, seed=seed)
+    _write_summary(summary, result.to_dict())
+    typer.echo(_table([result.to_dict()], ["model", "features", "train_rmse", "val_rmse", "run_id"]))
+
+
+@server_app.command("start")
+def server_start(ctx: typer.Context) -> None:
+    """Start the local server in the background if it is not answering."""
+    from duration import tracking
+
+    typer.echo(f"MLflow UI: {tracking.ensure_server(_settings(ctx))}")
+
+
+@server_app.command("stop")
+def server_stop(ctx: typer.Context) -> None:
+    """Stop the background server started by this project."""
+    from duration import tracking
+
+    stopped = tracking.stop_server(_settings(ctx))
+    typer.echo("stopped" if stopped else "no background server was running")
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning errors into one line on stderr."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="duration", standalone_mode=False)
+        return 0
+    except typer.Exit as e:
+        return e.exit_code
+    except TyperException as e:
+        hint = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) else ""
+        print(f"duration: error: {_one_line(e.format_message())}{hint}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, typer.Abort):
+        print("duration: interrupted", file=sys.stderr)
+        return 130
+    except DurationError as e:
+        print(f"duration: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if os.environ.get("DURATION_DEBUG"):
+            raise
+        from mlflow.exceptions import MlflowException
+
+        what = "MLflow" if isinstance(e, MlflowException) else type(e).__name__
+        print(
+            f"duration: error: {what}: {_one_line(e)} (set DURATION_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+if __name__ == "__main__":
+    sys.exit(main())

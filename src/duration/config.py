@@ -1,0 +1,116 @@
+"""Settings from one place: defaults, overridden by the environment, overridden by flags."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+
+from duration.errors import DurationError
+
+DEFAULT_TLC_URL = "https://d37ci6vzurychx.cloudfront.net"
+DEFAULT_PORT = 5000
+EXPERIMENT = "nyc-taxi-duration"
+SEARCH_EXPERIMENT = "nyc-taxi-duration-search"
+EVAL_EXPERIMENT = "nyc-taxi-duration-evaluation"
+PROMOTION_EXPERIMENT = "nyc-taxi-duration-promotion"
+MODEL_NAME = "nyc-taxi-duration"
+MIN_DURATION, MAX_DURATION = 1.0, 60.0
+
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+class Color(StrEnum):
+    """TLC trip record types."""
+
+    green = "green"
+    yellow = "yellow"
+    fhv = "fhv"
+
+
+class FeatureSet(StrEnum):
+    """Named feature sets (see duration.features)."""
+
+    course = "course"
+    default = "default"
+
+
+class ModelKind(StrEnum):
+    """Estimators that `duration train` can fit."""
+
+    linear = "linear"
+    lasso = "lasso"
+    ridge = "ridge"
+    random_forest = "random_forest"
+    xgboost = "xgboost"
+
+
+def check_month(month: str, flag: str = "--month") -> str:
+    """Return `month` if it is YYYY-MM, else raise a one-line error naming the flag."""
+    if not _MONTH.match(month or ""):
+        raise DurationError(f"{flag} {month!r} is not a month: use YYYY-MM, for example 2021-01")
+    return month
+
+
+def _env_port() -> int:
+    raw = os.environ.get("MLFLOW_PORT", str(DEFAULT_PORT))
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise DurationError(f"MLFLOW_PORT={raw!r} is not a port number: use 1-65535, e.g. 5000")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where data lives, where TLC files come from, and which tracking server to use."""
+
+    data_dir: Path = Path("data")
+    tlc_url: str = DEFAULT_TLC_URL
+    port: int = DEFAULT_PORT
+    tracking_uri: str = f"http://127.0.0.1:{DEFAULT_PORT}"
+    server_db: Path = Path("mlflow.db")
+    server_artifacts: Path = Path("mlartifacts")
+    server_state: Path = Path(".mlflow")
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        """Defaults, then environment variables, then the non-None `overrides` (flags)."""
+        port = _env_port()
+        values = {
+            "data_dir": Path(os.environ.get("DURATION_DATA_DIR", "data")),
+            "tlc_url": os.environ.get("DURATION_TLC_URL", DEFAULT_TLC_URL).rstrip("/"),
+            "port": port,
+            "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes) -> Settings:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    @property
+    def local_uri(self) -> str:
+        """The URI of the project's own local server."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def is_local_server(self) -> bool:
+        """True when the tracking URI is the project's own local default server."""
+        return self.tracking_uri.rstrip("/") in {
+            self.local_uri,
+            f"http://localhost:{self.port}",
+        }
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.data_dir / "processed"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.data_dir / "features"

@@ -1,0 +1,356 @@
+"""Download TLC monthly files into data/raw and prepare them into data/processed."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from duration.config import MAX_DURATION, MIN_DURATION, Color, Settings, check_month
+from duration.errors import DurationError
+
+ZONES_FILE = "taxi_zone_lookup.csv"
+UNKNOWN_ZONE = 264  # the TLC's own LocationID for an unknown zone
+CHUNK = 1 << 20
+
+# Canonical column -> the names it has across colors and years (matched case-insensitively).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "pickup_datetime": ("lpep_pickup_datetime", "tpep_pickup_datetime", "pickup_datetime"),
+    "dropoff_datetime": ("lpep_dropoff_datetime", "tpep_dropoff_datetime", "dropoff_datetime"),
+    "PULocationID": ("PULocationID",),
+    "DOLocationID": ("DOLocationID",),
+    "trip_distance": ("trip_distance", "trip_miles"),
+    # Optional: known when the ride starts (set at the meter or by dispatch), where a color has them.
+    "VendorID": ("VendorID",),
+    "RatecodeID": ("RatecodeID",),
+    "trip_type": ("trip_type",),
+    "passenger_count": ("passenger_count",),
+}
+REQUIRED = ("pickup_datetime", "dropoff_datetime", "PULocationID", "DOLocationID")
+IDENTITY = ["pickup_datetime", "PULocationID", "DOLocationID", "trip_distance"]
+
+
+def trip_file(color: Color | str, month: str) -> str:
+    """The TLC's file name for one color and month."""
+    return f"{Color(color).value}_tripdata_{check_month(month)}.parquet"
+
+
+def trip_url(settings: Settings, color: Color | str, month: str) -> str:
+    """Where the TLC publishes a monthly file."""
+    return f"{settings.tlc_url}/trip-data/{trip_file(color, month)}"
+
+
+def raw_path(settings: Settings, color: Color | str, month: str) -> Path:
+    """Where a downloaded monthly file is cached."""
+    return settings.raw_dir / trip_file(color, month)
+
+
+def processed_path(settings: Settings, color: Color | str, month: str) -> Path:
+    """Where a prepared monthly file is written."""
+    return settings.processed_dir / trip_file(color, month)
+
+
+# --------------------------------------------------------------------------- download
+
+
+class _Transient(Exception):
+    pass
+
+
+def _open(url: str, timeout: float = 60.0):
+    try:
+        return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - http(s) and file only
+    except urllib.error.HTTPError as e:
+        if e.code in (403, 404):
+            raise FileNotFoundError(url) from e
+        if e.code in (408, 429) or e.code >= 500:
+            raise _Transient(f"HTTP {e.code}") from e
+        raise DurationError(f"{url} answered HTTP {e.code}: check DURATION_TLC_URL") from e
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, FileNotFoundError | IsADirectoryError):
+            raise FileNotFoundError(url) from e
+        if isinstance(e.reason, OSError | socket.timeout | str):
+            raise _Transient(str(e.reason)) from e
+        raise
+    except (TimeoutError, ConnectionError) as e:
+        raise _Transient(str(e)) from e
+
+
+def _fetch(url: str, dest: Path, progress: bool) -> None:
+    """Stream `url` into `dest` (a temporary path), with a progress bar for network URLs."""
+    with _open(url) as resp, open(dest, "wb") as out:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        bar = None
+        if progress and not url.startswith("file:"):
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=Path(dest).name, leave=False)
+        try:
+            while chunk := resp.read(CHUNK):
+                out.write(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        except (TimeoutError, ConnectionError, OSError) as e:
+            raise _Transient(str(e)) from e
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def with_retries(
+    action: Callable[[], None], what: str, attempts: int = 4, backoff: float = 1.0
+) -> None:
+    """Run `action`, retrying transient network errors with exponential backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except _Transient as e:
+            if attempt == attempts:
+                raise DurationError(
+                    f"{what}: still failing after {attempts} tries ({e}); check the network "
+                    "or DURATION_TLC_URL and run the command again"
+                ) from e
+            time.sleep(backoff * 2 ** (attempt - 1))
+
+
+def published_counts(settings: Settings, color: Color | str, year: str) -> dict[str, int]:
+    """The TLC's published row count per file for one color and year, where the base has it."""
+    cache = settings.raw_dir / "metadata" / f"{Color(color).value}_tripmetadata_{year}.csv"
+    if not cache.exists():
+        url = f"{settings.tlc_url}/metadata/{cache.name}"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.part")
+        try:
+            with_retries(lambda: _fetch(url, tmp, progress=False), f"download {url}")
+            os.replace(tmp, cache)
+        except FileNotFoundError:
+            return {}
+        finally:
+            tmp.unlink(missing_ok=True)
+    with open(cache, newline="") as f:
+        return {
+            row["file_name"]: int(row["file_num_rows"])
+            for row in csv.DictReader(f)
+            if row.get("file_num_rows", "").isdigit()
+        }
+
+
+def verify_parquet(path: Path, expected_rows: int | None = None) -> int:
+    """Check that the parquet footer reads (and the row count matches); return the row count."""
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as e:
+        raise DurationError(
+            f"{path} is not a readable parquet file ({_short(e)}): delete it and download again"
+        ) from e
+    if expected_rows is not None and rows != expected_rows:
+        raise DurationError(
+            f"{path} has {rows} rows but the TLC publishes {expected_rows}: "
+            "the copy is incomplete, delete it and download again"
+        )
+    return rows
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+
+
+def download(settings: Settings, color: Color | str, month: str, progress: bool = True) -> Path:
+    """Fetch one monthly file into data/raw atomically and verify it; skip a complete copy."""
+    color = Color(color)
+    dest = raw_path(settings, color, month)
+    expected = published_counts(settings, color, month[:4]).get(dest.name)
+    if dest.exists():
+        try:
+            verify_parquet(dest, expected)
+            return dest
+        except DurationError:
+            dest.unlink()  # an incomplete or corrupt cached copy: fetch it again
+    url = trip_url(settings, color, month)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        with_retries(lambda: _fetch(url, tmp, progress), f"download {url}")
+        verify_parquet(tmp, expected)
+        os.replace(tmp, dest)
+    except FileNotFoundError as e:
+        raise DurationError(
+            f"{color.value} {month} is not available at {settings.tlc_url} ({url} not found): "
+            "pick a published month or check DURATION_TLC_URL"
+        ) from e
+    except DurationError as e:
+        raise DurationError(str(e).replace(str(tmp), url)) from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def download_zones(settings: Settings) -> Path:
+    """Fetch the TLC zone table into data/raw (atomically; skipped when cached)."""
+    dest = settings.raw_dir / ZONES_FILE
+    if dest.exists() and dest.stat().st_size > 0:
+        return dest
+    url = f"{settings.tlc_url}/misc/{ZONES_FILE}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        with_retries(lambda: _fetch(url, tmp, progress=False), f"download {url}")
+        read_zones(tmp)
+        os.replace(tmp, dest)
+    except FileNotFoundError as e:
+        raise DurationError(f"{url} not found: check DURATION_TLC_URL") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def read_zones(path: Path) -> pd.DataFrame:
+    """Read the zone table (LocationID, Borough, Zone, service_zone)."""
+    try:
+        zones = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise DurationError(f"{path} is not a readable zone table ({_short(e)})") from e
+    missing = {"LocationID", "Borough", "service_zone"} - set(zones.columns)
+    if missing:
+        raise DurationError(f"{path} lacks columns {sorted(missing)}: download it again")
+    return zones
+
+
+def zone_map(zones: pd.DataFrame, column: str = "Borough") -> dict[int, str]:
+    """LocationID -> a zone-table column (Borough or service_zone)."""
+    values = zones[column].fillna("Unknown").astype(str)
+    return {int(k): v for k, v in zip(zones["LocationID"], values, strict=True)}
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def resolve_columns(names: list[str]) -> dict[str, str]:
+    """Map each canonical column to the name it has in a file, matched case-insensitively."""
+    lower = {n.lower(): n for n in names}
+    found = {}
+    for canon, aliases in ALIASES.items():
+        for alias in aliases:
+            if alias.lower() in lower:
+                found[canon] = lower[alias.lower()]
+                break
+    return found
+
+
+def _location_ids(s: pd.Series) -> pd.Series:
+    if not pd.api.types.is_numeric_dtype(s):
+        s = pd.to_numeric(s.astype("string").str.strip(), errors="coerce")
+    s = s.astype("Float64").round().astype("Int64")
+    return s.fillna(UNKNOWN_ZONE).astype("int64")
+
+
+def _timestamps(s: pd.Series) -> pd.Series:
+    if not pd.api.types.is_datetime64_any_dtype(s):
+        s = pd.to_datetime(s, errors="coerce")
+    if getattr(s.dt, "tz", None) is not None:
+        s = s.dt.tz_convert("America/New_York").dt.tz_localize(None)
+    return s.astype("datetime64[us]")
+
+
+def normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """Rename TLC columns to canonical names and give them one dtype each, whatever the source."""
+    cols = resolve_columns(list(df.columns))
+    out = pd.DataFrame(index=df.index)
+    for canon, name in cols.items():
+        s = df[name]
+        if canon.endswith("_datetime"):
+            out[canon] = _timestamps(s)
+        elif canon.endswith("LocationID"):
+            out[canon] = _location_ids(s)
+        else:
+            out[canon] = pd.to_numeric(s, errors="coerce").astype("float64")
+    if "trip_distance" not in out:
+        out["trip_distance"] = np.nan
+    return out
+
+
+def add_duration(df: pd.DataFrame) -> pd.DataFrame:
+    """Add `duration` in minutes and keep rides of 1 to 60 minutes (the course's rule)."""
+    minutes = (df["dropoff_datetime"] - df["pickup_datetime"]) / pd.Timedelta(minutes=1)
+    df = df.assign(duration=minutes.astype("float64"))
+    keep = (df["duration"] >= MIN_DURATION) & (df["duration"] <= MAX_DURATION)
+    return df.loc[keep].reset_index(drop=True)
+
+
+def read_trips(path: Path) -> pd.DataFrame:
+    """Read only the needed columns of a TLC parquet file, normalised to canonical names."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DurationError(
+            f"{path} is not a readable parquet file ({_short(e)}): "
+            "delete it and run `duration download` again"
+        ) from e
+    cols = resolve_columns(schema.names)
+    missing = [c for c in REQUIRED if c not in cols]
+    if missing:
+        wanted = [" or ".join(ALIASES[c]) for c in missing]
+        raise DurationError(
+            f"{path} lacks required columns: {', '.join(wanted)}; is it a TLC trip file?"
+        )
+    try:
+        table = pq.read_table(path, columns=list(cols.values()))
+    except (pa.ArrowException, OSError) as e:
+        raise DurationError(
+            f"{path} is corrupt ({_short(e)}): delete it and run `duration download` again"
+        ) from e
+    return normalise(table.to_pandas())
+
+
+def prepare_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Normalised rides -> rides with duration, filtered; pure, for tests and notebooks."""
+    return add_duration(normalise(df))
+
+
+def prepare(settings: Settings, color: Color | str, month: str) -> Path:
+    """Download (if needed) and prepare one month into data/processed; skip if already there."""
+    dest = processed_path(settings, color, month)
+    src = download(settings, color, month)
+    if dest.exists() and dest.stat().st_mtime >= src.stat().st_mtime:
+        return dest
+    trips = read_trips(src)
+    df = add_duration(trips)
+    if df.empty:
+        raise DurationError(
+            f"{Color(color).value} {month}: none of {len(trips)} rides lasts "
+            f"{MIN_DURATION:g}-{MAX_DURATION:g} minutes; check {src} or pick another month"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def load_processed(settings: Settings, color: Color | str, month: str) -> pd.DataFrame:
+    """Read a prepared month, preparing it first if needed."""
+    return pd.read_parquet(prepare(settings, color, month))
+
+
+def raw_records(df: pd.DataFrame, color: Color | str) -> pd.DataFrame:
+    """Canonical rides -> the raw TLC column names of `color` (what a model consumer sends)."""
+    prefix = {"green": "lpep_", "yellow": "tpep_", "fhv": ""}[Color(color).value]
+    return df.rename(
+        columns={
+            "pickup_datetime": f"{prefix}pickup_datetime",
+            "dropoff_datetime": f"{prefix}dropoff_datetime",
+        }
+    )

@@ -1,0 +1,72 @@
+"""Diagnostic figures, drawn headless (Agg) and logged as run artifacts."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def predicted_vs_actual(y: np.ndarray, pred: np.ndarray, title: str = "") -> Figure:
+    """Scatter of predicted against actual duration (a sample of 20k rides)."""
+    rng = np.random.default_rng(0)
+    i = rng.choice(len(y), size=min(len(y), 20_000), replace=False)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(y[i], pred[i], s=2, alpha=0.2)
+    ax.plot([0, 60], [0, 60], color="black", lw=1, label="perfect")
+    ax.set(xlabel="actual duration (min)", ylabel="predicted duration (min)", xlim=(0, 62))
+    ax.set_title(title or "Predicted vs actual")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def residuals(y: np.ndarray, pred: np.ndarray, title: str = "") -> Figure:
+    """Histogram of residuals (predicted minus actual)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(pred - y, bins=120, range=(-40, 40))
+    ax.set(xlabel="residual: predicted - actual (min)", ylabel="rides")
+    ax.set_title(title or "Residual distribution")
+    fig.tight_layout()
+    return fig
+
+
+def rmse_by_hour(hours: np.ndarray, y: np.ndarray, pred: np.ndarray, title: str = "") -> Figure:
+    """RMSE for each pickup hour, with the ride count on a second axis."""
+    df = pd.DataFrame({"hour": hours, "se": (pred - y) ** 2})
+    g = df.groupby("hour")["se"].agg(["mean", "size"]).reindex(range(24))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(g.index, np.sqrt(g["mean"]), color="tab:blue")
+    ax.set(xlabel="pickup hour", ylabel="RMSE (min)", xticks=range(0, 24, 2))
+    ax2 = ax.twinx()
+    ax2.plot(g.index, g["size"], color="tab:orange", marker=".")
+    ax2.set_ylabel("rides", color="tab:orange")
+    ax.set_title(title or "RMSE by pickup hour")
+    fig.tight_layout()
+    return fig
+
+
+def trials(val_rmse: list[float], title: str = "") -> Figure:
+    """Validation RMSE of each trial, with the best so far."""
+    x = np.arange(1, len(val_rmse) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(x, val_rmse, "o", label="trial")
+    ax.plot(x, np.minimum.accumulate(val_rmse), "-", label="best so far")
+    ax.set(xlabel="trial", ylabel="validation RMSE (min)")
+    ax.set_title(title or "Validation RMSE by trial")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def log_figure(fig: Figure, path: str) -> None:
+    """Log a figure to the active MLflow run and free it."""
+    import mlflow
+
+    mlflow.log_figure(fig, path)
+    plt.close(fig)
