@@ -16,6 +16,7 @@ import typer
 from typer.exceptions import TyperException
 
 from duration.config import (
+    MODEL_NAME,
     Color,
     FeatureSet,
     ModelKind,
@@ -98,7 +99,9 @@ def root(
 ) -> None:
     """Predict NYC taxi ride durations, tracked end to end in MLflow."""
     ctx.obj = Settings.from_env(
-        data_dir=data_dir, tlc_url=tlc_url.rstrip("/") if tlc_url else None, tracking_uri=tracking_uri
+        data_dir=data_dir,
+        tlc_url=tlc_url.rstrip("/") if tlc_url else None,
+        tracking_uri=tracking_uri,
     )
 
 
@@ -166,7 +169,191 @@ def train(
     _connect(ctx)
     result = tr.train_run(_settings(ctx), model, features, color, train_month, val, seed=seed)
     _write_summary(summary, result.to_dict())
-    typer.echo(_table([result.to_dict()], ["model", "features", "train_rmse", "val_rmse", "run_id"]))
+    typer.echo(
+        _table([result.to_dict()], ["model", "features", "train_rmse", "val_rmse", "run_id"])
+    )
+
+
+@app.command()
+def tune(
+    ctx: typer.Context,
+    model: ModelKind = typer.Option(ModelKind.xgboost, "--model", help="xgboost or random_forest."),
+    features: FeatureSet = FeaturesOpt,
+    color: Color = ColorOpt,
+    train_month: str = _opt_month("2021-01", "--train", "Training month."),
+    val: str = _opt_month("2021-02", "--val", "Validation month (early stopping, scoring)."),
+    trials: int = typer.Option(30, "--trials", help="Number of TPE trials."),
+    seed: int = SeedOpt,
+    timeout: float = typer.Option(None, "--timeout", help="Stop after this many seconds."),
+    max_rounds: int = typer.Option(None, "--max-rounds", help="Cap xgboost boosting rounds."),
+    summary: Path = SummaryOpt,
+) -> None:
+    """Search hyperparameters with hyperopt (TPE); one parent run, one child run per trial."""
+    from duration import train as tr
+    from duration import tune as tn
+
+    if trials < 1:
+        raise DurationError(f"--trials {trials}: the search needs at least 1 trial")
+    if timeout is not None and timeout <= 0:
+        raise DurationError(f"--timeout {timeout}: give a positive number of seconds")
+    tn.space(model)
+    inputs = tr.load_inputs(_settings(ctx), color, features, train_month, val)
+    _connect(ctx)
+    result = tn.search(inputs, model, trials, seed, timeout, max_rounds)
+    out = result.to_dict()
+    out["trials"] = result.trials
+    _write_summary(summary, out)
+    typer.echo(
+        _table(
+            [out],
+            ["model", "features", "completed", "best_val_rmse", "seconds_per_trial", "status"],
+        )
+    )
+    typer.echo(f"best params: {json.dumps(result.best_params)}")
+    if result.status == "KILLED":
+        typer.echo(
+            f"search stopped early after {result.completed} of {trials} trials; "
+            f"the finished trials are kept in run {result.parent_run_id}",
+            err=True,
+        )
+
+
+@app.command()
+def register(
+    ctx: typer.Context,
+    top_n: int = typer.Option(5, "--top-n", help="How many of the best trials to test."),
+    name: str = typer.Option(MODEL_NAME, "--name", help="Registered model name."),
+    test: str = _opt_month("2021-03", "--test", "Test month."),
+    summary: Path = SummaryOpt,
+) -> None:
+    """Test the latest search's top-N trials and register the best in Staging."""
+    from duration import registry
+
+    if top_n < 1:
+        raise DurationError(f"--top-n {top_n}: give at least 1")
+    _connect(ctx)
+    r = registry.register(_settings(ctx), test, name, top_n)
+    _write_summary(summary, r.to_dict())
+    typer.echo(_table(r.candidates, ["run_id", "val_rmse", "test_rmse"]))
+    typer.echo(
+        f"registered {r.model_name} version {r.model_version} in Staging "
+        f"(test RMSE {r.test_rmse:.4f} on {r.test_month})"
+    )
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    name: str = typer.Option(MODEL_NAME, "--name", help="Registered model name."),
+    month: str = _opt_month(None, "--month", "Month to score both on (default: the test month)."),
+    min_improvement: float = typer.Option(
+        0.0, "--min-improvement", help="RMSE margin the challenger must win by."
+    ),
+    summary: Path = SummaryOpt,
+) -> None:
+    """Promote Staging to Production if it beats Production on the same month."""
+    from duration import registry
+
+    _connect(ctx)
+    d = registry.promote(_settings(ctx), name, month, min_improvement)
+    _write_summary(summary, d.to_dict())
+    typer.echo(("promoted: " if d.promoted else "kept Production: ") + d.reason)
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    model: str = typer.Option(
+        f"models:/{MODEL_NAME}@production", "--model", help="models:/NAME@alias, /Stage or m-..."
+    ),
+    color: Color = ColorOpt,
+    month: str = _opt_month("2021-04", "--month", "Month to score."),
+    output: Path = typer.Option(None, "--output", help="Parquet file to write."),
+) -> None:
+    """Score a month with a registered model; write predictions and print the RMSE."""
+    from duration import predict as pr
+
+    _connect(ctx)
+    output = output or Path("data/predictions") / f"{color.value}_{month}.parquet"
+    p = pr.predict(_settings(ctx), model, color, month, output)
+    typer.echo(
+        f"{p.output}: {p.rows} rides scored by {p.model_name or model}"
+        f"{' v' + p.model_version if p.model_version else ''}; RMSE {p.rmse:.4f} min"
+    )
+
+
+@app.command()
+def pipeline(
+    ctx: typer.Context,
+    color: Color = ColorOpt,
+    train_month: str = _opt_month("2021-01", "--train", "Training month."),
+    val: str = _opt_month("2021-02", "--val", "Validation month."),
+    test: str = _opt_month("2021-03", "--test", "Test month."),
+    features: FeatureSet = FeaturesOpt,
+    trials: int = typer.Option(30, "--trials", help="Number of TPE trials."),
+    seed: int = SeedOpt,
+    max_rounds: int = typer.Option(None, "--max-rounds", help="Cap xgboost boosting rounds."),
+    summary: Path = SummaryOpt,
+) -> None:
+    """Run download -> prepare -> vectorize -> baselines -> tune -> register -> promote."""
+    from duration import pipeline as pl
+
+    if trials < 1:
+        raise DurationError(f"--trials {trials}: the search needs at least 1 trial")
+    uri = _connect(ctx)
+    r = pl.run(
+        _settings(ctx), color, train_month, val, test, features, trials, seed, max_rounds=max_rounds
+    )
+    out = r.summary()
+    _write_summary(summary, out)
+    rows = [
+        {
+            "step": f"baseline {b['model']}",
+            "features": b["features"],
+            "val_rmse": b["val_rmse"],
+            "test_rmse": "",
+            "run": b["run_id"],
+        }
+        for b in r.baselines
+    ]
+    rows.append(
+        {
+            "step": f"search best of {r.search['completed']}",
+            "features": features.value,
+            "val_rmse": r.search["best_val_rmse"],
+            "test_rmse": "",
+            "run": r.search["best_run_id"],
+        }
+    )
+    rows.append(
+        {
+            "step": f"registered v{out['model_version']} ({out['stage']})",
+            "features": features.value,
+            "val_rmse": r.registered["val_rmse"],
+            "test_rmse": r.registered["test_rmse"],
+            "run": r.registered["run_id"],
+        }
+    )
+    typer.echo(_table(rows, ["step", "features", "val_rmse", "test_rmse", "run"]))
+    typer.echo(r.decision["reason"])
+    typer.echo(f"pipeline took {r.wall_s:.0f} s. MLflow UI: {uri}")
+
+
+@server_app.command("run")
+def server_run(ctx: typer.Context) -> None:
+    """Run the local server in the foreground (Ctrl-C stops it)."""
+    from duration import tracking
+
+    s = _settings(ctx)
+    if tracking.is_healthy(s.local_uri):
+        raise DurationError(
+            f"a server already answers at {s.local_uri}: browse it, or stop it with "
+            "`make mlflow-stop` (or pick another MLFLOW_PORT)"
+        )
+    tracking.init_db(s.server_db, s.server_artifacts)
+    typer.echo(f"MLflow UI: {s.local_uri} (Ctrl-C to stop)")
+    cmd = tracking.server_command(s.server_db, s.server_artifacts, s.port)
+    os.execve(cmd[0], cmd, {**os.environ, **tracking.LEAN_ENV})
 
 
 @server_app.command("start")
@@ -197,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     command = typer.main.get_command(app)
     try:
@@ -225,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,7 +30,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "PULocationID": ("PULocationID",),
     "DOLocationID": ("DOLocationID",),
     "trip_distance": ("trip_distance", "trip_miles"),
-    # Optional: known when the ride starts (set at the meter or by dispatch), where a color has them.
+    # Optional: known when the ride starts (meter or dispatch), where a color records them.
     "VendorID": ("VendorID",),
     "RatecodeID": ("RatecodeID",),
     "trip_type": ("trip_type",),

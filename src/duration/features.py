@@ -104,7 +104,9 @@ class Featurizer:
         if FeatureSet(self.feature_set) is FeatureSet.course:
             return pd.DataFrame(
                 {
-                    "PU_DO": _categorical(pu * 10_000 + do, lambda k: f"{k // 10_000}_{k % 10_000}"),
+                    "PU_DO": _categorical(
+                        pu * 10_000 + do, lambda k: f"{k // 10_000}_{k % 10_000}"
+                    ),
                     "trip_distance": rides["trip_distance"].to_numpy(dtype=np.float64),
                 },
                 index=rides.index,
@@ -117,7 +119,7 @@ class Featurizer:
             "DO_service_zone": _lookup(do, self.service_zones),
         }
         for name in START_CODES:
-            cols[name] = _code(rides[name] if name in rides else None, len(rides))
+            cols[name] = _code(rides.get(name), len(rides))
         cols["PULocationID"] = pu.astype(np.float64)
         cols["DOLocationID"] = do.astype(np.float64)
         cols["PU_DO"] = (pu * 1000 + do).astype(np.float64)
@@ -339,7 +341,9 @@ def vectorize(
         if month == train or (fresh and (out / f"X_{month}.npz").exists()):
             continue
         rides = data.load_processed(settings, color, month)
-        splits.append(Split(month, transform(dv, featurizer.frame(rides)), rides["duration"].to_numpy()))
+        splits.append(
+            Split(month, transform(dv, featurizer.frame(rides)), rides["duration"].to_numpy())
+        )
     meta = {"color": Color(color).value, "train": train, "n_features": len(dv.feature_names_)}
     save_stage(out, dv, featurizer, splits, meta)
     return out

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
 from sklearn.feature_extraction import DictVectorizer
 
 import duration
@@ -117,7 +118,8 @@ def signature(featurizer: Featurizer, color: Color | str) -> ModelSignature:
         ColSpec(next(t for suffix, t in types.items() if name.endswith(suffix)), name)
         for name in required
     ]
-    cols += [ColSpec("double", name, required=False) for name in optional]
+    # Any: TLC files store these as int64 or as float64 with NaN, depending on the month.
+    cols += [ColSpec(AnyType(), name, required=False) for name in optional]
     return ModelSignature(inputs=Schema(cols), outputs=Schema([ColSpec("double", "duration")]))
 
 

@@ -146,7 +146,9 @@ def ensure_server(settings: Settings) -> str:
             f"the tracking server at {uri} does not answer: start it, or unset "
             "MLFLOW_TRACKING_URI to use the local one (make mlflow)"
         )
-    start_server(settings.server_db, settings.server_artifacts, settings.port, settings.server_state)
+    start_server(
+        settings.server_db, settings.server_artifacts, settings.port, settings.server_state
+    )
     return uri
 
 

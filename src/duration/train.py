@@ -133,14 +133,104 @@ def experiment_id(name: str) -> str:
 
 def log_diagnostics(rides: pd.DataFrame, y: np.ndarray, pred: np.ndarray, label: str) -> None:
     """Log predicted-vs-actual, residuals and RMSE-by-hour figures to the active run."""
-    plots.log_figure(plots.predicted_vs_actual(y, pred, f"{label}: predicted vs actual"),
-                     "plots/predicted_vs_actual.png")
+    plots.log_figure(
+        plots.predicted_vs_actual(y, pred, f"{label}: predicted vs actual"),
+        "plots/predicted_vs_actual.png",
+    )
     plots.log_figure(plots.residuals(y, pred, f"{label}: residuals"), "plots/residuals.png")
     plots.log_figure(
-        plots.rmse_by_hour(rides["pickup_datetime"].dt.hour.to_numpy(), y, pred,
-                           f"{label}: RMSE by pickup hour"),
+        plots.rmse_by_hour(
+            rides["pickup_datetime"].dt.hour.to_numpy(), y, pred, f"{label}: RMSE by pickup hour"
+        ),
         "plots/rmse_by_hour.png",
     )
+
+
+@dataclass
+class Inputs:
+    """Everything a run needs, loaded once: matrices, rides, featurizer and vectorizer."""
+
+    settings: Settings
+    color: Color
+    features: FeatureSet
+    train: str
+    val: str
+    stage: Path
+    tr: Split
+    va: Split
+    rides_tr: pd.DataFrame
+    rides_va: pd.DataFrame
+    featurizer: features.Featurizer
+    dv: object
+
+
+def load_inputs(
+    settings: Settings, color: Color | str, fs: FeatureSet | str, train: str, val: str
+) -> Inputs:
+    """Load the vectorized months (or say which command makes them) and their rides."""
+    color, fs = Color(color), FeatureSet(fs)
+    stage = features.features_dir(settings, color, fs, train)
+    tr = features.load_split(settings, color, fs, train, train)
+    va = features.load_split(settings, color, fs, train, val)
+    return Inputs(
+        settings,
+        color,
+        fs,
+        train,
+        val,
+        stage,
+        tr,
+        va,
+        pd.read_parquet(data.processed_path(settings, color, train)),
+        pd.read_parquet(data.processed_path(settings, color, val)),
+        features.load_featurizer(stage / "featurizer.json"),
+        features.load_dv(stage),
+    )
+
+
+def run_tags(inp: Inputs, kind: ModelKind | str | None = None) -> dict[str, str]:
+    """Tags every run carries: color, months, feature set, git commit (and model)."""
+    tags = {
+        "color": inp.color.value,
+        "train_month": inp.train,
+        "val_month": inp.val,
+        "feature_set": inp.features.value,
+        "git_commit": tracking.git_commit(),
+    }
+    if kind is not None:
+        tags["model"] = ModelKind(kind).value
+    return tags
+
+
+def log_data(inp: Inputs) -> None:
+    """Log the fitted DictVectorizer artifact and the input datasets (digests, no data)."""
+    import mlflow
+
+    mlflow.log_artifact(str(inp.stage / "preprocessor.b"), artifact_path="preprocessor")
+    mlflow.log_input(dataset(inp.settings, inp.color, inp.train, inp.rides_tr), context="training")
+    mlflow.log_input(dataset(inp.settings, inp.color, inp.val, inp.rides_va), context="validation")
+
+
+def log_fitted_model(inp: Inputs, est) -> str:
+    """Log the self-contained model (featurizer + DictVectorizer + estimator); return its URI."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        info = model.log_model(
+            inp.stage / "featurizer.json",
+            inp.dv,
+            est,
+            model.input_example(inp.rides_va, inp.featurizer, inp.color),
+            model.signature(inp.featurizer, inp.color),
+            Path(tmp),
+        )
+    mlflow.set_tag("model_uri", info.model_uri)
+    return info.model_uri
+
+
+def best_iteration(est) -> int | None:
+    """xgboost's early-stopped best round (None for other estimators)."""
+    return getattr(est, "best_iteration", None) if hasattr(est, "get_booster") else None
 
 
 def train_run(
@@ -153,85 +243,52 @@ def train_run(
     params: dict | None = None,
     seed: int = 42,
     experiment: str = EXPERIMENT,
-    tags: dict | None = None,
-    nested: bool = False,
-    with_model: bool = True,
-    with_plots: bool = True,
+    inputs: Inputs | None = None,
 ) -> TrainResult:
     """Train one model in its own MLflow run; the run ends FAILED if anything raises."""
     import mlflow
 
-    kind, fs, color = ModelKind(kind), FeatureSet(fs), Color(color)
-    stage = features.features_dir(settings, color, fs, train)
-    tr = features.load_split(settings, color, fs, train, train)
-    va = features.load_split(settings, color, fs, train, val)
-    run_tags = {
-        "model": kind.value,
-        "color": color.value,
-        "train_month": train,
-        "val_month": val,
-        "feature_set": fs.value,
-        "git_commit": tracking.git_commit(),
-        **(tags or {}),
-    }
+    kind = ModelKind(kind)
+    inp = inputs or load_inputs(settings, color, fs, train, val)
     with mlflow.start_run(
-        experiment_id=None if nested else experiment_id(experiment),
-        run_name=f"{kind.value}-{fs.value}",
-        nested=nested,
-        tags=run_tags,
+        experiment_id=experiment_id(experiment),
+        run_name=f"{kind.value}-{inp.features.value}",
+        tags=run_tags(inp, kind),
     ) as run:
-        est = fit(kind, tr, va, params, seed)
+        est = fit(kind, inp.tr, inp.va, params, seed)
         mlflow.log_params(
             {
                 "model": kind.value,
-                "features": fs.value,
+                "features": inp.features.value,
                 "seed": seed,
-                "n_train": tr.X.shape[0],
-                "n_val": va.X.shape[0],
-                "n_features": tr.X.shape[1],
+                "n_train": inp.tr.X.shape[0],
+                "n_val": inp.va.X.shape[0],
+                "n_features": inp.tr.X.shape[1],
                 **estimator_params(est),
             }
         )
-        pred_tr, pred_va = est.predict(tr.X), est.predict(va.X)
-        s_tr, s_va = scores(tr.y, pred_tr), scores(va.y, pred_va)
-        best_it = getattr(est, "best_iteration", None) if kind is ModelKind.xgboost else None
+        pred_tr, pred_va = est.predict(inp.tr.X), est.predict(inp.va.X)
+        s_tr, s_va = scores(inp.tr.y, pred_tr), scores(inp.va.y, pred_va)
         metrics = {
             "val_rmse": s_va["rmse"],
             "val_mae": s_va["mae"],
             "train_rmse": s_tr["rmse"],
             "train_mae": s_tr["mae"],
         }
+        best_it = best_iteration(est)
         if best_it is not None:
             metrics["best_iteration"] = best_it
         mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(stage / "preprocessor.b"), artifact_path="preprocessor")
-        rides_tr = pd.read_parquet(data.processed_path(settings, color, train))
-        rides_va = pd.read_parquet(data.processed_path(settings, color, val))
-        mlflow.log_input(dataset(settings, color, train, rides_tr), context="training")
-        mlflow.log_input(dataset(settings, color, val, rides_va), context="validation")
-        if with_plots:
-            log_diagnostics(rides_va, va.y, pred_va, f"{kind.value} on {color.value} {val}")
-        model_uri = ""
-        if with_model:
-            featurizer = features.load_featurizer(stage / "featurizer.json")
-            with tempfile.TemporaryDirectory() as tmp:
-                info = model.log_model(
-                    stage / "featurizer.json",
-                    features.load_dv(stage),
-                    est,
-                    model.input_example(rides_va, featurizer, color),
-                    model.signature(featurizer, color),
-                    Path(tmp),
-                )
-            model_uri = info.model_uri
-            mlflow.set_tag("model_uri", model_uri)
+        log_data(inp)
+        log_diagnostics(inp.rides_va, inp.va.y, pred_va, f"{kind.value} on {inp.color} {inp.val}")
+        model_uri = log_fitted_model(inp, est)
         return TrainResult(
             run_id=run.info.run_id,
             model=kind.value,
-            features=fs.value,
-            color=color.value,
-            train=train,
-            val=val,
+            features=inp.features.value,
+            color=inp.color.value,
+            train=inp.train,
+            val=inp.val,
             val_rmse=s_va["rmse"],
             train_rmse=s_tr["rmse"],
             val_mae=s_va["mae"],

@@ -1,0 +1,89 @@
+# duration: `make help` lists the targets. Stages are file targets: finished work is skipped.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY       ?= $(shell command -v python3.11 || command -v python3)
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+COLOR    ?= green
+TRAIN    ?= 2021-01
+VAL      ?= 2021-02
+TEST     ?= 2021-03
+FEATURES ?= default
+TRIALS   ?= 30
+SEED     ?= 42
+export MLFLOW_PORT ?= 5000
+
+MONTHS    := $(TRAIN) $(VAL) $(TEST)
+RAW       := $(foreach m,$(MONTHS),data/raw/$(COLOR)_tripdata_$(m).parquet)
+PROCESSED := $(foreach m,$(MONTHS),data/processed/$(COLOR)_tripdata_$(m).parquet)
+FEATDIR   := data/features/$(COLOR)-$(FEATURES)-train-$(TRAIN)
+FEATS     := $(FEATDIR)/X_$(TEST).npz
+
+.PHONY: help install download prepare features pipeline test lint format bench notebook \
+        mlflow mlflow-start mlflow-stop screenshot clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) SEED=$(SEED) MLFLOW_PORT=$(MLFLOW_PORT)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## Create .venv and install the package with its dev tools
+
+data/raw/$(COLOR)_tripdata_%.parquet: | $(STAMP)
+	$(BIN)/duration download --color $(COLOR) --month $*
+
+data/processed/$(COLOR)_tripdata_%.parquet: data/raw/$(COLOR)_tripdata_%.parquet
+	$(BIN)/duration prepare --color $(COLOR) --month $*
+
+$(FEATS): $(PROCESSED)
+	$(BIN)/duration vectorize --color $(COLOR) --features $(FEATURES) --train $(TRAIN) --val $(VAL) --test $(TEST)
+
+download: $(RAW) ## Download the train/val/test months into data/raw
+prepare: $(PROCESSED) ## Prepare them into data/processed
+features: $(FEATS) ## Fit the DictVectorizer and vectorize the months
+
+pipeline: $(FEATS) ## Run everything: baselines, search, register, promote (starts the server)
+	$(BIN)/duration pipeline --color $(COLOR) --features $(FEATURES) --train $(TRAIN) \
+	  --val $(VAL) --test $(TEST) --trials $(TRIALS) --seed $(SEED) --summary reports/pipeline.json
+
+test: $(STAMP) ## Run the test suite (real mlflow servers on free ports)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## Benchmark prepare+vectorize against the course's approach (reports/)
+	$(BIN)/python scripts/benchmark.py
+
+notebook: $(STAMP) ## Open Jupyter Lab with the project's environment as the kernel
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebook]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name duration --display-name "duration (.venv)"
+	$(BIN)/jupyter lab notebooks/
+
+mlflow: $(STAMP) ## Run the MLflow server in the foreground (UI on 127.0.0.1:$MLFLOW_PORT)
+	$(BIN)/duration server run
+
+mlflow-start: $(STAMP) ## Start the MLflow server in the background if none answers
+	$(BIN)/duration server start
+
+mlflow-stop: $(STAMP) ## Stop the background MLflow server
+	$(BIN)/duration server stop
+
+screenshot: $(STAMP) ## Screenshot the MLflow registry for the README (needs chromium)
+	$(BIN)/python scripts/screenshot.py
+
+clean: ## Remove processed data and features (keeps downloads, the venv and MLflow)
+	rm -rf data/processed data/features

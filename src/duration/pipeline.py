@@ -1,0 +1,87 @@
+"""The whole pipeline, wired from the stage functions: no logic of its own."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from duration import features, registry, train, tune
+from duration.config import MODEL_NAME, Color, FeatureSet, ModelKind, Settings
+
+# (model, feature set) baselines: the course's own setup first, then each model on the
+# chosen features.
+BASELINES = [
+    (ModelKind.linear, FeatureSet.course),
+    (ModelKind.linear, None),
+    (ModelKind.ridge, None),
+    (ModelKind.random_forest, None),
+    (ModelKind.xgboost, None),
+]
+
+
+@dataclass
+class PipelineResult:
+    """Everything the pipeline produced, for its table and summary."""
+
+    baselines: list[dict] = field(default_factory=list)
+    search: dict = field(default_factory=dict)
+    registered: dict = field(default_factory=dict)
+    decision: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def summary(self) -> dict:
+        """The `--summary` JSON."""
+        return {
+            "best_val_rmse": self.search.get("best_val_rmse"),
+            "test_rmse": self.registered.get("test_rmse"),
+            "model_name": self.registered.get("model_name"),
+            "model_version": self.registered.get("model_version"),
+            "stage": "Production"
+            if self.decision.get("production") == self.registered.get("model_version")
+            else "Staging",
+            "production_version": self.decision.get("production"),
+            "wall_s": self.wall_s,
+            "baselines": self.baselines,
+            "search": self.search,
+            "registered": self.registered,
+            "decision": self.decision,
+        }
+
+
+def run(
+    settings: Settings,
+    color: Color | str = Color.green,
+    train_month: str = "2021-01",
+    val: str = "2021-02",
+    test: str = "2021-03",
+    fs: FeatureSet | str = FeatureSet.default,
+    trials: int = 30,
+    seed: int = 42,
+    name: str = MODEL_NAME,
+    max_rounds: int | None = None,
+    progress: bool = True,
+) -> PipelineResult:
+    """download -> prepare -> vectorize -> baselines -> tune -> register -> promote."""
+    start = time.monotonic()
+    fs = FeatureSet(fs)
+    result = PipelineResult()
+    for feature_set in dict.fromkeys([FeatureSet.course, fs]):
+        features.vectorize(settings, color, feature_set, train_month, [val, test])
+    inputs = {
+        f: train.load_inputs(settings, color, f, train_month, val) for f in {fs, FeatureSet.course}
+    }
+    for kind, feature_set in BASELINES:
+        inp = inputs[feature_set or fs]
+        params = {"n_estimators": max_rounds} if max_rounds and kind is ModelKind.xgboost else None
+        r = train.train_run(
+            settings, kind, inp.features, color, train_month, val, params, seed, inputs=inp
+        )
+        result.baselines.append(r.to_dict())
+    found = tune.search(
+        inputs[fs], ModelKind.xgboost, trials, seed, max_rounds=max_rounds, progress=progress
+    )
+    result.search = found.to_dict()
+    result.registered = registry.register(settings, test, name).to_dict()
+    result.decision = registry.promote(settings, name).to_dict()
+    result.wall_s = time.monotonic() - start
+    return result

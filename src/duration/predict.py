@@ -1,0 +1,55 @@
+"""Score a month with a registered (or logged) model and write the predictions."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from duration import data, registry, train
+from duration.config import Color, Settings
+
+
+@dataclass
+class Prediction:
+    """The outcome of `predict`."""
+
+    output: str
+    rows: int
+    rmse: float
+    model_name: str
+    model_version: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def predict(
+    settings: Settings, model_uri: str, color: Color | str, month: str, output: Path
+) -> Prediction:
+    """Download and prepare `month`, score it with `model_uri`, write parquet, report RMSE."""
+    model = registry.load(model_uri)
+    name, version = registry.resolve_version(model_uri)
+    rides = data.load_processed(settings, color, data.check_month(month))
+    out = rides[data.IDENTITY].copy()
+    out["predicted_duration"] = registry.predict_frame(model, rides, color)
+    out["duration"] = rides["duration"]
+    out["model_name"] = name or model_uri
+    out["model_version"] = version
+    known = out["duration"].notna()
+    rmse = (
+        train.scores(out.loc[known, "duration"].to_numpy(), out.loc[known, "predicted_duration"])[
+            "rmse"
+        ]
+        if known.any()
+        else math.nan
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.part")
+    try:
+        out.to_parquet(tmp, index=False)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Prediction(str(output), len(out), rmse, name, version)

@@ -1,0 +1,393 @@
+"""Register the best searched model, gate Staging -> Production, and resolve registry URIs.
+
+Stages are deprecated in MLflow 3 but still work; every stage move also sets the lowercase
+alias of the same name, so `models:/NAME/Production` and `models:/NAME@production` agree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from duration import data, train
+from duration.config import (
+    EVAL_EXPERIMENT,
+    MODEL_NAME,
+    PROMOTION_EXPERIMENT,
+    SEARCH_EXPERIMENT,
+    Settings,
+)
+from duration.errors import DurationError
+
+STAGES = ("Staging", "Production", "Archived")
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def latest_search():
+    """The most recent search's parent run, or a one-line error if none ran."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(SEARCH_EXPERIMENT)
+    runs = []
+    if exp is not None:
+        runs = _client().search_runs(
+            [exp.experiment_id],
+            filter_string="tags.best_run_id LIKE '%'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    if not runs:
+        raise DurationError(
+            "no hyperparameter search has run on this tracking server: "
+            "run `duration tune` (or `make pipeline`) first"
+        )
+    return runs[0]
+
+
+def top_trials(parent, top_n: int) -> list:
+    """The search's best `top_n` trials by val_rmse that logged a model."""
+    return _client().search_runs(
+        [parent.info.experiment_id],
+        filter_string=(
+            f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+            "and tags.model_uri LIKE 'models:/%' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["metrics.val_rmse ASC"],
+        max_results=top_n,
+    )
+
+
+def predict_frame(model, rides: pd.DataFrame, color: str) -> np.ndarray:
+    """Predict durations for prepared rides, sent to the model as raw TLC records."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        records = data.raw_records(rides.drop(columns=["duration", "dropoff_datetime"]), color)
+        return model.predict(records)
+    except MlflowException as e:
+        if "missing inputs" in _first(e).lower():
+            raise DurationError(f"the input lacks columns the model expects: {_first(e)}") from e
+        raise
+
+
+def score(model_uri: str, rides: pd.DataFrame, color: str) -> float:
+    """RMSE of a logged or registered model on prepared rides."""
+    pred = predict_frame(load(model_uri), rides, color)
+    return train.scores(rides["duration"].to_numpy(), pred)["rmse"]
+
+
+def load(model_uri: str):
+    """Load a pyfunc model, turning unknown names, aliases and stages into one line."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    check_uri(model_uri)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as e:
+        raise DurationError(f"cannot load {model_uri}: {_first(e)}") from e
+
+
+def _first(e: Exception) -> str:
+    return str(getattr(e, "message", e)).splitlines()[0][:240]
+
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<stage>[^/]+)|@(?P<alias>.+))$")
+
+
+def check_uri(model_uri: str) -> None:
+    """Reject unknown registered names, stages and aliases with a clear line."""
+    m = _URI.match(model_uri)
+    if not m or m["name"].startswith("m-"):
+        return
+    client = _client()
+    name = m["name"]
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        raise DurationError(
+            f"no registered model named {name!r}: check the name, or run `duration register`"
+        )
+    stage, alias = m["stage"], m["alias"]
+    if stage and not stage.isdigit():
+        if stage.capitalize() not in STAGES and stage.lower() != "latest":
+            raise DurationError(f"{stage!r} is not a stage: use Staging, Production or Archived")
+        if stage.lower() != "latest" and not client.get_latest_versions(name, [stage.capitalize()]):
+            raise DurationError(f"{name} has no version in stage {stage.capitalize()}")
+    if alias:
+        aliases = client.get_registered_model(name).aliases
+        if alias not in aliases:
+            raise DurationError(
+                f"{name} has no alias @{alias} (it has: {sorted(aliases) or 'none'})"
+            )
+
+
+def resolve_version(model_uri: str) -> tuple[str, str]:
+    """(name, version) behind a registry URI; ('', '') for a logged model URI."""
+    m = _URI.match(model_uri)
+    if not m or m["name"].startswith("m-"):
+        return "", ""
+    client, name = _client(), m["name"]
+    if m["alias"]:
+        return name, client.get_model_version_by_alias(name, m["alias"]).version
+    stage = m["stage"]
+    if stage.isdigit():
+        return name, stage
+    versions = client.get_latest_versions(name, None if stage == "latest" else [stage.capitalize()])
+    return name, max(versions, key=lambda v: int(v.version)).version if versions else ""
+
+
+def version_in(name: str, stage: str):
+    """The newest version of `name` in `stage`, or None."""
+    versions = _client().get_latest_versions(name, [stage])
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def move(name: str, version: str, stage: str) -> None:
+    """Transition a version to `stage` and set the same-named lowercase alias where it applies."""
+    client = _client()
+    client.transition_model_version_stage(name, version, stage)
+    if stage in ("Staging", "Production"):
+        client.set_registered_model_alias(name, stage.lower(), version)
+
+
+@dataclass
+class Registered:
+    """The outcome of `register`."""
+
+    model_name: str
+    model_version: str
+    stage: str
+    run_id: str
+    val_rmse: float
+    test_rmse: float
+    test_month: str
+    candidates: list
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def register(settings: Settings, test_month: str, name: str = MODEL_NAME, top_n: int = 5):
+    """Score the latest search's top-N trials on the test month; register the best to Staging."""
+    import mlflow
+
+    parent = latest_search()
+    trials = top_trials(parent, top_n)
+    if not trials:
+        raise DurationError(
+            f"search {parent.info.run_id} has no finished trial with a model: run `duration tune`"
+        )
+    tags = parent.data.tags
+    color = tags["color"]
+    rides = data.load_processed(settings, color, data.check_month(test_month, "--test"))
+    test_ds = train.dataset(settings, color, test_month, rides)
+    candidates = []
+    for run in trials:
+        uri = run.data.tags["model_uri"]
+        rmse = score(uri, rides, color)
+        with mlflow.start_run(
+            experiment_id=train.experiment_id(EVAL_EXPERIMENT),
+            run_name=f"eval-{run.info.run_name}",
+            tags={"source_run_id": run.info.run_id, "model_uri": uri, "test_month": test_month},
+        ):
+            mlflow.log_input(test_ds, context="test")
+            mlflow.log_metrics({"test_rmse": rmse, "val_rmse": run.data.metrics["val_rmse"]})
+        candidates.append(
+            {
+                "run_id": run.info.run_id,
+                "model_uri": uri,
+                "val_rmse": run.data.metrics["val_rmse"],
+                "test_rmse": rmse,
+            }
+        )
+    best = min(candidates, key=lambda c: c["test_rmse"])
+    best_run = _client().get_run(best["run_id"])
+    digests = {
+        d.dataset.name: d.dataset.digest
+        for d in _client().get_run(parent.info.run_id).inputs.dataset_inputs
+    }
+    version = _register_version(name, best, best_run, tags, test_month, test_ds.digest, digests)
+    return Registered(
+        name,
+        version,
+        "Staging",
+        best["run_id"],
+        best["val_rmse"],
+        best["test_rmse"],
+        test_month,
+        candidates,
+    )
+
+
+def _register_version(name, best, run, tags, test_month, test_digest, digests) -> str:
+    """Create the version, describe and tag it, and move it to Staging; undo on failure."""
+    import mlflow
+
+    client = _client()
+    previous = (
+        version_in(name, "Staging")
+        if client.search_registered_models(filter_string=f"name = '{name}'")
+        else None
+    )
+    mv = mlflow.register_model(best["model_uri"], name)
+    try:
+        client.update_model_version(
+            name,
+            mv.version,
+            description=(
+                f"{run.data.tags.get('model')} on {tags['color']} taxi rides, "
+                f"{tags['feature_set']} features; trained on {tags['train_month']}, "
+                f"validated on {tags['val_month']} (val RMSE {best['val_rmse']:.4f} min), "
+                f"tested on {test_month} (test RMSE {best['test_rmse']:.4f} min)."
+            ),
+        )
+        version_tags = {
+            "val_rmse": f"{best['val_rmse']:.6f}",
+            "test_rmse": f"{best['test_rmse']:.6f}",
+            "test_month": test_month,
+            "feature_set": tags["feature_set"],
+            "color": tags["color"],
+            "train_month": tags["train_month"],
+            "val_month": tags["val_month"],
+            "git_commit": run.data.tags.get("git_commit", "unknown"),
+            "source_run_id": best["run_id"],
+            "data_digests": ", ".join(f"{k}:{v}" for k, v in sorted(digests.items()))
+            + f", test:{test_digest}",
+        }
+        for k, v in version_tags.items():
+            client.set_model_version_tag(name, mv.version, k, v)
+        move(name, mv.version, "Staging")
+        if previous is not None and previous.version != mv.version:
+            client.transition_model_version_stage(name, previous.version, "Archived")
+    except Exception:
+        client.delete_model_version(name, mv.version)
+        if previous is not None:
+            move(name, previous.version, "Staging")
+        raise
+    return mv.version
+
+
+@dataclass
+class Decision:
+    """The outcome of `promote`."""
+
+    model_name: str
+    challenger: str
+    champion: str
+    month: str
+    challenger_rmse: float
+    champion_rmse: float | None
+    promoted: bool
+    reason: str
+    production: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def promote(
+    settings: Settings, name: str = MODEL_NAME, month: str | None = None, min_improvement=0.0
+) -> Decision:
+    """Promote Staging to Production only if it beats Production by `min_improvement` RMSE."""
+    import mlflow
+
+    client = _client()
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        raise DurationError(f"no registered model named {name!r}: run `duration register` first")
+    challenger = version_in(name, "Staging")
+    champion = version_in(name, "Production")
+    if challenger is None:
+        if champion is not None:
+            return Decision(
+                name,
+                "",
+                champion.version,
+                month or "",
+                float("nan"),
+                None,
+                False,
+                f"nothing to promote: no Staging version; version {champion.version} "
+                "stays in Production",
+                champion.version,
+            )
+        raise DurationError(f"{name} has no version in Staging: run `duration register` first")
+    month = data.check_month(month or challenger.tags.get("test_month", ""), "--month")
+    color = challenger.tags.get("color", "green")
+    rides = data.load_processed(settings, color, month)
+    ch_rmse = score(f"models:/{name}/{challenger.version}", rides, color)
+    cp_rmse = None
+    if champion is not None:
+        cp_rmse = score(f"models:/{name}/{champion.version}", rides, color)
+    if champion is None:
+        promoted, reason = True, "no Production version yet"
+    elif cp_rmse - ch_rmse > min_improvement or (min_improvement == 0 and ch_rmse < cp_rmse):
+        promoted = True
+        reason = (
+            f"challenger v{challenger.version} RMSE {ch_rmse:.4f} beats champion "
+            f"v{champion.version} {cp_rmse:.4f} by more than {min_improvement}"
+        )
+    else:
+        promoted = False
+        reason = (
+            f"challenger v{challenger.version} RMSE {ch_rmse:.4f} does not beat champion "
+            f"v{champion.version} {cp_rmse:.4f} by more than {min_improvement}; "
+            f"v{champion.version} stays in Production"
+        )
+    with mlflow.start_run(
+        experiment_id=train.experiment_id(PROMOTION_EXPERIMENT),
+        run_name=f"promote-v{challenger.version}",
+        tags={
+            "model_name": name,
+            "challenger_version": challenger.version,
+            "champion_version": champion.version if champion else "",
+            "month": month,
+        },
+    ):
+        metrics = {"challenger_rmse": ch_rmse}
+        if cp_rmse is not None:
+            metrics["champion_rmse"] = cp_rmse
+        mlflow.log_metrics(metrics)
+        mlflow.log_params({"min_improvement": min_improvement, "promoted": promoted})
+        mlflow.set_tag("reason", reason)
+        client.set_model_version_tag(name, challenger.version, f"rmse_{month}", f"{ch_rmse:.6f}")
+        client.set_model_version_tag(
+            name, challenger.version, "promotion_decision", "promoted" if promoted else "rejected"
+        )
+        if champion is not None:
+            client.set_model_version_tag(name, champion.version, f"rmse_{month}", f"{cp_rmse:.6f}")
+        if promoted:
+            _swap(name, challenger.version, champion.version if champion else None)
+    production = challenger.version if promoted else champion.version
+    return Decision(
+        name,
+        challenger.version,
+        champion.version if champion else "",
+        month,
+        ch_rmse,
+        cp_rmse,
+        promoted,
+        reason,
+        production,
+    )
+
+
+def _swap(name: str, new: str, old: str | None) -> None:
+    """Challenger -> Production, champion -> Archived (alias removed); undone on failure."""
+    client = _client()
+    try:
+        move(name, new, "Production")
+        client.delete_registered_model_alias(name, "staging")
+        if old is not None:
+            client.transition_model_version_stage(name, old, "Archived")
+    except Exception:
+        move(name, new, "Staging")
+        if old is not None:
+            move(name, old, "Production")
+        raise
