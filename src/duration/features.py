@@ -186,6 +186,8 @@ def _entries(features: pd.DataFrame, vocab: dict[str, int], sep: str):
 def transform(dv: DictVectorizer, features: pd.DataFrame) -> sp.csr_matrix:
     """Exactly `dv.transform(features.to_dict(orient="records"))`, built from columns."""
     n, k = len(features), len(features.columns)
+    if n == 0:
+        raise ValueError("Sample sequence X is empty.")  # as DictVectorizer says
     idx = np.empty((n, k), dtype=np.int64)
     val = np.empty((n, k), dtype=np.float64)
     for j, (i, v) in enumerate(_entries(features, dv.vocabulary_, dv.separator)):

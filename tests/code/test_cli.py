@@ -1,0 +1,113 @@
+"""Bad input through the real `duration` command: one clear line, non-zero exit, nothing half-written."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.code.conftest import rides
+from tests.conftest import assert_one_line_error, free_port, run_cli
+
+
+@pytest.fixture
+def env(site):
+    return {
+        "DURATION_TLC_URL": site.tlc_url,
+        "DURATION_DATA_DIR": str(site.data_dir),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+    }
+
+
+def test_help_lists_the_commands():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for cmd in (
+        "download",
+        "prepare",
+        "vectorize",
+        "train",
+        "tune",
+        "register",
+        "promote",
+        "predict",
+        "pipeline",
+        "server",
+    ):
+        assert cmd in proc.stdout
+
+
+def test_month_not_published(env):
+    assert_one_line_error(
+        run_cli("download", "--month", "2019-07", env=env),
+        "2019-07",
+        "not available",
+        "DURATION_TLC_URL",
+    )
+
+
+def test_truncated_parquet(env, site):
+    proc = run_cli("download", "--month", "2021-02", env=env)
+    assert_one_line_error(proc, "green_tripdata_2021-02.parquet", "not a readable parquet")
+    assert not any(site.raw_dir.glob("*2021-02*"))
+
+
+def test_missing_columns(env, site):
+    base = site.tlc_url.removeprefix("file://")
+    rides().drop(columns=["trip_distance", "DOLocationID"]).to_parquet(
+        f"{base}/trip-data/green_tripdata_2021-05.parquet"
+    )
+    proc = run_cli("prepare", "--month", "2021-05", env=env)
+    assert_one_line_error(
+        proc, "green_tripdata_2021-05.parquet", "lacks required columns", "DOLocationID"
+    )
+
+
+def test_empty_after_filter(env, site):
+    base = site.tlc_url.removeprefix("file://")
+    rides(minutes=(0.1, 0.2, 90, 120, 200, 300)).to_parquet(
+        f"{base}/trip-data/green_tripdata_2021-06.parquet"
+    )
+    proc = run_cli("prepare", "--month", "2021-06", env=env)
+    assert_one_line_error(proc, "2021-06", "1-60 minutes")
+    assert not any(site.processed_dir.glob("*2021-06*"))
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["download", "--color", "blue"], ["--color", "blue", "green"]),
+        (["train", "--model", "svm"], ["--model", "svm", "xgboost"]),
+        (["download", "--month", "2021-13"], ["--month", "2021-13", "YYYY-MM"]),
+        (["train", "--train", "21-01"], ["--train", "21-01", "YYYY-MM"]),
+        (["tune", "--trials", "0"], ["--trials 0"]),
+        (["tune", "--trials", "-3"], ["--trials -3"]),
+        (["tune", "--model", "linear"], ["linear", "no search space"]),
+        (["tune", "--model", "bogus"], ["--model", "bogus"]),
+    ],
+)
+def test_bad_flags(env, args, needles):
+    assert_one_line_error(run_cli(*args, env=env), *needles)
+
+
+def test_features_not_prepared_names_the_command(env):
+    proc = run_cli("tune", "--trials", "2", env=env)
+    assert_one_line_error(proc, "no default features", "duration vectorize")
+
+
+def test_unreachable_server_at_non_default_uri(env, site):
+    run_cli("vectorize", "--features", "course", "--val", "2021-01", env=env)
+    proc = run_cli("train", "--features", "course", "--val", "2021-01", env=env)
+    assert_one_line_error(proc, env["MLFLOW_TRACKING_URI"], "does not answer")
+
+
+def test_file_store_uri_is_refused(env):
+    proc = run_cli("register", env={**env, "MLFLOW_TRACKING_URI": "./mlruns"})
+    assert_one_line_error(proc, "not a server address")
+
+
+def test_vectorize_writes_stage_files(env, site):
+    proc = run_cli("vectorize", "--features", "course", "--val", "2021-01", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = site.features_dir / "green-course-train-2021-01"
+    assert (out / "preprocessor.b").exists() and (out / "X_2021-01.npz").exists()
+    assert pd.read_parquet(site.processed_dir / "green_tripdata_2021-01.parquet").shape[0] == 4

@@ -1,0 +1,107 @@
+"""Shared fixtures: the TLC mirror, a data folder, and a real MLflow server on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from duration import tracking
+from duration.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mirror() -> tuple[str | None, str]:
+    url = os.environ.get("DURATION_TLC_URL", "")
+    if url.startswith("file://"):
+        path = Path(urlparse(url).path)
+        where = f"DURATION_TLC_URL={url}"
+    else:
+        path = (ROOT.parent / "shared" / "data" / "tlc").resolve()
+        where = f"{path} (DURATION_TLC_URL is not a file:// address)"
+    if (path / "trip-data").is_dir():
+        return f"file://{path}", ""
+    return None, f"the offline TLC mirror is not at {where}"
+
+
+@pytest.fixture(scope="session")
+def mirror_url() -> str:
+    """file:// address of the TLC mirror; skips (or fails under CI) where it is absent."""
+    url, why = _mirror()
+    if url is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{why}; CI must have it (see .ci/run)")
+        pytest.skip(f"{why}; point DURATION_TLC_URL at file://<path>/shared/data/tlc to run this")
+    return url
+
+
+@pytest.fixture(scope="session")
+def mirror_path(mirror_url) -> Path:
+    return Path(urlparse(mirror_url).path)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One data folder for the session, so each real month is prepared once."""
+    return tmp_path_factory.mktemp("data")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (SQLite + artifact folder in a temp dir) on a free port."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    proc = tracking.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
+    uri = f"http://127.0.0.1:{port}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+    tracking.stop_pid(proc.pid)
+
+
+@pytest.fixture(scope="session")
+def settings(mirror_url, data_dir) -> Settings:
+    """Settings that read the mirror into the session's data folder."""
+    return Settings(data_dir=data_dir, tlc_url=mirror_url)
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout=600):
+    """Run the real `duration` console script; return the CompletedProcess."""
+    exe = Path(sys.executable).with_name("duration")
+    return subprocess.run(
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(proc, *needles: str) -> None:
+    """A failed command printed one clear line on stderr, no traceback, naming `needles`."""
+    assert proc.returncode != 0, proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
