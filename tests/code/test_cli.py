@@ -1,4 +1,4 @@
-"""Bad input through the real `duration` command: one clear line, non-zero exit, nothing half-written."""
+"""Bad input through the real `duration` command: one clear line, non-zero exit."""
 
 from __future__ import annotations
 

@@ -118,10 +118,7 @@ def frames(draw):
         categorical = draw(st.booleans())
         for target, n in ((fit, n_fit), (new, n_new)):
             values = draw(st.lists(labels, min_size=n, max_size=n))
-            if categorical:
-                col = pd.Categorical(values)
-            else:
-                col = pd.Series(values, dtype=object)
+            col = pd.Categorical(values) if categorical else pd.Series(values, dtype=object)
             target[f"c{j}"] = col
     for j in range(n_num):
         for target, n in ((fit, n_fit), (new, n_new)):
