@@ -161,13 +161,18 @@ def train(
     train_month: str = _opt_month("2021-01", "--train", "Training month."),
     val: str = _opt_month("2021-02", "--val", "Validation month."),
     seed: int = SeedOpt,
+    max_rounds: int = typer.Option(None, "--max-rounds", help="Cap xgboost boosting rounds."),
     summary: Path = SummaryOpt,
 ) -> None:
     """Train one model on vectorized features and log it as one MLflow run."""
     from duration import train as tr
 
+    inputs = tr.load_inputs(_settings(ctx), color, features, train_month, val)
+    params = {"n_estimators": max_rounds} if max_rounds and model is ModelKind.xgboost else None
     _connect(ctx)
-    result = tr.train_run(_settings(ctx), model, features, color, train_month, val, seed=seed)
+    result = tr.train_run(
+        _settings(ctx), model, features, color, train_month, val, params, seed, inputs=inputs
+    )
     _write_summary(summary, result.to_dict())
     typer.echo(
         _table([result.to_dict()], ["model", "features", "train_rmse", "val_rmse", "run_id"])
@@ -212,10 +217,12 @@ def tune(
     typer.echo(f"best params: {json.dumps(result.best_params)}")
     if result.status == "KILLED":
         typer.echo(
-            f"search stopped early after {result.completed} of {trials} trials; "
-            f"the finished trials are kept in run {result.parent_run_id}",
+            f"search stopped early ({result.stopped}) after {result.completed} of {trials} "
+            f"trials; the finished trials are kept in run {result.parent_run_id}",
             err=True,
         )
+        if result.stopped == "interrupted":
+            raise typer.Exit(130)
 
 
 @app.command()
@@ -388,8 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="duration", standalone_mode=False)
-        return 0
+        rc = command.main(args=argv, prog_name="duration", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0  # typer.Exit(n) comes back as n
     except typer.Exit as e:
         return e.exit_code
     except TyperException as e:

@@ -305,10 +305,11 @@ def load_split(
     out = features_dir(settings, color, fs, train)
     xp, yp = out / f"X_{check_month(month)}.npz", out / f"y_{month}.npy"
     if not (xp.exists() and yp.exists()):
+        val = f" --val {month}" if month != train else ""
         raise DurationError(
             f"no {fs} features for {Color(color).value} {month} (trained on {train}) in {out}: "
             f"run `duration vectorize --color {Color(color).value} --features {fs} "
-            f"--train {train} --val {month}` first"
+            f"--train {train}{val}` first"
         )
     return Split(month, sp.load_npz(xp).tocsr(), np.load(yp))
 

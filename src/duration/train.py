@@ -35,7 +35,9 @@ DEFAULTS: dict[ModelKind, dict] = {
 EARLY_STOPPING = 50
 
 
-def make_estimator(kind: ModelKind | str, params: dict | None = None, seed: int = 42):
+def make_estimator(
+    kind: ModelKind | str, params: dict | None = None, seed: int = 42, callbacks=None
+):
     """A fresh, seeded estimator with the defaults overridden by `params`."""
     kind = ModelKind(kind)
     p = {**DEFAULTS[kind], **(params or {})}
@@ -64,13 +66,21 @@ def make_estimator(kind: ModelKind | str, params: dict | None = None, seed: int 
         early_stopping_rounds=EARLY_STOPPING,
         n_jobs=os.cpu_count(),
         random_state=seed,
+        callbacks=callbacks,
         **p,
     )
 
 
-def fit(kind: ModelKind | str, train: Split, val: Split, params: dict | None = None, seed=42):
+def fit(
+    kind: ModelKind | str,
+    train: Split,
+    val: Split,
+    params: dict | None = None,
+    seed: int = 42,
+    callbacks: list | None = None,
+):
     """Fit on the training month (xgboost stops early on the validation month)."""
-    est = make_estimator(kind, params, seed)
+    est = make_estimator(kind, params, seed, callbacks)
     if ModelKind(kind) is ModelKind.xgboost:
         est.fit(train.X, train.y, eval_set=[(val.X, val.y)], verbose=False)
     else:
@@ -108,7 +118,8 @@ class TrainResult:
 
 def estimator_params(est) -> dict:
     """The estimator's own parameters, as logged."""
-    return {k: v for k, v in est.get_params().items() if v is not None and k != "missing"}
+    skip = {"missing", "callbacks"}
+    return {k: v for k, v in est.get_params().items() if v is not None and k not in skip}
 
 
 def dataset(settings: Settings, color: Color | str, month: str, rides: pd.DataFrame):

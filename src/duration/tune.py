@@ -38,8 +38,11 @@ SPACES: dict[ModelKind, dict[str, tuple]] = {
 TOP_N = 5  # trials that enter the best TOP_N so far log their model, so `register` can use them
 
 
-class SearchStopped(Exception):
-    """Raised inside a trial when the search is interrupted or times out."""
+class SearchStopped(BaseException):
+    """Raised inside a trial when the search is interrupted or times out.
+
+    A BaseException, like KeyboardInterrupt, so no library's `except Exception` swallows it.
+    """
 
 
 def space(kind: ModelKind | str) -> dict:
@@ -78,18 +81,42 @@ class SearchResult:
     status: str
     wall_s: float
     seconds_per_trial: float
+    stopped: str = ""
     history: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+_stop_requested: list[int] = []
+
+
+def _check_stop() -> None:
+    if _stop_requested:
+        raise SearchStopped("timeout" if _stop_requested[0] == signal.SIGALRM else "interrupted")
+
+
+def _stop_callback():
+    """An xgboost callback that ends training at the next round once a stop is requested."""
+    import xgboost as xgb
+
+    class StopOnSignal(xgb.callback.TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            return bool(_stop_requested)
+
+    return StopOnSignal()
+
+
 @contextmanager
 def _stop_signals(timeout: float | None) -> Iterator[None]:
-    """Turn Ctrl-C and the timeout into SearchStopped inside the running trial."""
+    """Record Ctrl-C and the timeout; the trial stops at its next boosting round."""
 
     def stop(signum, _frame):
-        raise SearchStopped("timeout" if signum == signal.SIGALRM else "interrupted")
+        if _stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        _stop_requested.append(signum)
+
+    _stop_requested.clear()
 
     old_int = signal.signal(signal.SIGINT, stop)
     old_alrm = signal.signal(signal.SIGALRM, stop)
@@ -136,6 +163,7 @@ def search(
     def objective(raw: dict) -> dict:
         params = {**space_eval(sp, raw), **fixed}
         n = len(history) + 1
+        _check_stop()
         child = mlflow.start_run(
             experiment_id=parent.info.experiment_id, run_name=f"trial-{n:03d}", nested=True
         )
@@ -156,7 +184,9 @@ def search(
     def _trial(params: dict, n: int) -> float:
         mlflow.set_tags({**train.run_tags(inp, kind), "trial": str(n)})
         mlflow.log_params({**params, "seed": seed})
-        est = train.fit(kind, inp.tr, inp.va, params, seed)
+        callbacks = [_stop_callback()] if kind is ModelKind.xgboost else None
+        est = train.fit(kind, inp.tr, inp.va, params, seed, callbacks=callbacks)
+        _check_stop()  # a stopped trial is not scored: it ends KILLED
         pred = est.predict(inp.va.X)
         s = train.scores(inp.va.y, pred)
         metrics = {"val_rmse": s["rmse"], "val_mae": s["mae"]}
@@ -169,7 +199,7 @@ def search(
             train.log_diagnostics(inp.rides_va, inp.va.y, pred, f"{kind.value} trial {n}")
         return s["rmse"]
 
-    status = "FINISHED"
+    status, stopped = "FINISHED", ""
     with (
         mlflow.start_run(
             experiment_id=train.experiment_id(SEARCH_EXPERIMENT),
@@ -197,8 +227,8 @@ def search(
                     show_progressbar=False,
                 )
         except SearchStopped as e:  # the in-flight trial has already ended KILLED
-            status = "KILLED"
-            mlflow.set_tag("stopped", str(e))
+            status, stopped = "KILLED", str(e)
+            mlflow.set_tag("stopped", stopped)
         wall = time.monotonic() - start
         if history:
             best_rmse, best_run, best_params = min(history, key=lambda h: h[0])
@@ -223,5 +253,6 @@ def search(
         status=status,
         wall_s=wall,
         seconds_per_trial=wall / max(len(history), 1),
+        stopped=stopped,
         history=[h[0] for h in history],
     )

@@ -1,0 +1,27 @@
+"""Real-data fixtures for model tests: vectorized months and a CLI environment."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from duration import features
+
+
+@pytest.fixture(scope="session")
+def vectorized(settings):
+    """Both feature sets of green 2021-01 (train), 2021-02 (val) and 2021-03 (test)."""
+    for fs in ("course", "default"):
+        features.vectorize(settings, "green", fs, "2021-01", ["2021-02", "2021-03"])
+    return settings
+
+
+@pytest.fixture
+def cli_env(settings, mlflow_server):
+    return {
+        "DURATION_DATA_DIR": str(settings.data_dir),
+        "DURATION_TLC_URL": settings.tlc_url,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "PATH": os.environ["PATH"],
+    }

@@ -1,0 +1,85 @@
+"""Training runs on the mirror, logged to a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from duration import data, train
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def course_linear(vectorized, mlflow_server):
+    return train.train_run(vectorized, "linear", "course", "green", "2021-01", "2021-02")
+
+
+def test_course_notebook_rmse_is_reproduced(course_linear):
+    assert course_linear.val_rmse == pytest.approx(7.7587, abs=5e-4)
+
+
+def test_run_records_params_metrics_tags_and_data(course_linear):
+    run = MlflowClient().get_run(course_linear.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model"] == "linear" and run.data.params["n_train"] == "73908"
+    assert {"val_rmse", "train_rmse", "val_mae", "train_mae"} <= set(run.data.metrics)
+    tags = run.data.tags
+    assert tags["color"] == "green" and tags["feature_set"] == "course"
+    assert tags["train_month"] == "2021-01" and tags["val_month"] == "2021-02"
+    assert len(tags["git_commit"]) >= 7
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"green_tripdata_2021-01", "green_tripdata_2021-02"}
+    assert all(d.dataset.digest for d in inputs.values())
+
+
+def test_dictvectorizer_and_plots_are_on_the_server(course_linear):
+    client = MlflowClient()
+    pre = [a.path for a in client.list_artifacts(course_linear.run_id, "preprocessor")]
+    assert pre == ["preprocessor/preprocessor.b"]
+    plots = {a.path for a in client.list_artifacts(course_linear.run_id, "plots")}
+    assert plots == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/rmse_by_hour.png"}
+
+
+def test_logged_model_predicts_from_raw_records(course_linear, mirror_path):
+    model = mlflow.pyfunc.load_model(course_linear.model_uri)
+    raw = pd.read_parquet(mirror_path / "trip-data" / "green_tripdata_2021-02.parquet").head(500)
+    pred = model.predict(raw)
+    assert pred.shape == (500,) and np.isfinite(pred).all()
+    sig = model.metadata.signature.inputs.input_names()
+    assert {"PULocationID", "DOLocationID", "trip_distance"} <= set(sig)
+    # the same rides through the training path give the same predictions
+    rides = data.prepare_frame(raw)
+    again = model.predict(data.raw_records(rides, "green"))
+    kept = data.add_duration(data.normalise(raw)).index
+    assert len(again) == len(kept)
+
+
+def test_xgboost_default_with_summary_via_cli(vectorized, cli_env, tmp_path):
+    out = tmp_path / "summary.json"
+    proc = run_cli("train", "--model", "xgboost", "--features", "default",
+                   "--summary", str(out), "--max-rounds", "60", env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(out.read_text())
+    assert {"run_id", "model", "features", "val_rmse"} <= set(summary)
+    assert summary["model"] == "xgboost" and 4.0 < summary["val_rmse"] < 6.5
+    run = MlflowClient().get_run(summary["run_id"])
+    assert run.data.metrics["best_iteration"] <= 60
+    local = Path(mlflow.artifacts.download_artifacts(summary["model_uri"], dst_path=str(tmp_path)))
+    files = {p.name for p in local.rglob("*") if p.is_file()}
+    assert {"estimator.ubj", "vectorizer.json", "featurizer.json"} <= files
+    assert not any(f.endswith((".pkl", ".pickle", ".b")) for f in files)  # nothing pickled
+
+
+def test_a_failing_run_ends_failed(vectorized, mlflow_server):
+    with pytest.raises(Exception, match="alpha"):
+        train.train_run(vectorized, "ridge", "course", "green", "2021-01", "2021-02",
+                        params={"alpha": "not-a-number"}, experiment="failing")
+    exp = mlflow.get_experiment_by_name("failing")
+    runs = MlflowClient().search_runs([exp.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
