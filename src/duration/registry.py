@@ -73,8 +73,12 @@ def predict_frame(model, rides: pd.DataFrame, color: str) -> np.ndarray:
         records = data.raw_records(rides.drop(columns=["duration", "dropoff_datetime"]), color)
         return model.predict(records)
     except MlflowException as e:
-        if "missing inputs" in _first(e).lower():
-            raise DurationError(f"the input lacks columns the model expects: {_first(e)}") from e
+        missing = re.search(r"missing inputs:? (\[[^\]]*\])", str(e))
+        if missing:
+            raise DurationError(
+                f"the input lacks columns the model expects: {missing.group(1)}; "
+                "send raw TLC ride records with those columns"
+            ) from e
         raise
 
 

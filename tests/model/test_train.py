@@ -43,7 +43,11 @@ def test_dictvectorizer_and_plots_are_on_the_server(course_linear):
     pre = [a.path for a in client.list_artifacts(course_linear.run_id, "preprocessor")]
     assert pre == ["preprocessor/preprocessor.b"]
     plots = {a.path for a in client.list_artifacts(course_linear.run_id, "plots")}
-    assert plots == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/rmse_by_hour.png"}
+    assert plots == {
+        "plots/predicted_vs_actual.png",
+        "plots/residuals.png",
+        "plots/rmse_by_hour.png",
+    }
 
 
 def test_logged_model_predicts_from_raw_records(course_linear, mirror_path):
@@ -62,8 +66,18 @@ def test_logged_model_predicts_from_raw_records(course_linear, mirror_path):
 
 def test_xgboost_default_with_summary_via_cli(vectorized, cli_env, tmp_path):
     out = tmp_path / "summary.json"
-    proc = run_cli("train", "--model", "xgboost", "--features", "default",
-                   "--summary", str(out), "--max-rounds", "60", env=cli_env)
+    proc = run_cli(
+        "train",
+        "--model",
+        "xgboost",
+        "--features",
+        "default",
+        "--summary",
+        str(out),
+        "--max-rounds",
+        "60",
+        env=cli_env,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(out.read_text())
     assert {"run_id", "model", "features", "val_rmse"} <= set(summary)
@@ -78,8 +92,16 @@ def test_xgboost_default_with_summary_via_cli(vectorized, cli_env, tmp_path):
 
 def test_a_failing_run_ends_failed(vectorized, mlflow_server):
     with pytest.raises(Exception, match="alpha"):
-        train.train_run(vectorized, "ridge", "course", "green", "2021-01", "2021-02",
-                        params={"alpha": "not-a-number"}, experiment="failing")
+        train.train_run(
+            vectorized,
+            "ridge",
+            "course",
+            "green",
+            "2021-01",
+            "2021-02",
+            params={"alpha": "not-a-number"},
+            experiment="failing",
+        )
     exp = mlflow.get_experiment_by_name("failing")
     runs = MlflowClient().search_runs([exp.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]

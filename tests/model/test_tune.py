@@ -92,17 +92,34 @@ def test_ctrl_c_stops_cleanly(vectorized, cli_env, tmp_path):
     summary = tmp_path / "s.json"
     exe = Path(sys.executable).with_name("duration")
     proc = subprocess.Popen(
-        [str(exe), "tune", "--trials", "40", "--seed", "5", "--max-rounds", "30",
-         "--summary", str(summary)],
-        env={**os.environ, **cli_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            str(exe),
+            "tune",
+            "--trials",
+            "40",
+            "--seed",
+            "5",
+            "--max-rounds",
+            "30",
+            "--summary",
+            str(summary),
+        ],
+        env={**os.environ, **cli_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     client, deadline = MlflowClient(), time.monotonic() + 90
     while time.monotonic() < deadline:  # wait until the search has finished one trial
         exps = [e.experiment_id for e in client.search_experiments()]
         parents = client.search_runs(
-            exps, "attributes.status = 'RUNNING' and tags.search = 'hyperopt-tpe'")
-        if parents and len([k for k in children(parents[0].info.run_id)
-                            if k.info.status == "FINISHED"]) >= 1:
+            exps, "attributes.status = 'RUNNING' and tags.search = 'hyperopt-tpe'"
+        )
+        if (
+            parents
+            and len([k for k in children(parents[0].info.run_id) if k.info.status == "FINISHED"])
+            >= 1
+        ):
             break
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)

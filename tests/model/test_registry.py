@@ -1,0 +1,222 @@
+"""Register, promote and predict against a real server; serve the Production model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from duration import data, pipeline, registry, tracking, train, tune
+from duration.errors import DurationError
+from tests.conftest import assert_one_line_error, free_port, run_cli
+
+NAME = "duration-test"
+
+
+@pytest.fixture(scope="module")
+def first(vectorized, mlflow_server):
+    """A first pipeline on a server with no registered model."""
+    return pipeline.run(vectorized, trials=2, seed=1, name=NAME, max_rounds=20, progress=False)
+
+
+def versions():
+    return {v.version: v for v in MlflowClient().search_model_versions(f"name = '{NAME}'")}
+
+
+def test_first_pipeline_ends_in_production(first):
+    s = first.summary()
+    assert s["stage"] == "Production" and s["model_version"] == "1"
+    assert {"best_val_rmse", "test_rmse", "model_name", "model_version", "stage"} <= set(s)
+    v = MlflowClient().get_model_version(NAME, "1")
+    assert v.current_stage == "Production"
+    assert MlflowClient().get_registered_model(NAME).aliases == {"production": "1"}
+    assert "2021-03" in v.description and v.tags["feature_set"] == "default"
+    assert {"val_rmse", "test_rmse", "git_commit", "data_digests"} <= set(v.tags)
+    assert float(v.tags["test_rmse"]) == pytest.approx(s["test_rmse"])
+    assert v.run_id == first.registered["run_id"]  # lineage: version -> trial run
+    models = [b["model"] for b in first.baselines]
+    assert models == ["linear", "linear", "ridge", "random_forest", "xgboost"]
+    evals = mlflow.search_runs(experiment_names=["nyc-taxi-duration-evaluation"])
+    assert len(evals) == 2 and evals["metrics.test_rmse"].notna().all()
+
+
+def _search(inputs, rounds: int, seed: int):
+    return tune.search(inputs, "xgboost", trials=1, seed=seed, max_rounds=rounds, progress=False)
+
+
+def test_worse_candidate_stays_in_staging_then_better_one_wins(first, vectorized):
+    inputs = train.load_inputs(vectorized, "green", "default", "2021-01", "2021-02")
+    _search(inputs, rounds=2, seed=1)
+    worse = registry.register(vectorized, "2021-03", NAME)
+    assert worse.model_version == "2"
+    d = registry.promote(vectorized, NAME)
+    assert not d.promoted and d.production == "1"
+    assert "does not beat" in d.reason and f"{d.challenger_rmse:.4f}" in d.reason
+    assert versions()["2"].current_stage == "Staging"
+    assert versions()["1"].current_stage == "Production"
+    assert versions()["2"].tags["promotion_decision"] == "rejected"
+    again = registry.promote(vectorized, NAME)  # re-running changes nothing
+    assert not again.promoted and versions()["1"].current_stage == "Production"
+
+    _search(inputs, rounds=150, seed=1)
+    better = registry.register(vectorized, "2021-03", NAME)
+    assert better.model_version == "3"
+    assert versions()["2"].current_stage == "Archived"  # the old challenger is replaced
+    d = registry.promote(vectorized, NAME)
+    assert d.promoted and d.production == "3"
+    vs = versions()
+    assert vs["3"].current_stage == "Production" and vs["1"].current_stage == "Archived"
+    assert MlflowClient().get_registered_model(NAME).aliases == {"production": "3"}
+    rerun = registry.promote(vectorized, NAME)
+    assert not rerun.promoted and versions()["3"].current_stage == "Production"
+    runs = mlflow.search_runs(experiment_names=["nyc-taxi-duration-promotion"])
+    assert len(runs) == 4 and set(runs["params.promoted"]) == {"True", "False"}
+
+
+def test_stage_and_alias_uris_load_the_same_version(first, vectorized):
+    by_stage = registry.resolve_version(f"models:/{NAME}/Production")
+    by_alias = registry.resolve_version(f"models:/{NAME}@production")
+    assert by_stage == by_alias
+    rides = data.load_processed(vectorized, "green", "2021-04").head(200)
+    a = registry.predict_frame(registry.load(f"models:/{NAME}/Production"), rides, "green")
+    b = registry.predict_frame(registry.load(f"models:/{NAME}@production"), rides, "green")
+    np.testing.assert_array_equal(a, b)
+
+
+def test_predict_writes_the_file(first, cli_env, tmp_path):
+    out = tmp_path / "pred.parquet"
+    proc = run_cli(
+        "predict",
+        "--model",
+        f"models:/{NAME}@production",
+        "--month",
+        "2021-04",
+        "--output",
+        str(out),
+        env=cli_env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_parquet(out)
+    assert list(df.columns) == [
+        "pickup_datetime",
+        "PULocationID",
+        "DOLocationID",
+        "trip_distance",
+        "predicted_duration",
+        "duration",
+        "model_name",
+        "model_version",
+    ]
+    assert df["model_name"].unique().tolist() == [NAME]
+    rmse = float(np.sqrt(np.mean((df.predicted_duration - df.duration) ** 2)))
+    assert f"RMSE {rmse:.4f}" in proc.stdout
+    assert 4 < rmse < 8
+
+
+def test_missing_columns_are_named(first, vectorized):
+    rides = data.load_processed(vectorized, "green", "2021-04").head(5)
+    with pytest.raises(DurationError, match="trip_distance"):
+        registry.predict_frame(
+            registry.load(f"models:/{NAME}@production"),
+            rides.drop(columns=["trip_distance"]),
+            "green",
+        )
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["predict", "--model", "models:/no-such-model@production"], ["no-such-model"]),
+        (["predict", "--model", f"models:/{NAME}@champion"], ["@champion", "production"]),
+        (["predict", "--model", f"models:/{NAME}/Bogus"], ["Bogus", "not a stage"]),
+        (
+            ["predict", "--model", f"models:/{NAME}@production", "--month", "2019-02"],
+            ["2019-02", "not available"],
+        ),
+        (["promote", "--name", "no-such-model"], ["no-such-model"]),
+    ],
+)
+def test_bad_registry_input(first, cli_env, args, needles):
+    assert_one_line_error(run_cli(*args, env=cli_env), *needles)
+
+
+def test_promote_with_no_staging_version(first, cli_env):
+    MlflowClient().create_registered_model("empty-model")
+    assert_one_line_error(
+        run_cli("promote", "--name", "empty-model", env=cli_env),
+        "no version in Staging",
+        "duration register",
+    )
+
+
+def test_register_with_no_search(tmp_path, settings, cli_env):
+    port = free_port()
+    proc = tracking.start_server(tmp_path / "db.sqlite", tmp_path / "art", port, tmp_path / "st")
+    try:
+        out = run_cli(
+            "register", env={**cli_env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        )
+        assert_one_line_error(out, "no hyperparameter search", "duration tune")
+        assert MlflowClient(f"http://127.0.0.1:{port}").search_registered_models() == []
+    finally:
+        tracking.stop_pid(proc.pid)
+
+
+def test_serve_answers_with_durations(first, mirror_path, mlflow_server):
+    port = free_port()
+    exe = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen(
+        [
+            str(exe),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{NAME}@production",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": mlflow_server,
+            "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}",
+        },  # as an activated venv
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        raw = pd.read_parquet(mirror_path / "trip-data" / "green_tripdata_2021-04.parquet").head(3)
+        records = json.loads(raw.to_json(orient="records", date_format="iso"))
+        body = json.dumps({"dataframe_records": records}).encode()
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/invocations",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    answer = json.loads(r.read())
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(1)
+        preds = answer["predictions"]
+        assert len(preds) == 3 and all(0 < p < 90 for p in preds)
+    finally:
+        tracking.stop_pid(server.pid)
