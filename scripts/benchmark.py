@@ -1,0 +1,214 @@
+"""Benchmark the project's prepare + vectorize against the course's approach (`make bench`).
+
+Each variant runs in its own process at each size (one real month, then rides resampled
+from it with a fixed seed); wall time and peak RSS are measured per process, and the two
+outputs are compared entry by entry. Also times one xgboost training. Writes
+reports/benchmark.json, reports/benchmark.md and reports/benchmark.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports"
+WORK = REPORTS / "bench-data"
+COURSE_MB_PER_MROW = 920  # measured peak of the course's approach: 2.75 GB at 3M rows
+
+
+def course_approach(path: Path):
+    """The course notebook's read_dataframe + DictVectorizer, written as the course does."""
+    import pandas as pd
+    from sklearn.feature_extraction import DictVectorizer
+
+    df = pd.read_parquet(path)
+    df["duration"] = df.lpep_dropoff_datetime - df.lpep_pickup_datetime
+    df.duration = df.duration.apply(lambda td: td.total_seconds() / 60)
+    df = df[(df.duration >= 1) & (df.duration <= 60)]
+    categorical = ["PULocationID", "DOLocationID"]
+    df[categorical] = df[categorical].astype(str)
+    df["PU_DO"] = df["PULocationID"] + "_" + df["DOLocationID"]
+    dicts = df[["PU_DO", "trip_distance"]].to_dict(orient="records")
+    dv = DictVectorizer()
+    return dv, dv.fit_transform(dicts)
+
+
+def project_approach(path: Path):
+    """The project's own stage functions, on the course feature set."""
+    from duration import data, features
+
+    rides = data.add_duration(data.read_trips(path))
+    return features.fit_vectorizer(features.Featurizer("course").frame(rides))
+
+
+def worker(variant: str, path: Path, out: Path) -> None:
+    """Run one variant in this process; save its matrix and vocabulary; print time and RSS."""
+    import scipy.sparse as sp
+
+    start = time.perf_counter()
+    dv, x = (project_approach if variant == "project" else course_approach)(path)
+    seconds = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sp.save_npz(out.with_suffix(".npz"), x.tocsr(), compressed=False)
+    out.with_suffix(".names.json").write_text(json.dumps(dv.feature_names_))
+    print(json.dumps({"seconds": seconds, "rss_mb": rss_mb, "rows": x.shape[0]}))
+
+
+def run_worker(variant: str, path: Path, out: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", variant, str(path), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        sys.exit(f"benchmark: the {variant} run on {path.name} failed: {proc.stderr.strip()[-300:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def identical(a: Path, b: Path) -> bool:
+    import scipy.sparse as sp
+
+    from duration.features import csr_identical
+
+    names_a = json.loads(a.with_suffix(".names.json").read_text())
+    names_b = json.loads(b.with_suffix(".names.json").read_text())
+    return names_a == names_b and csr_identical(
+        sp.load_npz(a.with_suffix(".npz")), sp.load_npz(b.with_suffix(".npz"))
+    )
+
+
+def resample(src: Path, rows: int, seed: int = 42) -> Path:
+    """Rides resampled (with replacement, fixed seed) from a real month, in TLC columns."""
+    import numpy as np
+    import pandas as pd
+
+    dest = WORK / f"green_resampled_{rows}.parquet"
+    if not dest.exists():
+        df = pd.read_parquet(src)
+        idx = np.random.default_rng(seed).integers(0, len(df), rows)
+        df.iloc[idx].reset_index(drop=True).to_parquet(dest)
+    return dest
+
+
+def time_xgboost(settings) -> dict:
+    from duration import features, train
+
+    features.vectorize(settings, "green", "default", "2021-01", ["2021-02"])
+    inp = train.load_inputs(settings, "green", "default", "2021-01", "2021-02")
+    start = time.perf_counter()
+    est = train.fit("xgboost", inp.tr, inp.va)
+    seconds = time.perf_counter() - start
+    rmse = train.scores(inp.va.y, est.predict(inp.va.X))["rmse"]
+    return {"seconds": seconds, "val_rmse": rmse, "best_iteration": int(est.best_iteration)}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r["rows"] for r in results]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("project", "project"), ("course", "course approach")):
+        a.plot(rows, [r[f"{key}_s"] for r in results], "o-", label=label)
+        b.plot(rows, [r[f"{key}_rss_mb"] for r in results], "o-", label=label)
+    a.set(xlabel="rides read", ylabel="prepare + vectorize (s)", xscale="log", yscale="log")
+    b.set(xlabel="rides read", ylabel="peak RSS (MB)", xscale="log")
+    a.set_title("Time")
+    b.set_title("Peak memory")
+    a.legend()
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000000,3000000", help="resampled sizes, rows")
+    parser.add_argument("--worker", nargs=3, metavar=("VARIANT", "PATH", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        variant, path, out = args.worker
+        return worker(variant, Path(path), Path(out))
+
+    import psutil
+
+    from duration import data
+    from duration.config import Settings
+    from duration.errors import DurationError
+
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    available_mb = psutil.virtual_memory().available / 2**20
+    for n in sizes:
+        need = COURSE_MB_PER_MROW * n / 1e6 * 1.3
+        if need > available_mb * 0.8:
+            sys.exit(
+                f"benchmark: {n:,} rows need about {need:,.0f} MB for the course's approach, "
+                f"but {available_mb:,.0f} MB are available: choose smaller --sizes"
+            )
+    WORK.mkdir(parents=True, exist_ok=True)
+    settings = Settings.from_env(data_dir=WORK / "data")
+    try:
+        real = data.download(settings, "green", "2021-01")
+    except DurationError as e:
+        sys.exit(
+            f"benchmark: it needs green 2021-01 from the TLC ({e}); offline, point "
+            "DURATION_TLC_URL at a mirror, e.g. DURATION_TLC_URL=file://$(realpath "
+            "../shared/data/tlc) make bench"
+        )
+    inputs = [real] + [resample(real, n) for n in sizes]
+    results = []
+    for path in inputs:
+        p = run_worker("project", path, WORK / f"out-project-{path.stem}")
+        c = run_worker("course", path, WORK / f"out-course-{path.stem}")
+        same = identical(WORK / f"out-project-{path.stem}", WORK / f"out-course-{path.stem}")
+        import pyarrow.parquet as pq
+
+        results.append(
+            {
+                "input": path.name,
+                "rows": pq.ParquetFile(path).metadata.num_rows,
+                "rides_kept": p["rows"],
+                "project_s": round(p["seconds"], 3),
+                "course_s": round(c["seconds"], 3),
+                "speedup": round(c["seconds"] / p["seconds"], 1),
+                "project_rss_mb": round(p["rss_mb"], 1),
+                "course_rss_mb": round(c["rss_mb"], 1),
+                "memory_ratio": round(p["rss_mb"] / c["rss_mb"], 3),
+                "identical": same,
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    xgb = time_xgboost(settings)
+    report = {
+        "machine": {"cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+        "sizes": results,
+        "xgboost_train": xgb,
+    }
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
+    cols = ["rows", "project_s", "course_s", "speedup", "project_rss_mb", "course_rss_mb",
+            "memory_ratio", "identical"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in results]
+    lines.append("")
+    lines.append(
+        f"One xgboost training (default features, green 2021-01 → 2021-02, early stopping): "
+        f"{xgb['seconds']:.1f} s, val RMSE {xgb['val_rmse']:.4f}, best iteration {xgb['best_iteration']}."
+    )
+    (REPORTS / "benchmark.md").write_text("\n".join(lines) + "\n")
+    plot(results, REPORTS / "benchmark.png")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
