@@ -29,10 +29,10 @@ SPACES: dict[ModelKind, dict[str, tuple]] = {
         "reg_lambda": ("log", 1e-3, 10.0),
     },
     ModelKind.random_forest: {
-        "n_estimators": ("int", 20, 100, 10),
-        "max_depth": ("int", 5, 30, 1),
+        "n_estimators": ("int", 20, 60, 10),
+        "max_depth": ("int", 8, 20, 1),
         "min_samples_leaf": ("int", 1, 10, 1),
-        "max_features": ("uniform", 0.3, 1.0),
+        "max_features": ("uniform", 0.2, 0.6),
     },
 }
 TOP_N = 5  # trials that enter the best TOP_N so far log their model, so `register` can use them

@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from duration import features
+from duration import features, pipeline
+
+NAME = "duration-test"
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +27,9 @@ def cli_env(settings, mlflow_server):
         "MLFLOW_TRACKING_URI": mlflow_server,
         "PATH": os.environ["PATH"],
     }
+
+
+@pytest.fixture(scope="session")
+def first(vectorized, mlflow_server):
+    """A first pipeline on a server with no registered model (ends with v1 in Production)."""
+    return pipeline.run(vectorized, trials=2, seed=1, name=NAME, max_rounds=20, progress=False)

@@ -16,17 +16,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from duration import data, pipeline, registry, tracking, train, tune
+from duration import data, registry, tracking, train, tune
 from duration.errors import DurationError
 from tests.conftest import assert_one_line_error, free_port, run_cli
 
-NAME = "duration-test"
-
-
-@pytest.fixture(scope="module")
-def first(vectorized, mlflow_server):
-    """A first pipeline on a server with no registered model."""
-    return pipeline.run(vectorized, trials=2, seed=1, name=NAME, max_rounds=20, progress=False)
+from tests.model.conftest import NAME
 
 
 def versions():
