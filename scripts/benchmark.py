@@ -69,7 +69,9 @@ def run_worker(variant: str, path: Path, out: Path) -> dict:
         check=False,
     )
     if proc.returncode != 0:
-        sys.exit(f"benchmark: the {variant} run on {path.name} failed: {proc.stderr.strip()[-300:]}")
+        sys.exit(
+            f"benchmark: the {variant} run on {path.name} failed: {proc.stderr.strip()[-300:]}"
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -134,7 +136,9 @@ def plot(results: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,3000000", help="resampled sizes, rows")
-    parser.add_argument("--worker", nargs=3, metavar=("VARIANT", "PATH", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=3, metavar=("VARIANT", "PATH", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.worker:
         variant, path, out = args.worker
@@ -190,20 +194,32 @@ def main() -> None:
         print(json.dumps(results[-1]), flush=True)
     xgb = time_xgboost(settings)
     report = {
-        "machine": {"cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+        "machine": {
+            "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        },
         "sizes": results,
         "xgboost_train": xgb,
     }
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
-    cols = ["rows", "project_s", "course_s", "speedup", "project_rss_mb", "course_rss_mb",
-            "memory_ratio", "identical"]
+    cols = [
+        "rows",
+        "project_s",
+        "course_s",
+        "speedup",
+        "project_rss_mb",
+        "course_rss_mb",
+        "memory_ratio",
+        "identical",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in results]
     lines.append("")
     lines.append(
         f"One xgboost training (default features, green 2021-01 → 2021-02, early stopping): "
-        f"{xgb['seconds']:.1f} s, val RMSE {xgb['val_rmse']:.4f}, best iteration {xgb['best_iteration']}."
+        f"{xgb['seconds']:.1f} s, val RMSE {xgb['val_rmse']:.4f}, "
+        f"best iteration {xgb['best_iteration']}."
     )
     (REPORTS / "benchmark.md").write_text("\n".join(lines) + "\n")
     plot(results, REPORTS / "benchmark.png")

@@ -20,8 +20,12 @@ def test_notebook_executes(name, first, settings, monkeypatch, tmp_path):
     monkeypatch.setenv("DURATION_MODEL_NAME", NAME)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert os.environ["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")

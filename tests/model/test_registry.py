@@ -19,7 +19,6 @@ from mlflow.tracking import MlflowClient
 from duration import data, registry, tracking, train, tune
 from duration.errors import DurationError
 from tests.conftest import assert_one_line_error, free_port, run_cli
-
 from tests.model.conftest import NAME
 
 
