@@ -112,6 +112,98 @@ def time_xgboost(settings) -> dict:
     return {"seconds": seconds, "val_rmse": rmse, "best_iteration": int(est.best_iteration)}
 
 
+def server_figures(root: Path) -> dict:
+    """Start the lean tracking server: seconds to /health, processes and memory."""
+    import socket
+
+    import psutil
+
+    from duration import tracking
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tracking.init_db(root / "mlflow.db", root / "mlartifacts")  # once, as `make pipeline` does
+    start = time.perf_counter()
+    proc = tracking.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
+    seconds = time.perf_counter() - start
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    rss = sum(p.memory_info().rss for p in tree) / 2**20
+    pss = sum(p.memory_full_info().pss for p in tree) / 2**20
+    return {
+        "port": port,
+        "pid": proc.pid,
+        "start_s": round(seconds, 2),
+        "processes": len(tree),
+        "rss_mb": round(rss, 1),
+        "pss_mb": round(pss, 1),
+    }
+
+
+def scale_run(real_months: list[Path], rows: int, server_uri: str) -> dict:
+    """A yellow-sized month (`rows` rides resampled from green, renamed to tpep_ columns):
+    vectorize, then one tracked xgboost run with its model; peak RSS of each process."""
+    import numpy as np
+    import pandas as pd
+
+    site = WORK / "yellow-site"
+    (site / "trip-data").mkdir(parents=True, exist_ok=True)
+    (site / "misc").mkdir(exist_ok=True)
+    months = ["2021-01", "2021-02"]
+    for i, (src, month) in enumerate(zip(real_months, months, strict=True)):
+        dest = site / "trip-data" / f"yellow_tripdata_{month}.parquet"
+        if not dest.exists():
+            df = pd.read_parquet(src).drop(columns=["trip_type", "ehail_fee"])
+            df = df.rename(columns=lambda c: c.replace("lpep_", "tpep_"))
+            idx = np.random.default_rng(42 + i).integers(0, len(df), rows)
+            df.iloc[idx].reset_index(drop=True).to_parquet(dest)
+    zones = WORK / "data" / "raw" / "taxi_zone_lookup.csv"
+    (site / "misc" / "taxi_zone_lookup.csv").write_bytes(zones.read_bytes())
+    env = {
+        **os.environ,
+        "DURATION_TLC_URL": f"file://{site}",
+        "DURATION_DATA_DIR": str(WORK / "yellow-data"),
+        "MLFLOW_TRACKING_URI": server_uri,
+    }
+    exe = str(Path(sys.executable).with_name("duration"))
+    steps = {
+        "vectorize": [
+            exe,
+            "vectorize",
+            "--color",
+            "yellow",
+            "--train",
+            months[0],
+            "--val",
+            months[1],
+        ],
+        "train_xgboost": [
+            exe,
+            "train",
+            "--color",
+            "yellow",
+            "--model",
+            "xgboost",
+            "--train",
+            months[0],
+            "--val",
+            months[1],
+            "--max-rounds",
+            "100",
+        ],
+    }
+    out = {"rows": rows}
+    for name, cmd in steps.items():
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            sys.exit(f"benchmark: yellow-scale {name} failed: {proc.stderr.strip()[-300:]}")
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        out[f"{name}_s"] = round(time.perf_counter() - start, 1)
+        out[f"{name}_peak_rss_mb"] = round(peak, 1)  # the largest child so far
+    return out
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -136,6 +228,7 @@ def plot(results: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,3000000", help="resampled sizes, rows")
+    parser.add_argument("--scale-rows", type=int, default=3_000_000, help="yellow-scale month")
     parser.add_argument(
         "--worker", nargs=3, metavar=("VARIANT", "PATH", "OUT"), help=argparse.SUPPRESS
     )
@@ -193,6 +286,14 @@ def main() -> None:
         )
         print(json.dumps(results[-1]), flush=True)
     xgb = time_xgboost(settings)
+    from duration import tracking
+
+    server = server_figures(WORK / "mlflow")
+    try:
+        real_months = [real, data.download(settings, "green", "2021-02")]
+        scale = scale_run(real_months, args.scale_rows, f"http://127.0.0.1:{server['port']}")
+    finally:
+        tracking.stop_pid(server.pop("pid"))
     report = {
         "machine": {
             "cores": os.cpu_count(),
@@ -200,6 +301,8 @@ def main() -> None:
         },
         "sizes": results,
         "xgboost_train": xgb,
+        "tracking_server": server,
+        "yellow_scale": scale,
     }
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -220,6 +323,16 @@ def main() -> None:
         f"One xgboost training (default features, green 2021-01 → 2021-02, early stopping): "
         f"{xgb['seconds']:.1f} s, val RMSE {xgb['val_rmse']:.4f}, "
         f"best iteration {xgb['best_iteration']}."
+    )
+    lines.append(
+        f"Tracking server: /health after {server['start_s']} s, {server['processes']} processes, "
+        f"{server['rss_mb']} MB RSS ({server['pss_mb']} MB PSS)."
+    )
+    lines.append(
+        f"Yellow-scale month ({scale['rows']:,} rides, tpep_ columns): vectorize "
+        f"{scale['vectorize_s']} s at {scale['vectorize_peak_rss_mb']} MB peak; tracked xgboost "
+        f"run with its model {scale['train_xgboost_s']} s, peak of any step "
+        f"{scale['train_xgboost_peak_rss_mb']} MB."
     )
     (REPORTS / "benchmark.md").write_text("\n".join(lines) + "\n")
     plot(results, REPORTS / "benchmark.png")
