@@ -38,7 +38,7 @@ DEFAULTS: dict[ModelKind, dict] = {
         "n_estimators": 1000,
     },
 }
-EARLY_STOPPING = 50
+EARLY_STOPPING = 20
 
 
 def make_estimator(

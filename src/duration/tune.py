@@ -20,8 +20,8 @@ from duration.errors import DurationError
 # "log" draws log-uniformly; "int" draws integers low..high in steps.
 SPACES: dict[ModelKind, dict[str, tuple]] = {
     ModelKind.xgboost: {
-        "max_depth": ("int", 4, 14, 1),
-        "learning_rate": ("log", 0.03, 0.3),
+        "max_depth": ("int", 4, 12, 1),
+        "learning_rate": ("log", 0.08, 0.4),
         "min_child_weight": ("log", 0.5, 50.0),
         "subsample": ("uniform", 0.6, 1.0),
         "colsample_bytree": ("uniform", 0.5, 1.0),
