@@ -248,6 +248,8 @@ def resolve_columns(names: list[str]) -> dict[str, str]:
 
 
 def _location_ids(s: pd.Series) -> pd.Series:
+    if pd.api.types.is_integer_dtype(s) and not s.hasnans:
+        return s.astype("int64")  # the common case: no float round trip
     if not pd.api.types.is_numeric_dtype(s):
         s = pd.to_numeric(s.astype("string").str.strip(), errors="coerce")
     s = s.astype("Float64").round().astype("Int64")
