@@ -311,7 +311,11 @@ def read_trips(path: Path) -> pd.DataFrame:
         raise DurationError(
             f"{path} is corrupt ({_short(e)}): delete it and run `duration download` again"
         ) from e
-    return normalise(table.to_pandas())
+    # self_destruct frees each Arrow column as it is converted: one copy in memory, not two
+    df = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
+    pa.default_memory_pool().release_unused()
+    return normalise(df)
 
 
 def prepare_frame(df: pd.DataFrame) -> pd.DataFrame:
