@@ -71,7 +71,7 @@ bench: $(STAMP) ## Benchmark prepare+vectorize against the course's approach (re
 notebook: $(STAMP) ## Open Jupyter Lab with the project's environment as the kernel
 	$(BIN)/python -m pip install --quiet -e '.[dev,notebook]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name duration --display-name "duration (.venv)"
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 mlflow: $(STAMP) ## Run the MLflow server in the foreground (UI on 127.0.0.1:$MLFLOW_PORT)
 	$(BIN)/duration server run
