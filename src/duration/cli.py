@@ -70,10 +70,10 @@ def _connect(ctx: typer.Context) -> str:
 def _write_summary(path: Path | None, summary: dict) -> None:
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    from duration.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:

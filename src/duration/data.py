@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import socket
 import time
 import urllib.error
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 
 from duration.config import MAX_DURATION, MIN_DURATION, Color, Settings, check_month
 from duration.errors import DurationError
+from duration.files import atomic_path
 
 ZONES_FILE = "taxi_zone_lookup.csv"
 UNKNOWN_ZONE = 264  # the TLC's own LocationID for an unknown zone
@@ -128,15 +128,11 @@ def published_counts(settings: Settings, color: Color | str, year: str) -> dict[
     cache = settings.raw_dir / "metadata" / f"{Color(color).value}_tripmetadata_{year}.csv"
     if not cache.exists():
         url = f"{settings.tlc_url}/metadata/{cache.name}"
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.part")
         try:
-            with_retries(lambda: _fetch(url, tmp, progress=False), f"download {url}")
-            os.replace(tmp, cache)
+            with atomic_path(cache) as tmp:
+                with_retries(lambda: _fetch(url, tmp, progress=False), f"download {url}")
         except FileNotFoundError:
             return {}
-        finally:
-            tmp.unlink(missing_ok=True)
     with open(cache, newline="") as f:
         return {
             row["file_name"]: int(row["file_num_rows"])
@@ -177,12 +173,11 @@ def download(settings: Settings, color: Color | str, month: str, progress: bool 
         except DurationError:
             dest.unlink()  # an incomplete or corrupt cached copy: fetch it again
     url = trip_url(settings, color, month)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    tmp = None
     try:
-        with_retries(lambda: _fetch(url, tmp, progress), f"download {url}")
-        verify_parquet(tmp, expected)
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            with_retries(lambda: _fetch(url, tmp, progress), f"download {url}")
+            verify_parquet(tmp, expected)
     except FileNotFoundError as e:
         raise DurationError(
             f"{color.value} {month} is not available at {settings.tlc_url} ({url} not found): "
@@ -190,8 +185,6 @@ def download(settings: Settings, color: Color | str, month: str, progress: bool 
         ) from e
     except DurationError as e:
         raise DurationError(str(e).replace(str(tmp), url)) from e
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -201,16 +194,12 @@ def download_zones(settings: Settings) -> Path:
     if dest.exists() and dest.stat().st_size > 0:
         return dest
     url = f"{settings.tlc_url}/misc/{ZONES_FILE}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
-        with_retries(lambda: _fetch(url, tmp, progress=False), f"download {url}")
-        read_zones(tmp)
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            with_retries(lambda: _fetch(url, tmp, progress=False), f"download {url}")
+            read_zones(tmp)
     except FileNotFoundError as e:
         raise DurationError(f"{url} not found: check DURATION_TLC_URL") from e
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -336,13 +325,8 @@ def prepare(settings: Settings, color: Color | str, month: str) -> Path:
             f"{Color(color).value} {month}: none of {len(trips)} rides lasts "
             f"{MIN_DURATION:g}-{MAX_DURATION:g} minutes; check {src} or pick another month"
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
+    with atomic_path(dest) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

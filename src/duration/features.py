@@ -8,7 +8,6 @@ vocabulary, values, explicit zeros and NaNs), without building a Python dict per
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from sklearn.feature_extraction import DictVectorizer
 
 from duration.config import Color, FeatureSet, Settings, check_month
 from duration.errors import DurationError
+from duration.files import atomic_path
 
 # Columns computed after the ride ends; no feature set may use them.
 LEAKAGE = {
@@ -246,12 +246,8 @@ class Split:
 
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_stage(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from duration import data, registry, train
 from duration.config import Color, Settings
+from duration.files import atomic_path
 
 
 @dataclass
@@ -45,11 +45,6 @@ def predict(
         if known.any()
         else math.nan
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.part")
-    try:
+    with atomic_path(output) as tmp:
         out.to_parquet(tmp, index=False)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return Prediction(str(output), len(out), rmse, name, version)
