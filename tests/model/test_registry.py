@@ -213,3 +213,22 @@ def test_serve_answers_with_durations(first, mirror_path, mlflow_server):
         assert len(preds) == 3 and all(0 < p < 90 for p in preds)
     finally:
         tracking.stop_pid(server.pid)
+
+
+def test_a_failure_halfway_leaves_the_registry_unchanged(first, vectorized):
+    """A registration that fails after the version was created is undone."""
+    before = {v: (m.current_stage, dict(m.tags)) for v, m in versions().items()}
+    aliases = MlflowClient().get_registered_model(NAME).aliases
+    run = MlflowClient().get_run(first.registered["run_id"])
+    best = {
+        "model_uri": run.data.tags["model_uri"],
+        "run_id": run.info.run_id,
+        "val_rmse": 1.0,
+        "test_rmse": 1.0,
+    }
+    incomplete_tags = {"color": "green"}  # no feature_set / months: fails after registering
+    with pytest.raises(KeyError):
+        registry._register_version(NAME, best, run, incomplete_tags, "2021-03", "d", {})
+    after = {v: (m.current_stage, dict(m.tags)) for v, m in versions().items()}
+    assert after == before
+    assert MlflowClient().get_registered_model(NAME).aliases == aliases
