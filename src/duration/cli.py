@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -168,15 +169,13 @@ def train(
     from duration import train as tr
 
     inputs = tr.load_inputs(_settings(ctx), color, features, train_month, val)
-    params = {"n_estimators": max_rounds} if max_rounds and model is ModelKind.xgboost else None
     _connect(ctx)
+    params = tr.round_cap(model, max_rounds)
     result = tr.train_run(
         _settings(ctx), model, features, color, train_month, val, params, seed, inputs=inputs
     )
-    _write_summary(summary, result.to_dict())
-    typer.echo(
-        _table([result.to_dict()], ["model", "features", "train_rmse", "val_rmse", "run_id"])
-    )
+    _write_summary(summary, asdict(result))
+    typer.echo(_table([asdict(result)], ["model", "features", "train_rmse", "val_rmse", "run_id"]))
 
 
 @app.command()
@@ -205,8 +204,7 @@ def tune(
     inputs = tr.load_inputs(_settings(ctx), color, features, train_month, val)
     _connect(ctx)
     result = tn.search(inputs, model, trials, seed, timeout, max_rounds)
-    out = result.to_dict()
-    out["trials"] = result.trials
+    out = asdict(result)
     _write_summary(summary, out)
     typer.echo(
         _table(
@@ -240,7 +238,7 @@ def register(
         raise DurationError(f"--top-n {top_n}: give at least 1")
     _connect(ctx)
     r = registry.register(_settings(ctx), test, name, top_n)
-    _write_summary(summary, r.to_dict())
+    _write_summary(summary, asdict(r))
     typer.echo(_table(r.candidates, ["run_id", "val_rmse", "test_rmse"]))
     typer.echo(
         f"registered {r.model_name} version {r.model_version} in Staging "
@@ -263,7 +261,7 @@ def promote(
 
     _connect(ctx)
     d = registry.promote(_settings(ctx), name, month, min_improvement)
-    _write_summary(summary, d.to_dict())
+    _write_summary(summary, asdict(d))
     typer.echo(("promoted: " if d.promoted else "kept Production: ") + d.reason)
 
 

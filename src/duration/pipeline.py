@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from duration import features, registry, train, tune
 from duration.config import MODEL_NAME, Color, FeatureSet, ModelKind, Settings
@@ -72,16 +72,16 @@ def run(
     }
     for kind, feature_set in BASELINES:
         inp = inputs[feature_set or fs]
-        params = {"n_estimators": max_rounds} if max_rounds and kind is ModelKind.xgboost else None
+        params = train.round_cap(kind, max_rounds)
         r = train.train_run(
             settings, kind, inp.features, color, train_month, val, params, seed, inputs=inp
         )
-        result.baselines.append(r.to_dict())
+        result.baselines.append(asdict(r))
     found = tune.search(
         inputs[fs], ModelKind.xgboost, trials, seed, max_rounds=max_rounds, progress=progress
     )
-    result.search = found.to_dict()
-    result.registered = registry.register(settings, test, name).to_dict()
-    result.decision = registry.promote(settings, name).to_dict()
+    result.search = asdict(found)
+    result.registered = asdict(registry.register(settings, test, name))
+    result.decision = asdict(registry.promote(settings, name))
     result.wall_s = time.monotonic() - start
     return result

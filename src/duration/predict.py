@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from duration import data, registry, train
@@ -20,9 +20,6 @@ class Prediction:
     rmse: float
     model_name: str
     model_version: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def predict(

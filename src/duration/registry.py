@@ -7,7 +7,7 @@ alias of the same name, so `models:/NAME/Production` and `models:/NAME@productio
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -174,9 +174,6 @@ class Registered:
     test_month: str
     candidates: list
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def register(settings: Settings, test_month: str, name: str = MODEL_NAME, top_n: int = 5):
     """Score the latest search's top-N trials on the test month; register the best to Staging."""
@@ -291,9 +288,6 @@ class Decision:
     promoted: bool
     reason: str
     production: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def promote(

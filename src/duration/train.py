@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,13 @@ DEFAULTS: dict[ModelKind, dict] = {
     },
 }
 EARLY_STOPPING = 20
+
+
+def round_cap(kind: ModelKind | str, max_rounds: int | None) -> dict | None:
+    """Params that cap xgboost's boosting rounds (None when there is no cap to apply)."""
+    if max_rounds and ModelKind(kind) is ModelKind.xgboost:
+        return {"n_estimators": max_rounds}
+    return None
 
 
 def make_estimator(
@@ -117,9 +124,6 @@ class TrainResult:
     val_mae: float
     model_uri: str
     best_iteration: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def estimator_params(est) -> dict:

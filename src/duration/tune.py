@@ -8,7 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -84,9 +84,6 @@ class SearchResult:
     stopped: str = ""
     history: list[float] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 _stop_requested: list[int] = []
 
@@ -155,7 +152,7 @@ def search(
     if trials < 1:
         raise DurationError(f"--trials {trials}: the search needs at least 1 trial")
     sp = space(kind)
-    fixed = {"n_estimators": max_rounds} if max_rounds else {}
+    fixed = train.round_cap(kind, max_rounds) or {}
     client = MlflowClient()
     history: list[tuple[float, str, dict]] = []  # (val_rmse, run_id, params)
     start = time.monotonic()
