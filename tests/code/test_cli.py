@@ -83,6 +83,8 @@ def test_empty_after_filter(env, site):
         (["tune", "--trials", "-3"], ["--trials -3"]),
         (["tune", "--model", "linear"], ["linear", "no search space"]),
         (["tune", "--model", "bogus"], ["--model", "bogus"]),
+        (["tune", "--timeout", "0"], ["--timeout 0", "positive"]),
+        (["register", "--top-n", "0"], ["--top-n 0"]),
     ],
 )
 def test_bad_flags(env, args, needles):
