@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,15 @@ NEEDS = {
 }
 # Known at the start of a ride where the color records them; "unknown" where it does not.
 START_CODES = ["VendorID", "RatecodeID", "trip_type", "passenger_count"]
+# Mean-duration encodings fitted on the training month (the `default` set). Each mean is
+# shrunk toward the month's mean by SMOOTHING pseudo-rides; training rides get out-of-fold
+# values (FOLDS folds, FOLD_SEED) so no ride's features contain its own duration.
+ENCODED = ["PU_DO_mean_duration", "PU_mean_duration", "DO_mean_duration"]
+SMOOTHING = 5.0
+FOLDS = 5
+FOLD_SEED = 42
+# Bump when the feature definitions change, so stale stage directories are rebuilt.
+FEATURES_VERSION = 2
 
 
 def _categorical(keys: np.ndarray, label) -> pd.Categorical:
@@ -67,6 +76,19 @@ def _code(values: pd.Series | None, n: int) -> pd.Categorical:
     return _categorical(keys, lambda k: "unknown" if k < 0 else str(k))
 
 
+def _encoding_keys(rides: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The key of each encoded feature: zone pair, pickup zone, dropoff zone."""
+    pu = rides["PULocationID"].to_numpy(dtype=np.int64)
+    do = rides["DOLocationID"].to_numpy(dtype=np.int64)
+    if len(pu) and min(pu.min(), do.min()) < 0:
+        raise DurationError("zone IDs must not be negative")
+    return dict(zip(ENCODED, (pu * 1000 + do, pu, do), strict=True))
+
+
+def _smoothed(sums: np.ndarray, counts: np.ndarray, prior: float) -> np.ndarray:
+    return (sums + SMOOTHING * prior) / (counts + SMOOTHING)
+
+
 @dataclass(frozen=True)
 class Featurizer:
     """Turns canonical rides into a feature frame: categorical columns plus numeric ones.
@@ -75,12 +97,16 @@ class Featurizer:
     `default` uses only what is known when the ride starts, plus trip_distance: zone IDs and
     their pair code (numeric, so trees split them cheaply; a one-hot zone pair has 13k columns
     and makes xgboost ~50x slower for no gain), the zones' boroughs and service zones, pickup
-    time of day and weekday, and the vendor, rate code, trip type and passenger count.
+    time of day and weekday, the vendor, rate code, trip type and passenger count, and the
+    training month's smoothed mean duration per zone pair, pickup zone and dropoff zone
+    (`fit` learns them; `train_frame` gives the training rides out-of-fold values).
     """
 
     feature_set: FeatureSet = FeatureSet.default
     boroughs: dict[int, str] = field(default_factory=dict)
     service_zones: dict[int, str] = field(default_factory=dict)
+    prior: float | None = None  # the training month's mean duration
+    encodings: dict[str, dict[int, float]] = field(default_factory=dict)
 
     @property
     def needs(self) -> list[str]:
@@ -111,6 +137,11 @@ class Featurizer:
                 },
                 index=rides.index,
             )
+        if self.prior is None:
+            raise DurationError(
+                "the default features need mean-duration encodings fitted on a training month: "
+                "call Featurizer.fit, or run `duration vectorize` to make them"
+            )
         pickup = rides["pickup_datetime"]
         cols: dict[str, object] = {
             "PU_borough": _lookup(pu, self.boroughs),
@@ -126,7 +157,52 @@ class Featurizer:
         cols["pickup_hour"] = (pickup.dt.hour + pickup.dt.minute / 60).to_numpy(np.float64)
         cols["pickup_weekday"] = pickup.dt.day_of_week.to_numpy(np.float64)
         cols["trip_distance"] = rides["trip_distance"].to_numpy(dtype=np.float64)
+        for name, keys in _encoding_keys(rides).items():
+            table = self.encodings[name]
+            lut = np.full(max(max(table, default=0), int(keys.max(initial=0))) + 1, self.prior)
+            lut[np.fromiter(table, np.int64, len(table))] = list(table.values())
+            cols[name] = lut[keys]
         return pd.DataFrame(cols, index=rides.index)
+
+    def fit(self, rides: pd.DataFrame) -> Featurizer:
+        """This featurizer with its encodings learned from the training rides' durations."""
+        if FeatureSet(self.feature_set) is FeatureSet.course:
+            return self
+        y = rides["duration"].to_numpy(dtype=np.float64)
+        if not len(y):
+            raise DurationError("cannot fit the default features on a month with no rides")
+        prior = float(y.mean())
+        encodings = {}
+        for name, keys in _encoding_keys(rides).items():
+            counts = np.bincount(keys)
+            seen = np.flatnonzero(counts)
+            means = _smoothed(np.bincount(keys, weights=y)[seen], counts[seen], prior)
+            encodings[name] = dict(zip(seen.tolist(), means.tolist(), strict=True))
+        return replace(self, prior=prior, encodings=encodings)
+
+    def train_frame(self, rides: pd.DataFrame) -> pd.DataFrame:
+        """`frame` for the rides the encodings were fitted on, with out-of-fold encodings.
+
+        Each ride's encodings come only from the rides in the other folds, so a model cannot
+        learn to read a ride's own duration back out of its features.
+        """
+        frame = self.frame(rides)
+        if FeatureSet(self.feature_set) is FeatureSet.course:
+            return frame
+        y = rides["duration"].to_numpy(dtype=np.float64)
+        fold = np.random.default_rng(FOLD_SEED).integers(0, FOLDS, len(y))
+        for name, keys in _encoding_keys(rides).items():
+            size = int(keys.max()) + 1
+            out = np.empty(len(y))
+            for f in range(FOLDS):
+                mine = fold == f
+                rest_keys, rest_y = keys[~mine], y[~mine]
+                prior = float(rest_y.mean()) if len(rest_y) else float(y.mean())
+                sums = np.bincount(rest_keys, weights=rest_y, minlength=size)
+                counts = np.bincount(rest_keys, minlength=size)
+                out[mine] = _smoothed(sums, counts, prior)[keys[mine]]
+            frame[name] = out
+        return frame
 
     def dicts(self, rides: pd.DataFrame) -> list[dict]:
         """The same features as one dict per ride (the course's DictVectorizer input)."""
@@ -165,22 +241,40 @@ def _names(features: pd.DataFrame, sep: str) -> set[str]:
 
 
 def _entries(features: pd.DataFrame, vocab: dict[str, int], sep: str):
-    """Per column: the vocabulary index (-1 if unseen) and the value of each row."""
-    n = len(features)
+    """Per column: a lookup of vocabulary indices (-1 if unseen) and a function giving each
+    row's index and value. Lookups come first, so the caller can plan the layout."""
     for col in features.columns:
         s = features[col]
         if not _is_categorical(s):
-            yield np.full(n, vocab.get(col, -1)), s.to_numpy(dtype=np.float64, na_value=np.nan)
+            lut = np.array([vocab.get(col, -1)], dtype=np.int32)
+            yield lut, lambda s=s, i=lut[0]: (i, s.to_numpy(dtype=np.float64, na_value=np.nan))
             continue
         codes, labels = _column_codes(s)
-        lut = np.array([vocab.get(f"{col}{sep}{label}", -1) for label in labels] + [-1])
-        idx = lut[codes]  # code -1 picks the trailing -1
-        values = np.ones(n)
-        missing = codes == -1
-        if missing.any():
-            idx[missing] = vocab.get(col, -1)
-            values[missing] = np.nan
-        yield idx, values
+        # code -1 (missing) picks the last entry: DictVectorizer keys it by the column name
+        names = [f"{col}{sep}{label}" for label in labels]
+        lut = np.array([vocab.get(name, -1) for name in names] + [vocab.get(col, -1)], np.int32)
+
+        def rows(codes=codes, lut=lut):
+            values = np.ones(len(codes))
+            values[codes == -1] = np.nan
+            return lut[codes], values
+
+        yield lut, rows
+
+
+def _layout(luts: list[np.ndarray]) -> list[int] | None:
+    """A column order that sorts every row's indices, if the columns' index ranges do not
+    interleave (the usual case: a column's names share its prefix); else None."""
+    spans = sorted(
+        (
+            (int(lut[lut >= 0].min()), int(lut[lut >= 0].max()), j)
+            for j, lut in enumerate(luts)
+            if (lut >= 0).any()
+        ),
+    )
+    if any(a[1] >= b[0] for a, b in zip(spans, spans[1:], strict=False)):
+        return None
+    return [j for *_, j in spans] + [j for j, lut in enumerate(luts) if not (lut >= 0).any()]
 
 
 def transform(dv: DictVectorizer, features: pd.DataFrame) -> sp.csr_matrix:
@@ -188,19 +282,28 @@ def transform(dv: DictVectorizer, features: pd.DataFrame) -> sp.csr_matrix:
     n, k = len(features), len(features.columns)
     if n == 0:
         raise ValueError("Sample sequence X is empty.")  # as DictVectorizer says
-    idx = np.empty((n, k), dtype=np.int64)
-    val = np.empty((n, k), dtype=np.float64)
-    for j, (i, v) in enumerate(_entries(features, dv.vocabulary_, dv.separator)):
-        idx[:, j], val[:, j] = i, v
-    order = np.argsort(np.where(idx < 0, np.iinfo(np.int64).max, idx), axis=1, kind="stable")
-    idx = np.take_along_axis(idx, order, axis=1)
-    val = np.take_along_axis(val, order, axis=1)
+    luts, fills = zip(*_entries(features, dv.vocabulary_, dv.separator), strict=True)
+    order = _layout(list(luts))
+    idx = np.empty((n, k), dtype=np.int32)
+    val = np.empty((n, k), dtype=dv.dtype)
+    for pos, j in enumerate(order if order is not None else range(k)):
+        idx[:, pos], val[:, pos] = fills[j]()
+    if order is None:  # interleaved index ranges: sort each row
+        perm = np.argsort(np.where(idx < 0, np.iinfo(np.int32).max, idx), axis=1, kind="stable")
+        idx = np.take_along_axis(idx, perm, axis=1)
+        val = np.take_along_axis(val, perm, axis=1)
     keep = idx >= 0
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(keep.sum(axis=1), out=indptr[1:])
+    if keep.all():  # every feature known: the (n, k) arrays are the CSR arrays
+        data, indices = val.reshape(-1), idx.reshape(-1)
+        counts = np.full(n, k, dtype=np.int64)
+    else:
+        data, indices = val[keep], idx[keep]
+        counts = keep.sum(axis=1)
+    index_dtype = np.int32 if data.size < np.iinfo(np.int32).max else np.int64
+    indptr = np.zeros(n + 1, dtype=index_dtype)
+    np.cumsum(counts, out=indptr[1:])
     x = sp.csr_matrix(
-        (val[keep].astype(dv.dtype), idx[keep].astype(np.int32), indptr),
-        shape=(n, len(dv.feature_names_)),
+        (data, indices.astype(index_dtype, copy=False), indptr), shape=(n, len(dv.feature_names_))
     )
     x.has_sorted_indices = True
     return x
@@ -218,8 +321,9 @@ def fit_vectorizer(features: pd.DataFrame) -> tuple[DictVectorizer, sp.csr_matri
 def csr_identical(a: sp.spmatrix, b: sp.spmatrix) -> bool:
     """True when two sparse matrices store the same entries (explicit zeros and NaNs too)."""
     a, b = sp.csr_matrix(a, copy=True), sp.csr_matrix(b, copy=True)
-    a.sort_indices()
-    b.sort_indices()
+    for m in (a, b):
+        m.has_sorted_indices = False  # do not trust the flag: really sort
+        m.sort_indices()
     return (
         a.shape == b.shape
         and np.array_equal(a.indptr, b.indptr)
@@ -260,9 +364,15 @@ def save_stage(
         _atomic(out / f"y_{split.month}.npy", lambda p, s=split: _save_npy(p, s.y))
     _atomic(out / "preprocessor.b", lambda p: p.write_bytes(pickle.dumps(dv)))
     cfg = {
+        "version": FEATURES_VERSION,
         "feature_set": str(featurizer.feature_set),
         "boroughs": featurizer.boroughs,
         "service_zones": featurizer.service_zones,
+        "prior": featurizer.prior,
+        "smoothing": SMOOTHING,
+        "folds": FOLDS,
+        "fold_seed": FOLD_SEED,
+        "encodings": featurizer.encodings,
         **meta,
     }
     _atomic(out / "featurizer.json", lambda p: p.write_text(json.dumps(cfg, indent=1)))
@@ -285,7 +395,22 @@ def load_featurizer(path: Path) -> Featurizer:
         FeatureSet(cfg["feature_set"]),
         {int(k): v for k, v in cfg["boroughs"].items()},
         {int(k): v for k, v in cfg["service_zones"].items()},
+        cfg.get("prior"),
+        {
+            name: {int(k): v for k, v in table.items()}
+            for name, table in cfg.get("encodings", {}).items()
+        },
     )
+
+
+def _current(out: Path, train_src: Path) -> bool:
+    """True when a stage directory was made by these feature definitions from this month."""
+    dv_path, cfg_path = out / "preprocessor.b", out / "featurizer.json"
+    if not (dv_path.exists() and cfg_path.exists()):
+        return False
+    if dv_path.stat().st_mtime < train_src.stat().st_mtime:
+        return False
+    return json.loads(cfg_path.read_text()).get("version") == FEATURES_VERSION
 
 
 def load_dv(out: Path) -> DictVectorizer:
@@ -322,8 +447,7 @@ def vectorize(
     fs = FeatureSet(fs)
     out = features_dir(settings, color, fs, train)
     train_src = data.prepare(settings, color, train)
-    dv_path = out / "preprocessor.b"
-    fresh = dv_path.exists() and dv_path.stat().st_mtime >= train_src.stat().st_mtime
+    fresh = _current(out, train_src)
     if fresh:
         dv, featurizer = load_dv(out), load_featurizer(out / "featurizer.json")
         splits = []
@@ -333,7 +457,8 @@ def vectorize(
             zones = data.read_zones(data.download_zones(settings))
             featurizer = Featurizer(fs, data.zone_map(zones), data.zone_map(zones, "service_zone"))
         rides = pd.read_parquet(train_src)
-        dv, x = fit_vectorizer(featurizer.frame(rides))
+        featurizer = featurizer.fit(rides)
+        dv, x = fit_vectorizer(featurizer.train_frame(rides))
         splits = [Split(train, x, rides["duration"].to_numpy())]
     for month in dict.fromkeys(months):
         check_month(month)

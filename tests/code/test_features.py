@@ -44,8 +44,12 @@ def test_course_features_are_the_notebooks(rides):
     assert dicts[2] == {"PU_DO": "99_3", "trip_distance": 3.2}
 
 
+def _fitted(fs, rides):
+    return F.Featurizer(fs, ZONES, SERVICE).fit(rides)
+
+
 def test_default_features(rides):
-    d = F.Featurizer(FeatureSet.default, ZONES, SERVICE).dicts(rides)
+    d = _fitted(FeatureSet.default, rides).dicts(rides)
     assert d[0]["PU_borough"] == "EWR" and d[0]["DO_borough"] == "Manhattan"
     assert d[2]["PU_borough"] == "Unknown"  # zone 99 is not in the table
     assert d[0]["DO_service_zone"] == "Yellow Zone"
@@ -54,17 +58,79 @@ def test_default_features(rides):
     assert d[0]["RatecodeID"] == "1" and d[1]["RatecodeID"] == "unknown"
     assert d[0]["VendorID"] == "unknown"  # absent column
     assert d[0]["PU_DO"] == 1004.0
+    prior = rides["duration"].mean()  # 15.0
+    assert d[0]["PU_DO_mean_duration"] == pytest.approx((20.0 + 5 * prior) / 6)
+    assert d[0]["DO_mean_duration"] == pytest.approx((20.0 + 15.0 + 5 * prior) / 7)
+
+
+def test_encodings_are_smoothed_means_and_unseen_zones_get_the_prior():
+    y = np.array([10.0, 30.0, 20.0, 40.0])
+    rides = pd.DataFrame(
+        {"PULocationID": [7, 7, 7, 8], "DOLocationID": [1, 1, 2, 1], "duration": y}
+    )
+    fz = F.Featurizer(FeatureSet.default).fit(rides)
+    prior = y.mean()
+    assert fz.prior == prior
+    assert fz.encodings["PU_DO_mean_duration"][7001] == pytest.approx((40 + 5 * prior) / 7)
+    assert fz.encodings["PU_mean_duration"][8] == pytest.approx((40 + 5 * prior) / 6)
+    assert set(fz.encodings["DO_mean_duration"]) == {1, 2}
+    new = rides.iloc[:1].assign(PULocationID=[265], DOLocationID=[1])
+    keys = F._encoding_keys(new)
+    assert keys["PU_DO_mean_duration"][0] == 265001
+
+
+def test_train_frame_never_sees_a_rides_own_duration():
+    # One ride per zone pair: an out-of-fold encoding cannot depend on that ride's duration.
+    n = 200
+    rng = np.random.default_rng(0)
+    rides = pd.DataFrame(
+        {
+            "pickup_datetime": pd.Timestamp("2021-01-04 08:00"),
+            "PULocationID": np.arange(n) % 100 + 1,
+            "DOLocationID": np.arange(n) // 100 + 1,
+            "trip_distance": 1.0,
+            "duration": rng.uniform(1, 60, n),
+        }
+    )
+    fz = F.Featurizer(FeatureSet.default).fit(rides)
+    a = fz.train_frame(rides)
+    b = fz.train_frame(rides.assign(duration=np.where(np.arange(n) == 3, 1e6, rides["duration"])))
+    # ride 3's own pair encoding is unchanged; only rides in other folds could see the change
+    assert a.loc[3, "PU_DO_mean_duration"] == b.loc[3, "PU_DO_mean_duration"]
+    # in-sample `frame` would leak it: the pair has one ride, so its mean moves with it
+    assert fz.frame(rides).loc[3, "PU_DO_mean_duration"] != a.loc[3, "PU_DO_mean_duration"]
+    assert a["PU_DO_mean_duration"].nunique() > 1
+    # the other columns are the same as `frame` gives
+    pd.testing.assert_frame_equal(
+        a.drop(columns=F.ENCODED), fz.frame(rides).drop(columns=F.ENCODED)
+    )
+
+
+def test_default_features_need_fitting(rides):
+    with pytest.raises(DurationError, match="vectorize"):
+        F.Featurizer(FeatureSet.default, ZONES, SERVICE).frame(rides)
+
+
+def test_featurizer_round_trips_through_the_stage_file(rides, tmp_path):
+    from sklearn.feature_extraction import DictVectorizer as DV
+
+    fz = _fitted(FeatureSet.default, rides)
+    F.save_stage(tmp_path, DV().fit([{"a": 1}]), fz, [], {})
+    again = F.load_featurizer(tmp_path / "featurizer.json")
+    assert again == fz
+    pd.testing.assert_frame_equal(again.frame(rides), fz.frame(rides))
 
 
 @pytest.mark.parametrize("fs", list(FeatureSet))
 def test_no_leakage_columns(rides, fs):
-    cols = set(F.Featurizer(fs, ZONES, SERVICE).frame(rides).columns)
+    fz = _fitted(fs, rides)  # fitted on the training month's durations, then frozen
+    cols = set(fz.frame(rides).columns)
     assert not cols & F.LEAKAGE
     poisoned = rides.assign(
         duration=0.0, fare_amount=0.0, dropoff_datetime=rides["pickup_datetime"]
     )
-    a = F.Featurizer(fs, ZONES, SERVICE).dicts(rides)
-    b = F.Featurizer(fs, ZONES, SERVICE).dicts(poisoned)
+    a = fz.dicts(rides)
+    b = fz.dicts(poisoned)
     assert a == b  # features do not change when after-the-ride columns do
 
 
@@ -76,6 +142,14 @@ def test_missing_required_columns(rides):
 def test_fhv_without_distance_is_refused(rides):
     with pytest.raises(DurationError, match="fhv"):
         F.Featurizer(FeatureSet.course).frame(rides.assign(trip_distance=np.nan))
+
+
+def _assert_same_storage(x, ref):
+    """Not only the same entries: the same arrays, in DictVectorizer's order."""
+    assert x.shape == ref.shape and x.dtype == ref.dtype
+    assert np.array_equal(x.indptr, ref.indptr)
+    assert np.array_equal(x.indices, ref.indices)
+    assert np.array_equal(x.data, ref.data, equal_nan=True)
 
 
 def _assert_same(features_fit: pd.DataFrame, features_new: pd.DataFrame):
@@ -92,15 +166,24 @@ def _assert_same(features_fit: pd.DataFrame, features_new: pd.DataFrame):
         with pytest.raises(ValueError, match="empty"):
             F.transform(dv, features_new)
         return
+    _assert_same_storage(x, x_ref)
     y_ref = ref.transform(features_new.to_dict(orient="records"))
     assert F.csr_identical(F.transform(dv, features_new), y_ref)
+    _assert_same_storage(F.transform(dv, features_new), y_ref)
     assert F.csr_identical(dv.transform(features_new.to_dict(orient="records")), y_ref)
 
 
 def test_vectorizer_equals_dictvectorizer_on_real_featurizer(rides):
-    fz = F.Featurizer(FeatureSet.default, ZONES, SERVICE)
+    fz = _fitted(FeatureSet.default, rides)
     other = rides.assign(PULocationID=[3, 250, 1], RatecodeID=[5.0, 6.0, np.nan])
     _assert_same(fz.frame(rides), fz.frame(other))
+
+
+def test_vectorizer_when_feature_names_interleave():
+    # "a=b" (numeric) sorts between "a=a" and "a=c" (categorical a): rows need a real sort
+    fit = pd.DataFrame({"a": pd.Categorical(["a", "c", None]), "a=b": [1.0, 0.0, np.nan]})
+    new = pd.DataFrame({"a": pd.Categorical(["c", "z", "a"]), "a=b": [2.0, 3.0, 4.0]})
+    _assert_same(fit, new)
 
 
 labels = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "1_2", "x=y", ""]))
