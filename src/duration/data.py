@@ -253,58 +253,112 @@ def _timestamps(s: pd.Series) -> pd.Series:
     return s.astype("datetime64[us]")
 
 
+def normalise_column(canon: str, s: pd.Series) -> pd.Series:
+    """One column, given the canonical dtype of `canon`."""
+    if canon.endswith("_datetime"):
+        return _timestamps(s)
+    if canon.endswith("LocationID"):
+        return _location_ids(s)
+    return pd.to_numeric(s, errors="coerce").astype("float64")
+
+
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Rename TLC columns to canonical names and give them one dtype each, whatever the source."""
     cols = resolve_columns(list(df.columns))
     out = pd.DataFrame(index=df.index)
     for canon, name in cols.items():
-        s = df[name]
-        if canon.endswith("_datetime"):
-            out[canon] = _timestamps(s)
-        elif canon.endswith("LocationID"):
-            out[canon] = _location_ids(s)
-        else:
-            out[canon] = pd.to_numeric(s, errors="coerce").astype("float64")
+        out[canon] = normalise_column(canon, df[name])
     if "trip_distance" not in out:
         out["trip_distance"] = np.nan
     return out
 
 
+def duration_minutes(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ride durations in minutes, and which rides last 1 to 60 minutes (the course's rule)."""
+    minutes = (end - start) / np.timedelta64(1, "m")  # NaT gives NaN, which is not kept
+    return minutes, (minutes >= MIN_DURATION) & (minutes <= MAX_DURATION)
+
+
 def add_duration(df: pd.DataFrame) -> pd.DataFrame:
-    """Add `duration` in minutes and keep rides of 1 to 60 minutes (the course's rule)."""
-    minutes = (df["dropoff_datetime"] - df["pickup_datetime"]) / pd.Timedelta(minutes=1)
-    df = df.assign(duration=minutes.astype("float64"))
-    keep = (df["duration"] >= MIN_DURATION) & (df["duration"] <= MAX_DURATION)
-    return df.loc[keep].reset_index(drop=True)
+    """Add `duration` in minutes and keep rides of 1 to 60 minutes."""
+    minutes, keep = duration_minutes(
+        df["pickup_datetime"].to_numpy(dtype="datetime64[us]"),
+        df["dropoff_datetime"].to_numpy(dtype="datetime64[us]"),
+    )
+    out = df.loc[keep].reset_index(drop=True)
+    out["duration"] = minutes[keep]
+    return out
 
 
-def read_trips(path: Path) -> pd.DataFrame:
-    """Read only the needed columns of a TLC parquet file, normalised to canonical names."""
+def _trip_columns(path: Path, columns: list[str] | None) -> tuple[pq.ParquetFile, dict[str, str]]:
+    """Open a TLC parquet file; map the canonical columns to read to the file's names."""
     try:
-        schema = pq.read_schema(path)
+        pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
         raise DurationError(
             f"{path} is not a readable parquet file ({_short(e)}): "
             "delete it and run `duration download` again"
         ) from e
-    cols = resolve_columns(schema.names)
+    cols = resolve_columns(pf.schema_arrow.names)
     missing = [c for c in REQUIRED if c not in cols]
     if missing:
         wanted = [" or ".join(ALIASES[c]) for c in missing]
         raise DurationError(
             f"{path} lacks required columns: {', '.join(wanted)}; is it a TLC trip file?"
         )
+    if columns is not None:
+        keep = set(columns) | set(REQUIRED)
+        cols = {canon: name for canon, name in cols.items() if canon in keep}
+    return pf, cols
+
+
+def _read_column(pf: pq.ParquetFile, path: Path, canon: str, name: str) -> np.ndarray:
+    """One column, normalised. Reading a column at a time holds one column's decode buffers."""
     try:
-        table = pq.read_table(path, columns=list(cols.values()))
+        s = pf.read(columns=[name]).column(0).to_pandas()
     except (pa.ArrowException, OSError) as e:
         raise DurationError(
             f"{path} is corrupt ({_short(e)}): delete it and run `duration download` again"
         ) from e
-    # self_destruct frees each Arrow column as it is converted: one copy in memory, not two
-    df = table.to_pandas(self_destruct=True, split_blocks=True)
-    del table
+    return normalise_column(canon, s).to_numpy()
+
+
+def _frame(cols: dict[str, np.ndarray], n: int) -> pd.DataFrame:
+    if "trip_distance" not in cols:
+        cols = {**cols, "trip_distance": np.full(n, np.nan)}
+    out = pd.DataFrame(cols, copy=False)
     pa.default_memory_pool().release_unused()
-    return normalise(df)
+    return out
+
+
+def read_trips(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read only the needed columns of a TLC parquet file, normalised to canonical names.
+
+    `columns` (canonical names) narrows the read further; the required ones are always read.
+    """
+    pf, cols = _trip_columns(path, columns)
+    out = {canon: _read_column(pf, path, canon, name) for canon, name in cols.items()}
+    return _frame(out, pf.metadata.num_rows)
+
+
+def read_rides(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """`add_duration(read_trips(path, columns))` in one pass that holds only the kept rides.
+
+    The timestamps are read first; every other column is filtered as soon as it is read.
+    """
+    pf, cols = _trip_columns(path, columns)
+    start = _read_column(pf, path, "pickup_datetime", cols["pickup_datetime"])
+    end = _read_column(pf, path, "dropoff_datetime", cols["dropoff_datetime"])
+    minutes, keep = duration_minutes(start, end)
+    out = {"pickup_datetime": start[keep], "dropoff_datetime": end[keep]}
+    del start, end
+    for canon, name in cols.items():
+        if canon not in out:
+            out[canon] = _read_column(pf, path, canon, name)[keep]
+    out = {canon: out[canon] for canon in cols}  # the file's canonical column order
+    frame = _frame(out, int(keep.sum()))
+    frame["duration"] = minutes[keep]
+    return frame
 
 
 def prepare_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -318,11 +372,11 @@ def prepare(settings: Settings, color: Color | str, month: str) -> Path:
     src = download(settings, color, month)
     if dest.exists() and dest.stat().st_mtime >= src.stat().st_mtime:
         return dest
-    trips = read_trips(src)
-    df = add_duration(trips)
+    df = read_rides(src)
     if df.empty:
         raise DurationError(
-            f"{Color(color).value} {month}: none of {len(trips)} rides lasts "
+            f"{Color(color).value} {month}: none of {pq.ParquetFile(src).metadata.num_rows} "
+            "rides lasts "
             f"{MIN_DURATION:g}-{MAX_DURATION:g} minutes; check {src} or pick another month"
         )
     with atomic_path(dest) as tmp:

@@ -127,3 +127,19 @@ def test_month_empty_after_filter_is_an_error(site):
 def test_prepare_writes_processed(site):
     out = pd.read_parquet(data.prepare(site, "green", "2021-01"))
     assert len(out) == 4 and out["duration"].between(1, 60).all()
+
+
+@pytest.mark.parametrize("prefix", ["lpep_", "tpep_", ""])
+@pytest.mark.parametrize("unit", ["us", "ns"])
+def test_read_rides_equals_read_trips_then_add_duration(tmp_path, prefix, unit):
+    df = rides(prefix, unit=unit, minutes=(0.5, 1, 10, 59.9, 60, 61))
+    df["RatecodeID"] = [1.0, np.nan, 2.0, 1.0, 5.0, 1.0]
+    df.loc[2, f"{prefix}dropoff_datetime"] = pd.NaT  # no end time: not a ride we can use
+    path = tmp_path / "trips.parquet"
+    df.to_parquet(path)
+    one_pass = data.read_rides(path)
+    pd.testing.assert_frame_equal(one_pass, data.add_duration(data.read_trips(path)))
+    assert one_pass["duration"].tolist() == [1.0, 59.9, 60.0]
+    narrow = data.read_rides(path, columns=["trip_distance"])
+    assert "RatecodeID" not in narrow and "PULocationID" in narrow  # required ones stay
+    pd.testing.assert_frame_equal(narrow, one_pass[narrow.columns])
