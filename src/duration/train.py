@@ -39,6 +39,9 @@ DEFAULTS: dict[ModelKind, dict] = {
     },
 }
 EARLY_STOPPING = 20
+# Each forest tree sees a bootstrap sample of at most this many rides: a green month is
+# under it (unchanged), a yellow month (3M rides) would take tens of minutes without it.
+FOREST_MAX_SAMPLES = 250_000
 
 
 def round_cap(kind: ModelKind | str, max_rounds: int | None) -> dict | None:
@@ -94,6 +97,9 @@ def fit(
 ):
     """Fit on the training month (xgboost stops early on the validation month)."""
     est = make_estimator(kind, params, seed, callbacks)
+    forest = ModelKind(kind) is ModelKind.random_forest
+    if forest and est.max_samples is None and train.X.shape[0] > FOREST_MAX_SAMPLES:
+        est.set_params(max_samples=FOREST_MAX_SAMPLES)
     if ModelKind(kind) is ModelKind.xgboost:
         est.fit(train.X, train.y, eval_set=[(val.X, val.y)], verbose=False)
     else:

@@ -1,0 +1,27 @@
+"""Estimator construction on tiny synthetic matrices (no data files, no server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from duration import train
+from duration.features import Split
+
+
+def _split(n: int, seed: int = 0) -> Split:
+    rng = np.random.default_rng(seed)
+    x = sp.csr_matrix(rng.uniform(0, 10, (n, 3)))
+    return Split("2021-01", x, np.asarray(x[:, 0].todense()).ravel() * 2 + rng.normal(size=n))
+
+
+def test_forest_samples_are_capped_only_above_the_cap(monkeypatch):
+    monkeypatch.setattr(train, "FOREST_MAX_SAMPLES", 40)
+    params = {"n_estimators": 3}
+    small = train.fit("random_forest", _split(30), _split(10, 1), params)
+    assert small.max_samples is None  # a month under the cap trains exactly as before
+    large = train.fit("random_forest", _split(100), _split(10, 1), params)
+    assert large.max_samples == 40
+    assert train.estimator_params(large)["max_samples"] == 40  # and the run logs it
+    chosen = train.fit("random_forest", _split(100), _split(10, 1), {**params, "max_samples": 0.5})
+    assert chosen.max_samples == 0.5  # a value the user chose is kept
