@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from duration import data, train
+from duration import data, registry, train
 from tests.conftest import run_cli
 
 
@@ -50,18 +50,23 @@ def test_dictvectorizer_and_plots_are_on_the_server(course_linear):
     }
 
 
-def test_logged_model_predicts_from_raw_records(course_linear, mirror_path):
+def test_logged_model_predicts_from_raw_records(course_linear, vectorized, mirror_path):
     model = mlflow.pyfunc.load_model(course_linear.model_uri)
     raw = pd.read_parquet(mirror_path / "trip-data" / "green_tripdata_2021-02.parquet").head(500)
     pred = model.predict(raw)
     assert pred.shape == (500,) and np.isfinite(pred).all()
     sig = model.metadata.signature.inputs.input_names()
     assert {"PULocationID", "DOLocationID", "trip_distance"} <= set(sig)
-    # the same rides through the training path give the same predictions
+    # the same rides, prepared, give the same predictions: preparing only drops rides
     rides = data.prepare_frame(raw)
+    kept = data.add_duration(data.normalise(raw).assign(i=np.arange(len(raw))))["i"]
     again = model.predict(data.raw_records(rides, "green"))
-    kept = data.add_duration(data.normalise(raw)).index
-    assert len(again) == len(kept)
+    np.testing.assert_allclose(again, pred[kept.to_numpy()])
+    # and the whole val month through the model gives the run's own val RMSE
+    month = data.load_processed(vectorized, "green", "2021-02")
+    assert registry.score(course_linear.model_uri, month, "green") == pytest.approx(
+        course_linear.val_rmse, abs=1e-6
+    )
 
 
 def test_xgboost_default_with_summary_via_cli(vectorized, cli_env, tmp_path):
@@ -88,6 +93,12 @@ def test_xgboost_default_with_summary_via_cli(vectorized, cli_env, tmp_path):
     files = {p.name for p in local.rglob("*") if p.is_file()}
     assert {"estimator.ubj", "vectorizer.json", "featurizer.json"} <= files
     assert not any(f.endswith((".pkl", ".pickle", ".b")) for f in files)  # nothing pickled
+    # raw val-month records through the logged model reproduce the run's val RMSE: the
+    # bundled featurizer (zone tables, mean-duration encodings) is the one training used
+    rides = data.load_processed(vectorized, "green", "2021-02")
+    assert registry.score(summary["model_uri"], rides, "green") == pytest.approx(
+        summary["val_rmse"], abs=1e-5
+    )
 
 
 def test_a_failing_run_ends_failed(vectorized, mlflow_server):
