@@ -384,9 +384,15 @@ def prepare(settings: Settings, color: Color | str, month: str) -> Path:
     return dest
 
 
-def load_processed(settings: Settings, color: Color | str, month: str) -> pd.DataFrame:
-    """Read a prepared month, preparing it first if needed."""
-    return pd.read_parquet(prepare(settings, color, month))
+def load_processed(
+    settings: Settings, color: Color | str, month: str, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """Read a prepared month (those of `columns` it has), preparing it first if needed."""
+    path = prepare(settings, color, month)
+    if columns is not None:
+        present = set(pq.read_schema(path).names)
+        columns = [c for c in columns if c in present]
+    return pd.read_parquet(path, columns=columns)
 
 
 def raw_records(df: pd.DataFrame, color: Color | str) -> pd.DataFrame:

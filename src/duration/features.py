@@ -240,26 +240,41 @@ def _names(features: pd.DataFrame, sep: str) -> set[str]:
     return names
 
 
-def _entries(features: pd.DataFrame, vocab: dict[str, int], sep: str):
-    """Per column: a lookup of vocabulary indices (-1 if unseen) and a function giving each
-    row's index and value. Lookups come first, so the caller can plan the layout."""
-    for col in features.columns:
-        s = features[col]
-        if not _is_categorical(s):
-            lut = np.array([vocab.get(col, -1)], dtype=np.int32)
-            yield lut, lambda s=s, i=lut[0]: (i, s.to_numpy(dtype=np.float64, na_value=np.nan))
-            continue
-        codes, labels = _column_codes(s)
-        # code -1 (missing) picks the last entry: DictVectorizer keys it by the column name
-        names = [f"{col}{sep}{label}" for label in labels]
-        lut = np.array([vocab.get(name, -1) for name in names] + [vocab.get(col, -1)], np.int32)
+ROWS_PER_BLOCK = 1 << 16  # transform builds rows in blocks: memory is the output plus one block
 
-        def rows(codes=codes, lut=lut):
-            values = np.ones(len(codes))
-            values[codes == -1] = np.nan
-            return lut[codes], values
 
-        yield lut, rows
+@dataclass(frozen=True)
+class _Column:
+    """One feature column, ready to emit (vocabulary index, value) for any block of rows."""
+
+    lut: np.ndarray  # vocabulary index (-1 if unseen) per code, then the missing-value entry
+    codes: np.ndarray | None = None  # categorical codes, -1 for missing
+    numbers: pd.Series | None = None  # a numeric column (lut then holds its one index)
+
+    def known(self) -> np.ndarray | bool:
+        """Per row, whether this column gives the row an entry."""
+        if self.codes is None:
+            return bool(self.lut[0] >= 0)
+        return (self.lut >= 0)[self.codes]
+
+    def block(self, a: int, b: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+        if self.codes is None:
+            values = self.numbers.iloc[a:b].to_numpy(dtype=np.float64, na_value=np.nan)
+            return self.lut[0], values
+        codes = self.codes[a:b]
+        values = np.ones(b - a, dtype=dtype)
+        values[codes == -1] = np.nan  # DictVectorizer keeps a missing value as NaN
+        return self.lut[codes], values
+
+
+def _column(s: pd.Series, vocab: dict[str, int], sep: str) -> _Column:
+    if not _is_categorical(s):
+        return _Column(np.array([vocab.get(str(s.name), -1)], np.int32), numbers=s)
+    codes, labels = _column_codes(s)
+    # code -1 (missing) picks the last entry: DictVectorizer keys it by the column name
+    names = [f"{s.name}{sep}{label}" for label in labels]
+    lut = np.array([vocab.get(name, -1) for name in names] + [vocab.get(s.name, -1)], np.int32)
+    return _Column(lut, codes=codes)
 
 
 def _layout(luts: list[np.ndarray]) -> list[int] | None:
@@ -278,33 +293,39 @@ def _layout(luts: list[np.ndarray]) -> list[int] | None:
 
 
 def transform(dv: DictVectorizer, features: pd.DataFrame) -> sp.csr_matrix:
-    """Exactly `dv.transform(features.to_dict(orient="records"))`, built from columns."""
+    """Exactly `dv.transform(features.to_dict(orient="records"))`, built from columns.
+
+    Counts each row's entries first, allocates the CSR arrays once, then fills them a block
+    of rows at a time, in sorted column order (or sorting each row where names interleave).
+    """
     n, k = len(features), len(features.columns)
     if n == 0:
         raise ValueError("Sample sequence X is empty.")  # as DictVectorizer says
-    luts, fills = zip(*_entries(features, dv.vocabulary_, dv.separator), strict=True)
-    order = _layout(list(luts))
-    idx = np.empty((n, k), dtype=np.int32)
-    val = np.empty((n, k), dtype=dv.dtype)
-    for pos, j in enumerate(order if order is not None else range(k)):
-        idx[:, pos], val[:, pos] = fills[j]()
-    if order is None:  # interleaved index ranges: sort each row
-        perm = np.argsort(np.where(idx < 0, np.iinfo(np.int32).max, idx), axis=1, kind="stable")
-        idx = np.take_along_axis(idx, perm, axis=1)
-        val = np.take_along_axis(val, perm, axis=1)
-    keep = idx >= 0
-    if keep.all():  # every feature known: the (n, k) arrays are the CSR arrays
-        data, indices = val.reshape(-1), idx.reshape(-1)
-        counts = np.full(n, k, dtype=np.int64)
-    else:
-        data, indices = val[keep], idx[keep]
-        counts = keep.sum(axis=1)
-    index_dtype = np.int32 if data.size < np.iinfo(np.int32).max else np.int64
+    cols = [_column(features[c], dv.vocabulary_, dv.separator) for c in features.columns]
+    order = _layout([c.lut for c in cols])
+    counts = np.zeros(n, dtype=np.int32)
+    for c in cols:
+        counts += c.known()
+    index_dtype = np.int32 if int(counts.sum()) < np.iinfo(np.int32).max else np.int64
     indptr = np.zeros(n + 1, dtype=index_dtype)
     np.cumsum(counts, out=indptr[1:])
-    x = sp.csr_matrix(
-        (data, indices.astype(index_dtype, copy=False), indptr), shape=(n, len(dv.feature_names_))
-    )
+    del counts
+    data = np.empty(int(indptr[-1]), dtype=dv.dtype)
+    indices = np.empty(int(indptr[-1]), dtype=index_dtype)
+    for a in range(0, n, ROWS_PER_BLOCK):
+        b = min(n, a + ROWS_PER_BLOCK)
+        idx = np.empty((b - a, k), dtype=np.int32)
+        val = np.empty((b - a, k), dtype=dv.dtype)
+        for pos, j in enumerate(order if order is not None else range(k)):
+            idx[:, pos], val[:, pos] = cols[j].block(a, b, dv.dtype)
+        if order is None:  # interleaved index ranges: sort each row
+            perm = np.argsort(np.where(idx < 0, np.iinfo(np.int32).max, idx), axis=1, kind="stable")
+            idx = np.take_along_axis(idx, perm, axis=1)
+            val = np.take_along_axis(val, perm, axis=1)
+        keep = idx >= 0
+        data[indptr[a] : indptr[b]] = val[keep]
+        indices[indptr[a] : indptr[b]] = idx[keep]
+    x = sp.csr_matrix((data, indices, indptr), shape=(n, len(dv.feature_names_)))
     x.has_sorted_indices = True
     return x
 
@@ -354,14 +375,17 @@ def _atomic(path: Path, write) -> None:
         write(tmp)
 
 
-def save_stage(
-    out: Path, dv: DictVectorizer, featurizer: Featurizer, splits: list[Split], meta: dict
-) -> None:
-    """Write the fitted DictVectorizer, the featurizer config and each month's X and y."""
+def save_split(out: Path, split: Split) -> None:
+    """Write one month's X and y into a stage directory."""
     out.mkdir(parents=True, exist_ok=True)
-    for split in splits:
-        _atomic(out / f"X_{split.month}.npz", lambda p, s=split: _save_npz(p, s.X))
-        _atomic(out / f"y_{split.month}.npy", lambda p, s=split: _save_npy(p, s.y))
+    _atomic(out / f"X_{split.month}.npz", lambda p: _save_npz(p, split.X))
+    _atomic(out / f"y_{split.month}.npy", lambda p: _save_npy(p, split.y))
+
+
+def save_stage(out: Path, dv: DictVectorizer, featurizer: Featurizer, meta: dict) -> None:
+    """Write the fitted DictVectorizer and the featurizer config (after the months' splits:
+    a stage directory without `preprocessor.b` is incomplete and gets rebuilt)."""
+    out.mkdir(parents=True, exist_ok=True)
     _atomic(out / "preprocessor.b", lambda p: p.write_bytes(pickle.dumps(dv)))
     cfg = {
         "version": FEATURES_VERSION,
@@ -447,27 +471,31 @@ def vectorize(
     fs = FeatureSet(fs)
     out = features_dir(settings, color, fs, train)
     train_src = data.prepare(settings, color, train)
+    columns = [*NEEDS[fs], *(START_CODES if fs is FeatureSet.default else []), "duration"]
     fresh = _current(out, train_src)
     if fresh:
         dv, featurizer = load_dv(out), load_featurizer(out / "featurizer.json")
-        splits = []
     else:
+        # A new fit makes every matrix in the directory stale: remove them before writing.
+        for old in [out / "preprocessor.b", *out.glob("X_*.npz"), *out.glob("y_*.npy")]:
+            old.unlink(missing_ok=True)
         featurizer = Featurizer(fs)
         if fs is FeatureSet.default:
             zones = data.read_zones(data.download_zones(settings))
             featurizer = Featurizer(fs, data.zone_map(zones), data.zone_map(zones, "service_zone"))
-        rides = pd.read_parquet(train_src)
+        rides = data.load_processed(settings, color, train, columns)
         featurizer = featurizer.fit(rides)
         dv, x = fit_vectorizer(featurizer.train_frame(rides))
-        splits = [Split(train, x, rides["duration"].to_numpy())]
+        save_split(out, Split(train, x, rides["duration"].to_numpy()))
+        del rides, x  # one month in memory at a time
     for month in dict.fromkeys(months):
         check_month(month)
         if month == train or (fresh and (out / f"X_{month}.npz").exists()):
             continue
-        rides = data.load_processed(settings, color, month)
-        splits.append(
-            Split(month, transform(dv, featurizer.frame(rides)), rides["duration"].to_numpy())
-        )
+        rides = data.load_processed(settings, color, month, columns)
+        x = transform(dv, featurizer.frame(rides))
+        save_split(out, Split(month, x, rides["duration"].to_numpy()))
+        del rides, x
     meta = {"color": Color(color).value, "train": train, "n_features": len(dv.feature_names_)}
-    save_stage(out, dv, featurizer, splits, meta)
+    save_stage(out, dv, featurizer, meta)
     return out

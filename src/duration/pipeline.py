@@ -67,20 +67,25 @@ def run(
     result = PipelineResult()
     for feature_set in dict.fromkeys([FeatureSet.course, fs]):
         features.vectorize(settings, color, feature_set, train_month, [val, test])
-    inputs = {
-        f: train.load_inputs(settings, color, f, train_month, val) for f in {fs, FeatureSet.course}
-    }
+    groups: dict[FeatureSet, list[ModelKind]] = {}
     for kind, feature_set in BASELINES:
-        inp = inputs[feature_set or fs]
-        params = train.round_cap(kind, max_rounds)
-        r = train.train_run(
-            settings, kind, inp.features, color, train_month, val, params, seed, inputs=inp
-        )
-        result.baselines.append(asdict(r))
+        groups.setdefault(feature_set or fs, []).append(kind)
+    groups[fs] = groups.pop(fs)  # the chosen set last: its matrices stay for the search
+    inp = None
+    for feature_set, kinds in groups.items():
+        inp = None  # one feature set's matrices in memory at a time (3M-ride months are big)
+        inp = train.load_inputs(settings, color, feature_set, train_month, val)
+        for kind in kinds:
+            params = train.round_cap(kind, max_rounds)
+            r = train.train_run(
+                settings, kind, inp.features, color, train_month, val, params, seed, inputs=inp
+            )
+            result.baselines.append(asdict(r))
     found = tune.search(
-        inputs[fs], ModelKind.xgboost, trials, seed, max_rounds=max_rounds, progress=progress
+        inp, ModelKind.xgboost, trials, seed, max_rounds=max_rounds, progress=progress
     )
     result.search = asdict(found)
+    del inp  # registering reads the test month; the training matrices are no longer needed
     result.registered = asdict(registry.register(settings, test, name))
     result.decision = asdict(registry.promote(settings, name))
     result.wall_s = time.monotonic() - start

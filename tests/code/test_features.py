@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,12 +11,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.feature_extraction import DictVectorizer
 
+from duration import data
 from duration import features as F
 from duration.config import FeatureSet
 from duration.errors import DurationError
 
 ZONES = {1: "EWR", 2: "Queens", 3: "Bronx", 4: "Manhattan"}
 SERVICE = {1: "EWR", 2: "Boro Zone", 3: "Boro Zone", 4: "Yellow Zone"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def small_blocks():
+    """Build rows in blocks of 4, so these small frames cross block boundaries."""
+    saved, F.ROWS_PER_BLOCK = F.ROWS_PER_BLOCK, 4
+    yield
+    F.ROWS_PER_BLOCK = saved
 
 
 @pytest.fixture
@@ -115,7 +126,7 @@ def test_featurizer_round_trips_through_the_stage_file(rides, tmp_path):
     from sklearn.feature_extraction import DictVectorizer as DV
 
     fz = _fitted(FeatureSet.default, rides)
-    F.save_stage(tmp_path, DV().fit([{"a": 1}]), fz, [], {})
+    F.save_stage(tmp_path, DV().fit([{"a": 1}]), fz, {})
     again = F.load_featurizer(tmp_path / "featurizer.json")
     assert again == fz
     pd.testing.assert_frame_equal(again.frame(rides), fz.frame(rides))
@@ -224,3 +235,20 @@ def test_csr_identical_sees_explicit_zeros_and_nans():
     assert not F.csr_identical(a, b)
     c = sp.csr_matrix((np.array([np.nan]), np.array([1]), np.array([0, 1])), shape=(1, 2))
     assert F.csr_identical(c, c.copy())
+
+
+def test_a_new_fit_removes_the_old_fits_matrices(site):
+    from tests.code.conftest import rides as tlc_rides
+
+    base = site.tlc_url.removeprefix("file://")
+    tlc_rides().to_parquet(f"{base}/trip-data/green_tripdata_2021-04.parquet")
+    out = F.vectorize(site, "green", "course", "2021-01", ["2021-04"])
+    assert (out / "X_2021-04.npz").exists()
+    # the training month is prepared again (newer): the stage refits, so April's matrix,
+    # made with the old vocabulary and not asked for now, must not survive as if current
+    processed = data.prepare(site, "green", "2021-01")
+    later = processed.stat().st_mtime + 10
+    os.utime(processed, (later, later))
+    F.vectorize(site, "green", "course", "2021-01", [])
+    assert not (out / "X_2021-04.npz").exists()
+    assert (out / "X_2021-01.npz").exists() and (out / "preprocessor.b").exists()
