@@ -65,14 +65,19 @@ def load_estimator(path: Path):
 
 def save_vocabulary(dv: DictVectorizer, path: Path) -> Path:
     """Store a fitted DictVectorizer as its ordered feature names."""
-    path.write_text(json.dumps({"separator": dv.separator, "feature_names": dv.feature_names_}))
+    cfg = {
+        "separator": dv.separator,
+        "dtype": np.dtype(dv.dtype).name,
+        "feature_names": dv.feature_names_,
+    }
+    path.write_text(json.dumps(cfg))
     return path
 
 
 def load_vocabulary(path: Path) -> DictVectorizer:
     """Rebuild the fitted DictVectorizer stored by `save_vocabulary`."""
     cfg = json.loads(Path(path).read_text())
-    dv = DictVectorizer(separator=cfg["separator"])
+    dv = DictVectorizer(separator=cfg["separator"], dtype=np.dtype(cfg["dtype"]).type)
     dv.feature_names_ = list(cfg["feature_names"])
     dv.vocabulary_ = {name: i for i, name in enumerate(dv.feature_names_)}
     return dv

@@ -188,7 +188,7 @@ def register(settings: Settings, test_month: str, name: str = MODEL_NAME, top_n:
     tags = parent.data.tags
     color = tags["color"]
     rides = data.load_processed(settings, color, data.check_month(test_month, "--test"))
-    test_ds = train.dataset(settings, color, test_month, rides)
+    test_ds = train.dataset(settings, color, test_month)
     candidates = []
     for run in trials:
         uri = run.data.tags["model_uri"]

@@ -193,7 +193,7 @@ def search(
         ranked = sorted(h[0] for h in history)
         if len(ranked) < TOP_N or s["rmse"] < ranked[TOP_N - 1]:
             train.log_fitted_model(inp, est)
-            train.log_diagnostics(inp.rides_va, inp.va.y, pred, f"{kind.value} trial {n}")
+            train.log_diagnostics(inp.hours_va, inp.va.y, pred, f"{kind.value} trial {n}")
         return s["rmse"]
 
     status, stopped = "FINISHED", ""

@@ -163,10 +163,10 @@ def _assert_same_storage(x, ref):
     assert np.array_equal(x.data, ref.data, equal_nan=True)
 
 
-def _assert_same(features_fit: pd.DataFrame, features_new: pd.DataFrame):
-    ref = DictVectorizer()
+def _assert_same(features_fit: pd.DataFrame, features_new: pd.DataFrame, dtype=np.float64):
+    ref = DictVectorizer(dtype=dtype)
     x_ref = ref.fit_transform(features_fit.to_dict(orient="records"))
-    dv, x = F.fit_vectorizer(features_fit)
+    dv, x = F.fit_vectorizer(features_fit, dtype)
     assert dv.feature_names_ == ref.feature_names_
     assert dv.vocabulary_ == ref.vocabulary_
     assert F.csr_identical(x, x_ref)
@@ -184,10 +184,11 @@ def _assert_same(features_fit: pd.DataFrame, features_new: pd.DataFrame):
     assert F.csr_identical(dv.transform(features_new.to_dict(orient="records")), y_ref)
 
 
-def test_vectorizer_equals_dictvectorizer_on_real_featurizer(rides):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_vectorizer_equals_dictvectorizer_on_real_featurizer(rides, dtype):
     fz = _fitted(FeatureSet.default, rides)
     other = rides.assign(PULocationID=[3, 250, 1], RatecodeID=[5.0, 6.0, np.nan])
-    _assert_same(fz.frame(rides), fz.frame(other))
+    _assert_same(fz.frame(rides), fz.frame(other), dtype)
 
 
 def test_vectorizer_when_feature_names_interleave():
@@ -220,11 +221,12 @@ def frames(draw):
     return pd.DataFrame(fit), pd.DataFrame(new)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # huge floats -> float32 inf
 @settings(max_examples=300, deadline=None)
-@given(frames())
-def test_vectorizer_equals_dictvectorizer_property(pair):
+@given(frames(), st.sampled_from([np.float64, np.float32]))
+def test_vectorizer_equals_dictvectorizer_property(pair, dtype):
     fit, new = pair
-    _assert_same(fit, new)
+    _assert_same(fit, new, dtype)
 
 
 def test_csr_identical_sees_explicit_zeros_and_nans():
