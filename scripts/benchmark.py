@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
 WORK = REPORTS / "bench-data"
 COURSE_MB_PER_MROW = 920  # measured peak of the course's approach: 2.75 GB at 3M rows
+PIPELINE_MB_PER_MROW = 1170  # measured peak of the whole pipeline: 3.5 GB at 3M rides a month
 
 
 def course_approach(path: Path):
@@ -279,6 +280,12 @@ def main() -> None:
                 f"benchmark: {n:,} rows need about {need:,.0f} MB for the course's approach, "
                 f"but {available_mb:,.0f} MB are available: choose smaller --sizes"
             )
+    need = PIPELINE_MB_PER_MROW * args.scale_rows / 1e6 * 1.2
+    if need > available_mb * 0.8:
+        sys.exit(
+            f"benchmark: a {args.scale_rows:,}-ride pipeline needs about {need:,.0f} MB, but "
+            f"{available_mb:,.0f} MB are available: choose a smaller --scale-rows"
+        )
     WORK.mkdir(parents=True, exist_ok=True)
     settings = Settings.from_env(data_dir=WORK / "data")
     try:

@@ -39,6 +39,7 @@ DEFAULTS: dict[ModelKind, dict] = {
     },
 }
 EARLY_STOPPING = 20
+LINEAR = {ModelKind.linear, ModelKind.lasso, ModelKind.ridge}
 # Each forest tree sees a bootstrap sample of at most this many rides: a green month is
 # under it (unchanged), a yellow month (3M rides) would take tens of minutes without it.
 FOREST_MAX_SAMPLES = 250_000
@@ -102,6 +103,10 @@ def fit(
         est.set_params(max_samples=FOREST_MAX_SAMPLES)
     if ModelKind(kind) is ModelKind.xgboost:
         est.fit(train.X, train.y, eval_set=[(val.X, val.y)], verbose=False)
+    elif ModelKind(kind) in LINEAR:
+        # float32 matrices (the `default` set) are solved in float64: sklearn's sparse solvers
+        # lose accuracy in float32 (ridge: val RMSE 12.2 instead of 8.3 on a yellow month)
+        est.fit(train.X.astype(np.float64, copy=False), train.y)
     else:
         est.fit(train.X, train.y)
     return est

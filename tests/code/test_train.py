@@ -25,3 +25,12 @@ def test_forest_samples_are_capped_only_above_the_cap(monkeypatch):
     assert train.estimator_params(large)["max_samples"] == 40  # and the run logs it
     chosen = train.fit("random_forest", _split(100), _split(10, 1), {**params, "max_samples": 0.5})
     assert chosen.max_samples == 0.5  # a value the user chose is kept
+
+
+def test_linear_models_solve_float32_matrices_in_float64():
+    tr, va = _split(200), _split(50, 1)
+    tr32 = Split(tr.month, tr.X.astype(np.float32), tr.y)
+    est = train.fit("ridge", tr32, va)
+    ref = train.fit("ridge", Split(tr.month, tr32.X.astype(np.float64), tr.y), va)
+    assert est.coef_.dtype == np.float64
+    np.testing.assert_array_equal(est.coef_, ref.coef_)
