@@ -324,7 +324,7 @@ def promote(
     if champion is not None:
         cp_rmse = score(f"models:/{name}/{champion.version}", rides, color)
     if champion is None:
-        promoted, reason = True, "no Production version yet"
+        promoted, reason = True, f"v{challenger.version} is the first Production version"
     elif cp_rmse - ch_rmse > min_improvement or (min_improvement == 0 and ch_rmse < cp_rmse):
         promoted = True
         reason = (
