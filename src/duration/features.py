@@ -81,12 +81,20 @@ def _code(values: pd.Series | None, n: int) -> pd.Categorical:
     return _categorical(keys, lambda k: "unknown" if k < 0 else str(k))
 
 
-def _encoding_keys(rides: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The key of each encoded feature: zone pair, pickup zone, dropoff zone."""
+def _zones(rides: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Pickup and dropoff zone IDs as int64 arrays."""
     pu = rides["PULocationID"].to_numpy(dtype=np.int64)
     do = rides["DOLocationID"].to_numpy(dtype=np.int64)
+    return pu, do
+
+
+def _encoding_keys(pu: np.ndarray, do: np.ndarray) -> dict[str, np.ndarray]:
+    """The key of each encoded feature: zone pair, pickup zone, dropoff zone."""
     if len(pu) and min(pu.min(), do.min()) < 0:
-        raise DurationError("zone IDs must not be negative")
+        raise DurationError(
+            f"zone IDs must not be negative (found {min(pu.min(), do.min())} in "
+            "PULocationID/DOLocationID): send the TLC's LocationID values (1-265)"
+        )
     return dict(zip(ENCODED, (pu * 1000 + do, pu, do), strict=True))
 
 
@@ -130,8 +138,7 @@ class Featurizer:
                 f"the {self.feature_set} features need trip_distance, which these rides lack "
                 "(fhv files have none): use green or yellow"
             )
-        pu = rides["PULocationID"].to_numpy(dtype=np.int64)
-        do = rides["DOLocationID"].to_numpy(dtype=np.int64)
+        pu, do = _zones(rides)
         if FeatureSet(self.feature_set) is FeatureSet.course:
             return pd.DataFrame(
                 {
@@ -162,7 +169,7 @@ class Featurizer:
         cols["pickup_hour"] = (pickup.dt.hour + pickup.dt.minute / 60).to_numpy(np.float64)
         cols["pickup_weekday"] = pickup.dt.day_of_week.to_numpy(np.float64)
         cols["trip_distance"] = rides["trip_distance"].to_numpy(dtype=np.float64)
-        for name, keys in _encoding_keys(rides).items():
+        for name, keys in _encoding_keys(pu, do).items():
             table = self.encodings[name]
             lut = np.full(max(max(table, default=0), int(keys.max(initial=0))) + 1, self.prior)
             lut[np.fromiter(table, np.int64, len(table))] = list(table.values())
@@ -178,7 +185,7 @@ class Featurizer:
             raise DurationError("cannot fit the default features on a month with no rides")
         prior = float(y.mean())
         encodings = {}
-        for name, keys in _encoding_keys(rides).items():
+        for name, keys in _encoding_keys(*_zones(rides)).items():
             counts = np.bincount(keys)
             seen = np.flatnonzero(counts)
             means = _smoothed(np.bincount(keys, weights=y)[seen], counts[seen], prior)
@@ -196,7 +203,7 @@ class Featurizer:
             return frame
         y = rides["duration"].to_numpy(dtype=np.float64)
         fold = np.random.default_rng(FOLD_SEED).integers(0, FOLDS, len(y))
-        for name, keys in _encoding_keys(rides).items():
+        for name, keys in _encoding_keys(*_zones(rides)).items():
             size = int(keys.max()) + 1
             out = np.empty(len(y))
             for f in range(FOLDS):
@@ -377,23 +384,21 @@ class Split:
     y: np.ndarray
 
 
-def _atomic(path: Path, write) -> None:
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def save_split(out: Path, split: Split) -> None:
     """Write one month's X and y into a stage directory."""
     out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / f"X_{split.month}.npz", lambda p: _save_npz(p, split.X))
-    _atomic(out / f"y_{split.month}.npy", lambda p: _save_npy(p, split.y))
+    with atomic_path(out / f"X_{split.month}.npz") as tmp:
+        _save_npz(tmp, split.X)
+    with atomic_path(out / f"y_{split.month}.npy") as tmp:
+        _save_npy(tmp, split.y)
 
 
 def save_stage(out: Path, dv: DictVectorizer, featurizer: Featurizer, meta: dict) -> None:
     """Write the fitted DictVectorizer and the featurizer config (after the months' splits:
     a stage directory without `preprocessor.b` is incomplete and gets rebuilt)."""
     out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / "preprocessor.b", lambda p: p.write_bytes(pickle.dumps(dv)))
+    with atomic_path(out / "preprocessor.b") as tmp:
+        tmp.write_bytes(pickle.dumps(dv))
     cfg = {
         "version": FEATURES_VERSION,
         "feature_set": str(featurizer.feature_set),
@@ -406,7 +411,8 @@ def save_stage(out: Path, dv: DictVectorizer, featurizer: Featurizer, meta: dict
         "encodings": featurizer.encodings,
         **meta,
     }
-    _atomic(out / "featurizer.json", lambda p: p.write_text(json.dumps(cfg, indent=1)))
+    with atomic_path(out / "featurizer.json") as tmp:
+        tmp.write_text(json.dumps(cfg, indent=1))
 
 
 def _save_npz(path: Path, x: sp.csr_matrix) -> None:

@@ -86,7 +86,7 @@ def test_encodings_are_smoothed_means_and_unseen_zones_get_the_prior():
     assert fz.encodings["PU_mean_duration"][8] == pytest.approx((40 + 5 * prior) / 6)
     assert set(fz.encodings["DO_mean_duration"]) == {1, 2}
     new = rides.iloc[:1].assign(PULocationID=[265], DOLocationID=[1])
-    keys = F._encoding_keys(new)
+    keys = F._encoding_keys(*F._zones(new))
     assert keys["PU_DO_mean_duration"][0] == 265001
 
 
@@ -115,6 +115,13 @@ def test_train_frame_never_sees_a_rides_own_duration():
     pd.testing.assert_frame_equal(
         a.drop(columns=F.ENCODED), fz.frame(rides).drop(columns=F.ENCODED)
     )
+
+
+def test_encodings_refuse_negative_zone_ids_and_empty_months(rides):
+    with pytest.raises(DurationError, match=r"negative \(found -3 in PULocationID"):
+        _fitted(FeatureSet.default, rides.assign(PULocationID=[1, -3, 2]))
+    with pytest.raises(DurationError, match="no rides"):
+        _fitted(FeatureSet.default, rides.iloc[:0])
 
 
 def test_default_features_need_fitting(rides):
