@@ -395,6 +395,11 @@ def load_processed(
     return pd.read_parquet(path, columns=columns)
 
 
+def first_rows(path: Path, n: int) -> pd.DataFrame:
+    """The first `n` rows of a parquet file, without reading the rest."""
+    return next(pq.ParquetFile(path).iter_batches(batch_size=n)).to_pandas()
+
+
 def raw_records(df: pd.DataFrame, color: Color | str) -> pd.DataFrame:
     """Canonical rides -> the raw TLC column names of `color` (what a model consumer sends)."""
     prefix = {"green": "lpep_", "yellow": "tpep_", "fhv": ""}[Color(color).value]

@@ -71,7 +71,6 @@ def run(
     for kind, feature_set in BASELINES:
         groups.setdefault(feature_set or fs, []).append(kind)
     groups[fs] = groups.pop(fs)  # the chosen set last: its matrices stay for the search
-    inp = None
     for feature_set, kinds in groups.items():
         inp = None  # one feature set's matrices in memory at a time (3M-ride months are big)
         inp = train.load_inputs(settings, color, feature_set, train_month, val)

@@ -97,13 +97,14 @@ def fit(
     callbacks: list | None = None,
 ):
     """Fit on the training month (xgboost stops early on the validation month)."""
+    kind = ModelKind(kind)
     est = make_estimator(kind, params, seed, callbacks)
-    forest = ModelKind(kind) is ModelKind.random_forest
+    forest = kind is ModelKind.random_forest
     if forest and est.max_samples is None and train.X.shape[0] > FOREST_MAX_SAMPLES:
         est.set_params(max_samples=FOREST_MAX_SAMPLES)
-    if ModelKind(kind) is ModelKind.xgboost:
+    if kind is ModelKind.xgboost:
         est.fit(train.X, train.y, eval_set=[(val.X, val.y)], verbose=False)
-    elif ModelKind(kind) in LINEAR:
+    elif kind in LINEAR:
         # float32 matrices (the `default` set) are solved in float64: sklearn's sparse solvers
         # lose accuracy in float32 (ridge: val RMSE 12.2 instead of 8.3 on a yellow month)
         est.fit(train.X.astype(np.float64, copy=False), train.y)
@@ -152,7 +153,6 @@ def dataset(settings: Settings, color: Color | str, month: str):
     """
     import hashlib
 
-    import pyarrow.parquet as pq
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.models import infer_signature
@@ -162,12 +162,11 @@ def dataset(settings: Settings, color: Color | str, month: str):
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             sha.update(chunk)
-    head = next(pq.ParquetFile(path).iter_batches(batch_size=1000)).to_pandas()
     return MetaDataset(
         source=resolve_dataset_source(data.trip_url(settings, color, month)),
         name=data.trip_file(color, month).removesuffix(".parquet"),
         digest=sha.hexdigest()[:16],
-        schema=infer_signature(head).inputs,
+        schema=infer_signature(data.first_rows(path, 1000)).inputs,
     )
 
 
@@ -212,11 +211,8 @@ class Inputs:
 
 def _validation_extras(path: Path) -> tuple[np.ndarray, pd.DataFrame]:
     """Pickup hours and the first rides of the validation month (not the whole frame)."""
-    import pyarrow.parquet as pq
-
     pickup = pd.read_parquet(path, columns=["pickup_datetime"])["pickup_datetime"]
-    head = next(pq.ParquetFile(path).iter_batches(batch_size=5)).to_pandas()
-    return pickup.dt.hour.to_numpy(np.int8), head
+    return pickup.dt.hour.to_numpy(np.int8), data.first_rows(path, 5)
 
 
 def load_inputs(
