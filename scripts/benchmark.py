@@ -102,19 +102,25 @@ def identical(a: Path, b: Path) -> bool:
     )
 
 
-def resample(src: Path, rows: int, seed: int = 42) -> Path:
-    """Rides resampled (with replacement, fixed seed) from a real month, in TLC columns."""
+def resample(src: Path, rows: int, dest: Path, seed: int = 42, yellow: bool = False) -> Path:
+    """Rides resampled (with replacement, fixed seed) from a real month, in TLC columns.
+
+    `yellow` renames the lpep_ columns to tpep_ and drops the green-only ones.
+    """
     import numpy as np
     import pandas as pd
 
     from duration.files import atomic_path
 
-    dest = WORK / f"green_resampled_{rows}.parquet"
-    if not dest.exists():
-        df = pd.read_parquet(src)
-        idx = np.random.default_rng(seed).integers(0, len(df), rows)
-        with atomic_path(dest) as tmp:
-            df.iloc[idx].reset_index(drop=True).to_parquet(tmp)
+    if dest.exists() and pq_rows(dest) == rows:
+        return dest
+    df = pd.read_parquet(src)
+    if yellow:
+        df = df.drop(columns=["trip_type", "ehail_fee"])
+        df = df.rename(columns=lambda c: c.replace("lpep_", "tpep_"))
+    idx = np.random.default_rng(seed).integers(0, len(df), rows)
+    with atomic_path(dest) as tmp:
+        df.iloc[idx].reset_index(drop=True).to_parquet(tmp)
     return dest
 
 
@@ -170,23 +176,13 @@ def scale_run(real_months: list[Path], rows: int, server_uri: str) -> dict:
     """
     import shutil
 
-    import numpy as np
-    import pandas as pd
-
-    from duration.files import atomic_path
-
     site = WORK / "yellow-site"
     (site / "trip-data").mkdir(parents=True, exist_ok=True)
     (site / "misc").mkdir(exist_ok=True)
     months = ["2021-01", "2021-02", "2021-03"]
     for i, (src, month) in enumerate(zip(real_months, months, strict=True)):
         dest = site / "trip-data" / f"yellow_tripdata_{month}.parquet"
-        if not dest.exists() or pq_rows(dest) != rows:
-            df = pd.read_parquet(src).drop(columns=["trip_type", "ehail_fee"])
-            df = df.rename(columns=lambda c: c.replace("lpep_", "tpep_"))
-            idx = np.random.default_rng(42 + i).integers(0, len(df), rows)
-            with atomic_path(dest) as tmp:
-                df.iloc[idx].reset_index(drop=True).to_parquet(tmp)
+        resample(src, rows, dest, seed=42 + i, yellow=True)
     zones = WORK / "data" / "raw" / "taxi_zone_lookup.csv"
     (site / "misc" / "taxi_zone_lookup.csv").write_bytes(zones.read_bytes())
     env = {
@@ -296,18 +292,17 @@ def main() -> None:
             "DURATION_TLC_URL at a mirror, e.g. DURATION_TLC_URL=file://$(realpath "
             "../shared/data/tlc) make bench"
         )
-    inputs = [real] + [resample(real, n) for n in sizes]
+    inputs = [real] + [resample(real, n, WORK / f"green_resampled_{n}.parquet") for n in sizes]
     results = []
     for path in inputs:
         p = run_worker("project", path, WORK / f"out-project-{path.stem}")
         c = run_worker("course", path, WORK / f"out-course-{path.stem}")
         same = identical(WORK / f"out-project-{path.stem}", WORK / f"out-course-{path.stem}")
-        import pyarrow.parquet as pq
 
         results.append(
             {
                 "input": path.name,
-                "rows": pq.ParquetFile(path).metadata.num_rows,
+                "rows": pq_rows(path),
                 "rides_kept": p["rows"],
                 "project_s": round(p["seconds"], 3),
                 "course_s": round(c["seconds"], 3),
