@@ -16,13 +16,15 @@ TRIALS   ?= 30
 SEED     ?= 42
 export MLFLOW_PORT ?= 5000
 
+# The data folder, as duration.config derives it: DURATION_DATA_DIR, else $DURATION_HOME/data.
+DATA      := $(or $(DURATION_DATA_DIR),$(if $(DURATION_HOME),$(DURATION_HOME)/data,data))
 MONTHS    := $(TRAIN) $(VAL) $(TEST)
-RAW       := $(foreach m,$(MONTHS),data/raw/$(COLOR)_tripdata_$(m).parquet)
-PROCESSED := $(foreach m,$(MONTHS),data/processed/$(COLOR)_tripdata_$(m).parquet)
-FEATDIR   := data/features/$(COLOR)-$(FEATURES)-train-$(TRAIN)
+RAW       := $(foreach m,$(MONTHS),$(DATA)/raw/$(COLOR)_tripdata_$(m).parquet)
+PROCESSED := $(foreach m,$(MONTHS),$(DATA)/processed/$(COLOR)_tripdata_$(m).parquet)
+FEATDIR   := $(DATA)/features/$(COLOR)-$(FEATURES)-train-$(TRAIN)
 FEATS     := $(FEATDIR)/X_$(TEST).npz
 
-.PHONY: help install download prepare features pipeline test lint format bench notebook \
+.PHONY: help install download prepare features pipeline test test-fast lint format bench notebook \
         mlflow mlflow-start mlflow-stop screenshot clean
 
 help: ## List the targets
@@ -37,10 +39,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the package with its dev tools
 
-data/raw/$(COLOR)_tripdata_%.parquet: | $(STAMP)
+$(DATA)/raw/$(COLOR)_tripdata_%.parquet: | $(STAMP)
 	$(BIN)/duration download --color $(COLOR) --month $*
 
-data/processed/$(COLOR)_tripdata_%.parquet: data/raw/$(COLOR)_tripdata_%.parquet
+$(DATA)/processed/$(COLOR)_tripdata_%.parquet: $(DATA)/raw/$(COLOR)_tripdata_%.parquet
 	$(BIN)/duration prepare --color $(COLOR) --month $*
 
 $(FEATS): $(PROCESSED)
@@ -54,8 +56,11 @@ pipeline: $(FEATS) ## Run everything: baselines, search, register, promote (star
 	$(BIN)/duration pipeline --color $(COLOR) --features $(FEATURES) --train $(TRAIN) \
 	  --val $(VAL) --test $(TEST) --trials $(TRIALS) --seed $(SEED) --summary reports/pipeline.json
 
-test: $(STAMP) ## Run the test suite (real mlflow servers on free ports)
+test: $(STAMP) ## Run the test suite in random order (real mlflow servers on free ports)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## The fast loop: no server, no mirror (under a minute)
+	$(BIN)/python -m pytest -m "not server and not mirror"
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -86,4 +91,4 @@ screenshot: $(STAMP) ## Screenshot the MLflow registry for the README (needs chr
 	$(BIN)/python scripts/screenshot.py
 
 clean: ## Remove processed data and features (keeps downloads, the venv and MLflow)
-	rm -rf data/processed data/features
+	rm -rf $(DATA)/processed $(DATA)/features

@@ -43,11 +43,11 @@ def course_approach(path: Path):
 
 def project_approach(path: Path):
     """The project's own stage functions, on the course feature set."""
-    from duration import data, features
+    from duration import data, featurize, vectorizer
 
-    featurizer = features.Featurizer("course")
+    featurizer = featurize.Featurizer("course")
     rides = data.read_rides(path, columns=featurizer.needs)
-    return features.fit_vectorizer(featurizer.frame(rides))
+    return vectorizer.fit_vectorizer(featurizer.frame(rides))
 
 
 def worker(variant: str, path: Path, out: Path) -> None:
@@ -57,7 +57,8 @@ def worker(variant: str, path: Path, out: Path) -> None:
     import sklearn.feature_extraction  # noqa: F401
 
     import duration.data
-    import duration.features  # noqa: F401
+    import duration.featurize
+    import duration.vectorizer  # noqa: F401
 
     start = time.perf_counter()
     dv, x = (project_approach if variant == "project" else course_approach)(path)
@@ -93,7 +94,7 @@ def run_worker(variant: str, path: Path, out: Path) -> dict:
 def identical(a: Path, b: Path) -> bool:
     import scipy.sparse as sp
 
-    from duration.features import csr_identical
+    from duration.vectorizer import csr_identical
 
     names_a = json.loads(a.with_suffix(".names.json").read_text())
     names_b = json.loads(b.with_suffix(".names.json").read_text())
@@ -125,14 +126,14 @@ def resample(src: Path, rows: int, dest: Path, seed: int = 42, yellow: bool = Fa
 
 
 def time_xgboost(settings) -> dict:
-    from duration import features, train
+    from duration import estimators, matrices, tracking
 
-    features.vectorize(settings, "green", "default", "2021-01", ["2021-02"])
-    inp = train.load_inputs(settings, "green", "default", "2021-01", "2021-02")
+    matrices.vectorize(settings, "green", "default", "2021-01", ["2021-02"])
+    inp = matrices.load_inputs(settings, "green", "default", "2021-01", "2021-02")
     start = time.perf_counter()
-    est = train.fit("xgboost", inp.tr, inp.va)
+    est = estimators.fit("xgboost", inp.tr, inp.va)
     seconds = time.perf_counter() - start
-    rmse = train.scores(inp.va.y, est.predict(inp.va.X))["rmse"]
+    rmse = tracking.scores(inp.va.y, est.predict(inp.va.X))["rmse"]
     return {"seconds": seconds, "val_rmse": rmse, "best_iteration": int(est.best_iteration)}
 
 
@@ -142,14 +143,14 @@ def server_figures(root: Path) -> dict:
 
     import psutil
 
-    from duration import tracking
+    from duration import server
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    tracking.init_db(root / "mlflow.db", root / "mlartifacts")  # once, as `make pipeline` does
+    server.init_db(root / "mlflow.db", root / "mlartifacts")  # once, as `make pipeline` does
     start = time.perf_counter()
-    proc = tracking.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
+    proc = server.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
     seconds = time.perf_counter() - start
     tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     rss = sum(p.memory_info().rss for p in tree) / 2**20
@@ -317,15 +318,15 @@ def main() -> None:
     xgb = time_xgboost(settings)
     import shutil
 
-    from duration import tracking
+    from duration import server
 
     shutil.rmtree(WORK / "mlflow", ignore_errors=True)  # a fresh database, as on a new machine
-    server = server_figures(WORK / "mlflow")
+    tracker = server_figures(WORK / "mlflow")
     try:
         real_months = [real] + [data.download(settings, "green", m) for m in ("2021-02", "2021-03")]
-        scale = scale_run(real_months, args.scale_rows, f"http://127.0.0.1:{server['port']}")
+        scale = scale_run(real_months, args.scale_rows, f"http://127.0.0.1:{tracker['port']}")
     finally:
-        tracking.stop_pid(server.pop("pid"))
+        server.stop_pid(tracker.pop("pid"))
     report = {
         "machine": {
             "cores": os.cpu_count(),
@@ -333,7 +334,7 @@ def main() -> None:
         },
         "sizes": results,
         "xgboost_train": xgb,
-        "tracking_server": server,
+        "tracking_server": tracker,
         "yellow_scale": scale,
     }
     REPORTS.mkdir(exist_ok=True)
@@ -357,8 +358,8 @@ def main() -> None:
         f"best iteration {xgb['best_iteration']}."
     )
     lines.append(
-        f"Tracking server: /health after {server['start_s']} s, {server['processes']} processes, "
-        f"{server['rss_mb']} MB RSS ({server['pss_mb']} MB PSS)."
+        f"Tracking server: /health after {tracker['start_s']} s, {tracker['processes']} processes, "
+        f"{tracker['rss_mb']} MB RSS ({tracker['pss_mb']} MB PSS)."
     )
     lines.append(
         f"Whole `duration pipeline` on yellow-scale months ({scale['rows']:,} rides each, "

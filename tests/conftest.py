@@ -11,10 +11,22 @@ from urllib.parse import urlparse
 
 import pytest
 
-from duration import tracking
+from duration import server
 from duration.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# A test that uses one of these fixtures (directly or through another) gets the marker, so
+# `pytest -m "not server and not mirror"` is the fast loop: no real data, no server.
+MARKERS = {"mlflow_server": "server", "mirror_url": "mirror"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, marker))
 
 
 def _mirror() -> tuple[str | None, str]:
@@ -65,7 +77,7 @@ def mlflow_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    proc = tracking.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
+    proc = server.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
     uri = f"http://127.0.0.1:{port}"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -75,7 +87,7 @@ def mlflow_server(tmp_path_factory):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
-    tracking.stop_pid(proc.pid)
+    server.stop_pid(proc.pid)
 
 
 @pytest.fixture(scope="session")
@@ -85,13 +97,17 @@ def settings(mirror_url, data_dir) -> Settings:
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout=600):
-    """Run the real `duration` console script; return the CompletedProcess."""
+    """Run the real `duration` console script; return the CompletedProcess.
+
+    `env` is added to this process's environment; a variable set to None is removed.
+    """
     exe = Path(sys.executable).with_name("duration")
+    merged = {**os.environ, **(env or {})}
     return subprocess.run(
         [str(exe), *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={k: v for k, v in merged.items() if v is not None},
         cwd=cwd,
         timeout=timeout,
     )

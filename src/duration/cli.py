@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -66,6 +70,25 @@ def _connect(ctx: typer.Context) -> str:
     from duration import tracking
 
     return tracking.connect(_settings(ctx))
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C or SIGTERM asks the work to stop cleanly (runs in flight end KILLED); a second
+    Ctrl-C stops at once."""
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _write_summary(path: Path | None, summary: dict) -> None:
@@ -146,10 +169,10 @@ def vectorize(
     test: str = _opt_month(None, "--test", "Test month (optional)."),
 ) -> None:
     """Fit the DictVectorizer on the training month and transform the other months."""
-    from duration import features as feats
+    from duration import matrices
 
     months = [m for m in (val, test) if m]
-    out = feats.vectorize(_settings(ctx), color, features, train, months)
+    out = matrices.vectorize(_settings(ctx), color, features, train, months)
     typer.echo(f"{out}: {', '.join(sorted(p.name for p in out.glob('X_*.npz')))}")
 
 
@@ -166,14 +189,12 @@ def train(
     summary: Path = SummaryOpt,
 ) -> None:
     """Train one model on vectorized features and log it as one MLflow run."""
+    from duration import estimators, matrices
     from duration import train as tr
 
-    inputs = tr.load_inputs(_settings(ctx), color, features, train_month, val)
+    inputs = matrices.load_inputs(_settings(ctx), color, features, train_month, val)
     _connect(ctx)
-    params = tr.round_cap(model, max_rounds)
-    result = tr.train_run(
-        _settings(ctx), model, features, color, train_month, val, params, seed, inputs=inputs
-    )
+    result = tr.train_run(inputs, model, estimators.round_cap(model, max_rounds), seed)
     _write_summary(summary, asdict(result))
     typer.echo(_table([asdict(result)], ["model", "features", "train_rmse", "val_rmse", "run_id"]))
 
@@ -193,17 +214,19 @@ def tune(
     summary: Path = SummaryOpt,
 ) -> None:
     """Search hyperparameters with hyperopt (TPE); one parent run, one child run per trial."""
-    from duration import train as tr
-    from duration import tune as tn
-
     if trials < 1:
         raise DurationError(f"--trials {trials}: the search needs at least 1 trial")
     if timeout is not None and timeout <= 0:
         raise DurationError(f"--timeout {timeout}: give a positive number of seconds")
+    from duration import estimators, matrices
+    from duration import tune as tn
+
+    estimators.round_cap(model, max_rounds)  # refuses a cap below 1
     tn.space(model)
-    inputs = tr.load_inputs(_settings(ctx), color, features, train_month, val)
+    inputs = matrices.load_inputs(_settings(ctx), color, features, train_month, val)
     _connect(ctx)
-    result = tn.search(inputs, model, trials, seed, timeout, max_rounds)
+    with _stop_on_signals() as stop:
+        result = tn.search(inputs, tn.SearchConfig(model, trials, seed, timeout, max_rounds), stop)
     out = asdict(result)
     _write_summary(summary, out)
     typer.echo(
@@ -229,15 +252,22 @@ def register(
     top_n: int = typer.Option(5, "--top-n", help="How many of the best trials to test."),
     name: str = typer.Option(MODEL_NAME, "--name", help="Registered model name."),
     test: str = _opt_month("2021-03", "--test", "Test month."),
+    search: str = typer.Option(
+        None, "--search", help="The search's parent run id (default: the latest search)."
+    ),
     summary: Path = SummaryOpt,
 ) -> None:
-    """Test the latest search's top-N trials and register the best in Staging."""
-    from duration import registry
-
+    """Register a search's best trial (by val RMSE) in Staging; test its top N."""
     if top_n < 1:
         raise DurationError(f"--top-n {top_n}: give at least 1")
     _connect(ctx)
-    r = registry.register(_settings(ctx), test, name, top_n)
+    from duration import registry
+
+    if search is None:
+        latest = registry.latest_search()
+        search = latest.info.run_id
+        typer.echo(f"using the latest search on the server: {latest.info.run_name} ({search})")
+    r = registry.register(_settings(ctx), test, name, top_n, parent_run_id=search)
     _write_summary(summary, asdict(r))
     typer.echo(_table(r.candidates, ["run_id", "val_rmse", "test_rmse"]))
     typer.echo(
@@ -279,7 +309,7 @@ def predict(
     from duration import predict as pr
 
     _connect(ctx)
-    output = output or Path("data/predictions") / f"{color.value}_{month}.parquet"
+    output = output or _settings(ctx).predictions_dir / f"{color.value}_{month}.parquet"
     p = pr.predict(_settings(ctx), model, color, month, output)
     typer.echo(
         f"{p.output}: {p.rows} rides scored by {p.model_name or model}"
@@ -306,17 +336,39 @@ def pipeline(
     if trials < 1:
         raise DurationError(f"--trials {trials}: the search needs at least 1 trial")
     uri = _connect(ctx)
-    r = pl.run(
-        _settings(ctx), color, train_month, val, test, features, trials, seed, max_rounds=max_rounds
+    req = pl.PipelineRequest(
+        color, train_month, val, test, features, trials, seed, max_rounds=max_rounds
     )
-    out = r.summary()
-    _write_summary(summary, out)
+    with _stop_on_signals() as stop:
+        r = pl.run(_settings(ctx), req, stop)
+    _write_summary(summary, r.summary())
+    typer.echo(_table(_pipeline_rows(r), ["step", "features", "val_rmse", "test_rmse", "run"]))
+    if r.stopped:
+        typer.echo(
+            f"pipeline stopped during the search ({r.search['stopped']}): nothing was registered",
+            err=True,
+        )
+        raise typer.Exit(130 if r.search["stopped"] == "interrupted" else 1)
+    typer.echo(r.decision["reason"])
+    typer.echo(f"pipeline took {r.wall_s:.0f} s. In the MLflow UI:")
+    for link in _links(uri, req.name):
+        typer.echo(f"  {link}")
+
+
+def _links(uri: str, name: str) -> list[str]:
+    from duration import tracking
+    from duration.config import EXPERIMENT, SEARCH_EXPERIMENT
+
+    return tracking.ui_links(uri, EXPERIMENT) + tracking.ui_links(uri, SEARCH_EXPERIMENT, name)
+
+
+def _pipeline_rows(r) -> list[dict]:
+    """The pipeline's table: each baseline, the search's best and the registered version."""
     rows = [
         {
             "step": f"baseline {b['model']}",
             "features": b["features"],
             "val_rmse": b["val_rmse"],
-            "test_rmse": "",
             "run": b["run_id"],
         }
         for b in r.baselines
@@ -324,57 +376,59 @@ def pipeline(
     rows.append(
         {
             "step": f"search best of {r.search['completed']}",
-            "features": features.value,
+            "features": r.search["features"],
             "val_rmse": r.search["best_val_rmse"],
-            "test_rmse": "",
             "run": r.search["best_run_id"],
         }
     )
-    rows.append(
-        {
-            "step": f"registered v{out['model_version']} ({out['stage']})",
-            "features": features.value,
-            "val_rmse": r.registered["val_rmse"],
-            "test_rmse": r.registered["test_rmse"],
-            "run": r.registered["run_id"],
-        }
-    )
-    typer.echo(_table(rows, ["step", "features", "val_rmse", "test_rmse", "run"]))
-    typer.echo(r.decision["reason"])
-    typer.echo(f"pipeline took {r.wall_s:.0f} s. MLflow UI: {uri}")
+    if r.registered:
+        out = r.summary()
+        rows.append(
+            {
+                "step": f"registered v{out['model_version']} ({out['stage']})",
+                "features": r.search["features"],
+                "val_rmse": r.registered["val_rmse"],
+                "test_rmse": r.registered["test_rmse"],
+                "run": r.registered["run_id"],
+            }
+        )
+    return rows
 
 
 @server_app.command("run")
 def server_run(ctx: typer.Context) -> None:
     """Run the local server in the foreground (Ctrl-C stops it)."""
-    from duration import tracking
+    from duration import server
 
     s = _settings(ctx)
-    if tracking.is_healthy(s.local_uri):
+    if server.is_healthy(s.local_uri):
         raise DurationError(
             f"a server already answers at {s.local_uri}: browse it, or stop it with "
             "`make mlflow-stop` (or pick another MLFLOW_PORT)"
         )
-    tracking.init_db(s.server_db, s.server_artifacts)
+    server.init_db(s.server_db, s.server_artifacts)
     typer.echo(f"MLflow UI: {s.local_uri} (Ctrl-C to stop)")
-    cmd = tracking.server_command(s.server_db, s.server_artifacts, s.port)
-    os.execve(cmd[0], cmd, {**os.environ, **tracking.LEAN_ENV})
+    cmd = server.server_command(s.server_db, s.server_artifacts, s.port)
+    os.execve(cmd[0], cmd, {**os.environ, **server.LEAN_ENV})
 
 
 @server_app.command("start")
 def server_start(ctx: typer.Context) -> None:
     """Start the local server in the background if it is not answering."""
-    from duration import tracking
+    from duration import server
 
-    typer.echo(f"MLflow UI: {tracking.ensure_server(_settings(ctx))}")
+    uri = server.ensure_server(_settings(ctx))
+    typer.echo(f"MLflow server: {uri}")
+    for link in _links(uri, MODEL_NAME):
+        typer.echo(f"  {link}")
 
 
 @server_app.command("stop")
 def server_stop(ctx: typer.Context) -> None:
     """Stop the background server started by this project."""
-    from duration import tracking
+    from duration import server
 
-    stopped = tracking.stop_server(_settings(ctx))
+    stopped = server.stop_server(_settings(ctx))
     typer.echo("stopped" if stopped else "no background server was running")
 
 
@@ -383,10 +437,14 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning errors into one line on stderr."""
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends runs in flight KILLED, as Ctrl-C
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -63,28 +63,48 @@ def _env_port() -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    """Where data lives, where TLC files come from, and which tracking server to use."""
+    """Where data and state live, where TLC files come from, and which tracking server to use.
 
+    Every path derives from `home` (env DURATION_HOME, default: the working directory):
+    data under `home/data` (or DURATION_DATA_DIR), the local server's SQLite file, artifacts
+    and pid/log files beside it.
+    """
+
+    home: Path = Path(".")
     data_dir: Path = Path("data")
     tlc_url: str = DEFAULT_TLC_URL
     port: int = DEFAULT_PORT
     tracking_uri: str = f"http://127.0.0.1:{DEFAULT_PORT}"
-    server_db: Path = Path("mlflow.db")
-    server_artifacts: Path = Path("mlartifacts")
-    server_state: Path = Path(".mlflow")
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
         """Defaults, then environment variables, then the non-None `overrides` (flags)."""
         port = _env_port()
+        home = Path(overrides.get("home") or os.environ.get("DURATION_HOME") or ".")
         values = {
-            "data_dir": Path(os.environ.get("DURATION_DATA_DIR", "data")),
+            "home": home,
+            "data_dir": Path(os.environ.get("DURATION_DATA_DIR") or home / "data"),
             "tlc_url": os.environ.get("DURATION_TLC_URL", DEFAULT_TLC_URL).rstrip("/"),
             "port": port,
             "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def server_db(self) -> Path:
+        """The local tracking server's SQLite file."""
+        return self.home / "mlflow.db"
+
+    @property
+    def server_artifacts(self) -> Path:
+        """The local tracking server's artifact folder."""
+        return self.home / "mlartifacts"
+
+    @property
+    def server_state(self) -> Path:
+        """The local tracking server's pid and log files."""
+        return self.home / ".mlflow"
 
     @property
     def local_uri(self) -> str:
@@ -110,3 +130,7 @@ class Settings:
     @property
     def features_dir(self) -> Path:
         return self.data_dir / "features"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.data_dir / "predictions"

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
@@ -26,7 +28,11 @@ import duration
 from duration import data
 from duration.config import Color, FeatureSet
 from duration.errors import DurationError
-from duration.features import START_CODES, Featurizer, transform
+from duration.featurize import START_CODES, Featurizer, load_featurizer
+from duration.vectorizer import transform
+
+if TYPE_CHECKING:
+    from duration.matrices import Inputs
 
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.")
 
@@ -96,8 +102,6 @@ class DurationModel(mlflow.pyfunc.PythonModel):
     """Predict ride duration (minutes) from raw TLC ride records."""
 
     def load_context(self, context) -> None:
-        from duration.features import load_featurizer
-
         self.featurizer = load_featurizer(Path(context.artifacts["featurizer"]))
         self.dv = load_vocabulary(Path(context.artifacts["vectorizer"]))
         self.estimator = load_estimator(Path(context.artifacts["estimator"]))
@@ -162,6 +166,21 @@ def log_model(
         input_example=example,
         pip_requirements=_requirements(),
     )
+
+
+def log_fitted(inp: Inputs, estimator) -> str:
+    """Log the self-contained model of a fit on `inp` to the active run; return its URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        info = log_model(
+            inp.stage / "featurizer.json",
+            inp.dv,
+            estimator,
+            input_example(inp.example, inp.featurizer, inp.color),
+            signature(inp.featurizer, inp.color),
+            Path(tmp),
+        )
+    mlflow.set_tag("model_uri", info.model_uri)
+    return info.model_uri
 
 
 def _requirements() -> list[str]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from duration import features, registry, train, tune
+from duration import estimators, matrices, registry, train, tune
 from duration.config import MODEL_NAME, Color, FeatureSet, ModelKind, Settings
 
 # (model, feature set) baselines: the course's own setup first, then each model on the
@@ -19,6 +20,22 @@ BASELINES = [
 ]
 
 
+@dataclass(frozen=True)
+class PipelineRequest:
+    """What to run: the months, the feature set, the search and the registered name."""
+
+    color: Color = Color.green
+    train: str = "2021-01"
+    val: str = "2021-02"
+    test: str = "2021-03"
+    features: FeatureSet = FeatureSet.default
+    trials: int = 30
+    seed: int = 42
+    name: str = MODEL_NAME
+    max_rounds: int | None = None
+    progress: bool = True
+
+
 @dataclass
 class PipelineResult:
     """Everything the pipeline produced, for its table and summary."""
@@ -28,6 +45,11 @@ class PipelineResult:
     registered: dict = field(default_factory=dict)
     decision: dict = field(default_factory=dict)
     wall_s: float = 0.0
+
+    @property
+    def stopped(self) -> bool:
+        """True when the search was interrupted or timed out (nothing was registered)."""
+        return self.search.get("status") == "KILLED"
 
     def summary(self) -> dict:
         """The `--summary` JSON."""
@@ -48,44 +70,46 @@ class PipelineResult:
         }
 
 
-def run(
-    settings: Settings,
-    color: Color | str = Color.green,
-    train_month: str = "2021-01",
-    val: str = "2021-02",
-    test: str = "2021-03",
-    fs: FeatureSet | str = FeatureSet.default,
-    trials: int = 30,
-    seed: int = 42,
-    name: str = MODEL_NAME,
-    max_rounds: int | None = None,
-    progress: bool = True,
-) -> PipelineResult:
-    """download -> prepare -> vectorize -> baselines -> tune -> register -> promote."""
-    start = time.monotonic()
-    fs = FeatureSet(fs)
-    result = PipelineResult()
-    for feature_set in dict.fromkeys([FeatureSet.course, fs]):
-        features.vectorize(settings, color, feature_set, train_month, [val, test])
+def _baselines(settings: Settings, req: PipelineRequest, result: PipelineResult):
+    """Train every baseline, one feature set's matrices in memory at a time; return the
+    chosen set's inputs (the search uses them)."""
     groups: dict[FeatureSet, list[ModelKind]] = {}
     for kind, feature_set in BASELINES:
-        groups.setdefault(feature_set or fs, []).append(kind)
-    groups[fs] = groups.pop(fs)  # the chosen set last: its matrices stay for the search
+        groups.setdefault(feature_set or req.features, []).append(kind)
+    groups[req.features] = groups.pop(req.features)  # the chosen set last: kept for the search
+    inp = None
     for feature_set, kinds in groups.items():
-        inp = None  # one feature set's matrices in memory at a time (3M-ride months are big)
-        inp = train.load_inputs(settings, color, feature_set, train_month, val)
+        inp = None  # free the previous set's matrices first (3M-ride months are big)
+        inp = matrices.load_inputs(settings, req.color, feature_set, req.train, req.val)
         for kind in kinds:
-            params = train.round_cap(kind, max_rounds)
-            r = train.train_run(
-                settings, kind, inp.features, color, train_month, val, params, seed, inputs=inp
-            )
+            r = train.train_run(inp, kind, estimators.round_cap(kind, req.max_rounds), req.seed)
             result.baselines.append(asdict(r))
-    found = tune.search(
-        inp, ModelKind.xgboost, trials, seed, max_rounds=max_rounds, progress=progress
+    return inp
+
+
+def run(
+    settings: Settings, req: PipelineRequest, stop: threading.Event | None = None
+) -> PipelineResult:
+    """download -> prepare -> vectorize -> baselines -> tune -> register -> promote.
+
+    A stopped search (`stop` set, or Ctrl-C) ends the pipeline before registering.
+    """
+    start = time.monotonic()
+    result = PipelineResult()
+    for feature_set in dict.fromkeys([FeatureSet.course, FeatureSet(req.features)]):
+        matrices.vectorize(settings, req.color, feature_set, req.train, [req.val, req.test])
+    inp = _baselines(settings, req, result)
+    config = tune.SearchConfig(
+        ModelKind.xgboost, req.trials, req.seed, max_rounds=req.max_rounds, progress=req.progress
     )
+    found = tune.search(inp, config, stop)
     result.search = asdict(found)
     del inp  # registering reads the test month; the training matrices are no longer needed
-    result.registered = asdict(registry.register(settings, test, name))
-    result.decision = asdict(registry.promote(settings, name))
+    if not result.stopped:
+        registered = registry.register(
+            settings, req.test, req.name, parent_run_id=found.parent_run_id
+        )
+        result.registered = asdict(registered)
+        result.decision = asdict(registry.promote(settings, req.name))
     result.wall_s = time.monotonic() - start
     return result

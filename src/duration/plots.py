@@ -1,22 +1,29 @@
-"""Diagnostic figures, drawn headless (Agg) and logged as run artifacts."""
+"""Diagnostic figures, logged as run artifacts.
+
+Each is a `matplotlib.figure.Figure` drawn on its own Agg canvas: nothing here touches
+pyplot or the global backend, so importing this module never changes a notebook's plotting.
+"""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+def _figure(width: float, height: float) -> tuple[Figure, object]:
+    """A figure with one axes, on an Agg canvas."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
 
 def predicted_vs_actual(y: np.ndarray, pred: np.ndarray, title: str = "") -> Figure:
     """Scatter of predicted against actual duration (a sample of 20k rides)."""
     rng = np.random.default_rng(0)
     i = rng.choice(len(y), size=min(len(y), 20_000), replace=False)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _figure(5, 5)
     ax.scatter(y[i], pred[i], s=2, alpha=0.2)
     ax.plot([0, 60], [0, 60], color="black", lw=1, label="perfect")
     ax.set(xlabel="actual duration (min)", ylabel="predicted duration (min)", xlim=(0, 62))
@@ -28,7 +35,7 @@ def predicted_vs_actual(y: np.ndarray, pred: np.ndarray, title: str = "") -> Fig
 
 def residuals(y: np.ndarray, pred: np.ndarray, title: str = "") -> Figure:
     """Histogram of residuals (predicted minus actual)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(6, 4)
     ax.hist(pred - y, bins=120, range=(-40, 40))
     ax.set(xlabel="residual: predicted - actual (min)", ylabel="rides")
     ax.set_title(title or "Residual distribution")
@@ -40,7 +47,7 @@ def rmse_by_hour(hours: np.ndarray, y: np.ndarray, pred: np.ndarray, title: str 
     """RMSE for each pickup hour, with the ride count on a second axis."""
     df = pd.DataFrame({"hour": hours, "se": (pred - y) ** 2})
     g = df.groupby("hour")["se"].agg(["mean", "size"]).reindex(range(24))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure(7, 4)
     ax.bar(g.index, np.sqrt(g["mean"]), color="tab:blue")
     ax.set(xlabel="pickup hour", ylabel="RMSE (min)", xticks=range(0, 24, 2))
     ax2 = ax.twinx()
@@ -54,7 +61,7 @@ def rmse_by_hour(hours: np.ndarray, y: np.ndarray, pred: np.ndarray, title: str 
 def trials(val_rmse: list[float], title: str = "") -> Figure:
     """Validation RMSE of each trial, with the best so far."""
     x = np.arange(1, len(val_rmse) + 1)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure(7, 4)
     ax.plot(x, val_rmse, "o", label="trial")
     ax.plot(x, np.minimum.accumulate(val_rmse), "-", label="best so far")
     ax.set(xlabel="trial", ylabel="validation RMSE (min)")
@@ -64,9 +71,24 @@ def trials(val_rmse: list[float], title: str = "") -> Figure:
     return fig
 
 
-def log_figure(fig: Figure, path: str) -> None:
-    """Log a figure to the active MLflow run and free it."""
+def log_figure(fig: Figure, path: str, run_id: str | None = None) -> None:
+    """Log a figure to a run (by id) or to the active run."""
     import mlflow
 
-    mlflow.log_figure(fig, path)
-    plt.close(fig)
+    if run_id is None:
+        mlflow.log_figure(fig, path)
+    else:
+        mlflow.MlflowClient().log_figure(run_id, fig, path)
+
+
+def log_diagnostics(hours: np.ndarray, y: np.ndarray, pred: np.ndarray, label: str) -> None:
+    """Log predicted-vs-actual, residuals and RMSE-by-hour figures to the active run."""
+    log_figure(
+        predicted_vs_actual(y, pred, f"{label}: predicted vs actual"),
+        "plots/predicted_vs_actual.png",
+    )
+    log_figure(residuals(y, pred, f"{label}: residuals"), "plots/residuals.png")
+    log_figure(
+        rmse_by_hour(hours, y, pred, f"{label}: RMSE by pickup hour"),
+        "plots/rmse_by_hour.png",
+    )

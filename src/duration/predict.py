@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from duration import data, registry, train
+from duration import data, registry, tracking
 from duration.config import Color, Settings
 from duration.files import atomic_path
 
@@ -36,9 +36,9 @@ def predict(
     out["model_version"] = version
     known = out["duration"].notna()
     rmse = (
-        train.scores(out.loc[known, "duration"].to_numpy(), out.loc[known, "predicted_duration"])[
-            "rmse"
-        ]
+        tracking.scores(
+            out.loc[known, "duration"].to_numpy(), out.loc[known, "predicted_duration"]
+        )["rmse"]
         if known.any()
         else math.nan
     )

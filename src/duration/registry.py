@@ -6,13 +6,14 @@ alias of the same name, so `models:/NAME/Production` and `models:/NAME@productio
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from duration import data, train
+from duration import data, tracking
 from duration.config import (
     EVAL_EXPERIMENT,
     MODEL_NAME,
@@ -85,7 +86,7 @@ def predict_frame(model, rides: pd.DataFrame, color: str) -> np.ndarray:
 def score(model_uri: str, rides: pd.DataFrame, color: str) -> float:
     """RMSE of a logged or registered model on prepared rides."""
     pred = predict_frame(load(model_uri), rides, color)
-    return train.scores(rides["duration"].to_numpy(), pred)["rmse"]
+    return tracking.scores(rides["duration"].to_numpy(), pred)["rmse"]
 
 
 def load(model_uri: str):
@@ -175,28 +176,39 @@ class Registered:
     candidates: list
 
 
-def register(settings: Settings, test_month: str, name: str = MODEL_NAME, top_n: int = 5):
-    """Score the latest search's top-N trials on the test month; register the best to Staging."""
+def search_run(parent_run_id: str | None):
+    """The search's parent run by id, or the latest search's when no id is given."""
+    if parent_run_id is None:
+        return latest_search()
+    run = _client().get_run(parent_run_id)
+    if "best_run_id" not in run.data.tags:
+        raise DurationError(
+            f"run {parent_run_id} is not a finished hyperparameter search: give the parent run "
+            "of a `duration tune`"
+        )
+    return run
+
+
+def _evaluate(settings: Settings, parent, trials: list, test_month: str, test_ds) -> list[dict]:
+    """Score each trial's model on the test month, for information (one eval run each)."""
     import mlflow
 
-    parent = latest_search()
-    trials = top_trials(parent, top_n)
-    if not trials:
-        raise DurationError(
-            f"search {parent.info.run_id} has no finished trial with a model: run `duration tune`"
-        )
-    tags = parent.data.tags
-    color = tags["color"]
-    rides = data.load_processed(settings, color, data.check_month(test_month, "--test"))
-    test_ds = train.dataset(settings, color, test_month)
+    color = parent.data.tags["color"]
+    rides = data.load_processed(settings, color, test_month)
     candidates = []
     for run in trials:
         uri = run.data.tags["model_uri"]
         rmse = score(uri, rides, color)
-        with mlflow.start_run(
-            experiment_id=train.experiment_id(EVAL_EXPERIMENT),
+        with tracking.active_run(
+            experiment_id=tracking.experiment_id(EVAL_EXPERIMENT),
             run_name=f"eval-{run.info.run_name}",
-            tags={"source_run_id": run.info.run_id, "model_uri": uri, "test_month": test_month},
+            tags={
+                "source_run_id": run.info.run_id,
+                "search_run_id": parent.info.run_id,
+                "model_uri": uri,
+                "test_month": test_month,
+                **tracking.process_tags(),
+            },
         ):
             mlflow.log_input(test_ds, context="test")
             mlflow.log_metrics({"test_rmse": rmse, "val_rmse": run.data.metrics["val_rmse"]})
@@ -208,7 +220,33 @@ def register(settings: Settings, test_month: str, name: str = MODEL_NAME, top_n:
                 "test_rmse": rmse,
             }
         )
-    best = min(candidates, key=lambda c: c["test_rmse"])
+    return candidates
+
+
+def register(
+    settings: Settings,
+    test_month: str,
+    name: str = MODEL_NAME,
+    top_n: int = 5,
+    parent_run_id: str | None = None,
+) -> Registered:
+    """Register the search's best trial (by validation RMSE) in Staging.
+
+    Its top-N trials are scored on the test month for information (the course's table).
+    The search is `parent_run_id`'s, or the latest on the server when it is None.
+    """
+    parent = search_run(parent_run_id)
+    trials = top_trials(parent, top_n)
+    if not trials:
+        raise DurationError(
+            f"search {parent.info.run_id} has no finished trial with a model: run `duration tune`"
+        )
+    tags = parent.data.tags
+    test_ds = tracking.dataset(settings, tags["color"], data.check_month(test_month, "--test"))
+    candidates = _evaluate(settings, parent, trials, test_month, test_ds)
+    # Selected by validation RMSE: the test month plays no part in the choice, so the chosen
+    # model's test RMSE (and the promotion gate on that month) stays honest.
+    best = min(candidates, key=lambda c: c["val_rmse"])
     best_run = _client().get_run(best["run_id"])
     digests = {
         d.dataset.name: d.dataset.digest
@@ -290,90 +328,80 @@ class Decision:
     production: str
 
 
+def _gate(ch: str, cp: str | None, ch_rmse: float, cp_rmse: float | None, margin: float):
+    """(promoted, reason): the challenger wins if it beats the champion by more than `margin`."""
+    if cp is None:
+        return True, f"v{ch} is the first Production version"
+    if cp_rmse - ch_rmse > margin or (margin == 0 and ch_rmse < cp_rmse):
+        return True, (
+            f"challenger v{ch} RMSE {ch_rmse:.4f} beats champion v{cp} {cp_rmse:.4f} "
+            f"by more than {margin}"
+        )
+    return False, (
+        f"challenger v{ch} RMSE {ch_rmse:.4f} does not beat champion v{cp} {cp_rmse:.4f} "
+        f"by more than {margin}; v{cp} stays in Production"
+    )
+
+
+def _record(d: Decision, min_improvement: float) -> None:
+    """Log the decision as a run, tag both versions, and move the stages if promoted."""
+    import mlflow
+
+    client, name = _client(), d.model_name
+    with tracking.active_run(
+        experiment_id=tracking.experiment_id(PROMOTION_EXPERIMENT),
+        run_name=f"promote-v{d.challenger}",
+        tags={
+            "model_name": name,
+            "challenger_version": d.challenger,
+            "champion_version": d.champion,
+            "month": d.month,
+            **tracking.process_tags(),
+        },
+    ):
+        metrics = {"challenger_rmse": d.challenger_rmse}
+        if d.champion_rmse is not None:
+            metrics["champion_rmse"] = d.champion_rmse
+        mlflow.log_metrics(metrics)
+        mlflow.log_params({"min_improvement": min_improvement, "promoted": d.promoted})
+        mlflow.set_tag("reason", d.reason)
+        tag = client.set_model_version_tag
+        tag(name, d.challenger, f"rmse_{d.month}", f"{d.challenger_rmse:.6f}")
+        tag(name, d.challenger, "promotion_decision", "promoted" if d.promoted else "rejected")
+        if d.champion:
+            tag(name, d.champion, f"rmse_{d.month}", f"{d.champion_rmse:.6f}")
+        if d.promoted:
+            _swap(name, d.challenger, d.champion or None)
+
+
 def promote(
     settings: Settings, name: str = MODEL_NAME, month: str | None = None, min_improvement=0.0
 ) -> Decision:
     """Promote Staging to Production only if it beats Production by `min_improvement` RMSE."""
-    import mlflow
-
-    client = _client()
-    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+    if not _client().search_registered_models(filter_string=f"name = '{name}'"):
         raise DurationError(f"no registered model named {name!r}: run `duration register` first")
     challenger = version_in(name, "Staging")
     champion = version_in(name, "Production")
     if challenger is None:
-        if champion is not None:
-            return Decision(
-                name,
-                "",
-                champion.version,
-                month or "",
-                float("nan"),
-                None,
-                False,
-                f"nothing to promote: no Staging version; version {champion.version} "
-                "stays in Production",
-                champion.version,
-            )
-        raise DurationError(f"{name} has no version in Staging: run `duration register` first")
+        if champion is None:
+            raise DurationError(f"{name} has no version in Staging: run `duration register` first")
+        reason = (
+            f"nothing to promote: no Staging version; version {champion.version} "
+            "stays in Production"
+        )
+        v = champion.version
+        return Decision(name, "", v, month or "", math.nan, None, False, reason, v)
     month = data.check_month(month or challenger.tags.get("test_month", ""), "--month")
     color = challenger.tags.get("color", "green")
     rides = data.load_processed(settings, color, month)
-    ch_rmse = score(f"models:/{name}/{challenger.version}", rides, color)
-    cp_rmse = None
-    if champion is not None:
-        cp_rmse = score(f"models:/{name}/{champion.version}", rides, color)
-    if champion is None:
-        promoted, reason = True, f"v{challenger.version} is the first Production version"
-    elif cp_rmse - ch_rmse > min_improvement or (min_improvement == 0 and ch_rmse < cp_rmse):
-        promoted = True
-        reason = (
-            f"challenger v{challenger.version} RMSE {ch_rmse:.4f} beats champion "
-            f"v{champion.version} {cp_rmse:.4f} by more than {min_improvement}"
-        )
-    else:
-        promoted = False
-        reason = (
-            f"challenger v{challenger.version} RMSE {ch_rmse:.4f} does not beat champion "
-            f"v{champion.version} {cp_rmse:.4f} by more than {min_improvement}; "
-            f"v{champion.version} stays in Production"
-        )
-    with mlflow.start_run(
-        experiment_id=train.experiment_id(PROMOTION_EXPERIMENT),
-        run_name=f"promote-v{challenger.version}",
-        tags={
-            "model_name": name,
-            "challenger_version": challenger.version,
-            "champion_version": champion.version if champion else "",
-            "month": month,
-        },
-    ):
-        metrics = {"challenger_rmse": ch_rmse}
-        if cp_rmse is not None:
-            metrics["champion_rmse"] = cp_rmse
-        mlflow.log_metrics(metrics)
-        mlflow.log_params({"min_improvement": min_improvement, "promoted": promoted})
-        mlflow.set_tag("reason", reason)
-        client.set_model_version_tag(name, challenger.version, f"rmse_{month}", f"{ch_rmse:.6f}")
-        client.set_model_version_tag(
-            name, challenger.version, "promotion_decision", "promoted" if promoted else "rejected"
-        )
-        if champion is not None:
-            client.set_model_version_tag(name, champion.version, f"rmse_{month}", f"{cp_rmse:.6f}")
-        if promoted:
-            _swap(name, challenger.version, champion.version if champion else None)
-    production = challenger.version if promoted else champion.version
-    return Decision(
-        name,
-        challenger.version,
-        champion.version if champion else "",
-        month,
-        ch_rmse,
-        cp_rmse,
-        promoted,
-        reason,
-        production,
-    )
+    ch, cp = challenger.version, champion.version if champion else None
+    ch_rmse = score(f"models:/{name}/{ch}", rides, color)
+    cp_rmse = score(f"models:/{name}/{cp}", rides, color) if cp else None
+    promoted, reason = _gate(ch, cp, ch_rmse, cp_rmse, min_improvement)
+    production = ch if promoted else cp
+    d = Decision(name, ch, cp or "", month, ch_rmse, cp_rmse, promoted, reason, production)
+    _record(d, min_improvement)
+    return d
 
 
 def _swap(name: str, new: str, old: str | None) -> None:

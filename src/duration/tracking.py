@@ -1,168 +1,175 @@
-"""The local MLflow tracking server: start it lean, check it answers, stop it; git tags."""
+"""MLflow client helpers: connect, find experiments, tag runs, log datasets, score."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import functools
+import hashlib
 import os
-import signal
+import socket
 import subprocess
-import sys
-import time
-import urllib.request
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from duration.config import Settings
-from duration.errors import DurationError
+import numpy as np
+from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 
-# One uvicorn worker and no job runner: the MLflow 3 default starts ~16 processes.
-LEAN_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+from duration import data, server
+from duration.config import Color, ModelKind, Settings
+from duration.errors import DurationError, Stopped
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
-def is_healthy(uri: str, timeout: float = 2.0) -> bool:
-    """True when `uri`/health answers OK."""
-    if not uri.startswith(("http://", "https://")):
-        return False
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:  # noqa: S310
-            return r.status == 200
-    except (OSError, ValueError):
-        return False
-
-
-def init_db(db: Path, artifacts: Path) -> None:
-    """Create the SQLite schema once, under a lock, so parallel first use cannot race."""
-    db = db.resolve()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        marker = db.with_name(db.name + ".ready")
-        if db.exists() and marker.exists():
-            return
-        subprocess.run(
-            [sys.executable, "-c", _INIT, f"sqlite:///{db}", str(artifacts.resolve())],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        marker.touch()
-
-
-_INIT = """
-import sys, logging
-logging.disable(logging.CRITICAL)
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-SqlAlchemyStore(sys.argv[1], sys.argv[2])
-"""
-
-
-def server_command(db: Path, artifacts: Path, port: int, host: str = "127.0.0.1") -> list[str]:
-    """The `mlflow server` command line for a SQLite store and an artifact directory."""
-    return [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{db.resolve()}",
-        "--artifacts-destination",
-        str(artifacts.resolve()),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-
-
-def start_server(
-    db: Path, artifacts: Path, port: int, state: Path, timeout: float = 90.0
-) -> subprocess.Popen:
-    """Start a server in the background (pid and log files under `state`); wait for /health."""
-    state.mkdir(parents=True, exist_ok=True)
-    artifacts.mkdir(parents=True, exist_ok=True)
-    init_db(db, artifacts)
-    log = open(state / "server.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        server_command(db, artifacts, port),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **LEAN_ENV},
-        start_new_session=True,
-    )
-    (state / "server.pid").write_text(str(proc.pid))
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while not is_healthy(uri, timeout=1.0):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_pid(proc.pid)
-            tail = (state / "server.log").read_text(errors="replace").strip().splitlines()[-1:]
-            raise DurationError(
-                f"the MLflow server on port {port} did not start ({' '.join(tail)[:200]}); "
-                f"see {state / 'server.log'}, or pick another port with MLFLOW_PORT"
-            )
-        time.sleep(0.25)
-    return proc
-
-
-def stop_pid(pid: int, timeout: float = 15.0) -> None:
-    """Stop a server's process group: SIGTERM, then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except (ProcessLookupError, PermissionError):
-                return
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.1)
-
-
-def stop_server(settings: Settings) -> bool:
-    """Stop the background server started by `ensure_server`; False if none was running."""
-    pid_file = settings.server_state / "server.pid"
-    if not pid_file.exists():
-        return False
-    stop_pid(int(pid_file.read_text()))
-    pid_file.unlink()
-    return True
-
-
-def ensure_server(settings: Settings) -> str:
-    """Make sure the tracking server answers; start the local default one if needed."""
-    uri = settings.tracking_uri
-    if not uri.startswith(("http://", "https://")):
-        raise DurationError(
-            f"MLFLOW_TRACKING_URI={uri!r} is not a server address: this project tracks through "
-            "an MLflow server (http://...); unset it to use the local one"
-        )
-    if is_healthy(uri):
-        return uri
-    if not settings.is_local_server:
-        raise DurationError(
-            f"the tracking server at {uri} does not answer: start it, or unset "
-            "MLFLOW_TRACKING_URI to use the local one (make mlflow)"
-        )
-    start_server(
-        settings.server_db, settings.server_artifacts, settings.port, settings.server_state
-    )
-    return uri
+    from duration.matrices import Inputs
 
 
 def connect(settings: Settings) -> str:
     """Ensure the server and point the MLflow client at it (done once, at the CLI entry)."""
     import mlflow
 
-    uri = ensure_server(settings)
+    uri = server.ensure_server(settings)
     mlflow.set_tracking_uri(uri)
     return uri
 
 
+@contextmanager
+def active_run(**kwargs) -> Iterator:
+    """`mlflow.start_run(**kwargs)` that ends FINISHED, FAILED on an error, or KILLED when
+    the work is stopped (Ctrl-C, SIGTERM, a timeout): never left RUNNING."""
+    import mlflow
+
+    run = mlflow.start_run(**kwargs)
+    status = "FAILED"
+    try:
+        yield run
+        status = "FINISHED"
+    except (KeyboardInterrupt, Stopped):
+        status = "KILLED"
+        raise
+    finally:
+        mlflow.end_run(status=status)
+
+
+def client(uri: str | None = None) -> MlflowClient:
+    """An MLflow client for `uri` (default: the current tracking URI)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def experiment_id(name: str, uri: str | None = None) -> str:
+    """The id of the named experiment: created if missing, restored if deleted."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        return c.create_experiment(name)
+    if exp.lifecycle_stage == "deleted":
+        try:
+            c.restore_experiment(exp.experiment_id)
+        except MlflowException as e:
+            raise DurationError(
+                f"experiment {name!r} is deleted and could not be restored ({e.message[:120]}): "
+                f"restore it in the MLflow UI, or run `mlflow experiments restore "
+                f"--experiment-id {exp.experiment_id}`"
+            ) from e
+    return exp.experiment_id
+
+
+def ui_links(uri: str, experiment: str | None = None, model: str | None = None) -> list[str]:
+    """Direct links into the MLflow UI's model-training view (not its GenAI start page)."""
+    base = uri.rstrip("/")
+    links = []
+    if experiment is not None:
+        exp = client(uri).get_experiment_by_name(experiment)
+        if exp is not None:
+            links.append(
+                f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+            )
+    if model is not None:
+        links.append(f"{base}/#/models/{model}")
+    return links
+
+
+def process_tags() -> dict[str, str]:
+    """Where a run was made: host and pid, so a run left behind can be traced to its process."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid()), "git_commit": git_commit()}
+
+
+def run_tags(inp: Inputs, kind: ModelKind | str | None = None) -> dict[str, str]:
+    """Tags every training run carries: color, months, feature set, process (and model)."""
+    tags = {
+        "color": inp.color.value,
+        "train_month": inp.train,
+        "val_month": inp.val,
+        "feature_set": inp.features.value,
+        **process_tags(),
+    }
+    if kind is not None:
+        tags["model"] = ModelKind(kind).value
+    return tags
+
+
+def dataset(settings: Settings, color: Color | str, month: str):
+    """An MLflow dataset for a prepared month: source URL, content digest and schema.
+
+    The digest is the SHA-256 of the prepared file, read in chunks; the schema is inferred
+    from its first rows. Nothing is held in memory, and MLflow never inspects the data
+    value by value (its pandas dataset takes minutes at 3M rides).
+    """
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.models import infer_signature
+
+    path = data.processed_path(settings, color, month)
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    with warnings.catch_warnings():
+        # MLflow's hint on integer columns is for model signatures, and a file:// mirror
+        # matches two equal local sources: neither is news to the user
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
+        warnings.filterwarnings("ignore", "The specified dataset source can be", UserWarning)
+        return MetaDataset(
+            source=resolve_dataset_source(data.trip_url(settings, color, month)),
+            name=data.trip_file(color, month).removesuffix(".parquet"),
+            digest=sha.hexdigest()[:16],
+            schema=infer_signature(data.first_rows(path, 1000)).inputs,
+        )
+
+
+def log_dataset(run_id: str, ds, context: str, uri: str | None = None) -> None:
+    """Log a dataset as an input of a run (by id: no active run needed)."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)
+    client(uri).log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), tags=[tag])])
+
+
+def log_data(run_id: str, inp: Inputs, uri: str | None = None) -> None:
+    """Log the fitted DictVectorizer artifact and the input datasets (digests, no data)."""
+    client(uri).log_artifact(run_id, str(inp.stage / "preprocessor.b"), "preprocessor")
+    log_dataset(run_id, dataset(inp.settings, inp.color, inp.train), "training", uri)
+    log_dataset(run_id, dataset(inp.settings, inp.color, inp.val), "validation", uri)
+
+
+def scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """RMSE and MAE in minutes."""
+    return {
+        "rmse": float(root_mean_squared_error(y, pred)),
+        "mae": float(mean_absolute_error(y, pred)),
+    }
+
+
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The current git commit of the working tree ('unknown' outside a checkout)."""
+    """The git commit of the working tree ('unknown' outside a checkout), read once."""
     repo = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(

@@ -1,20 +1,26 @@
-"""Hyperparameter search with hyperopt's TPE: one parent run, one nested child run per trial."""
+"""Hyperparameter search with hyperopt's TPE: one parent run, one child run per trial.
+
+The objective is a plain module-level function of (params, a small picklable context). It
+opens its child run by the parent's id through the client API, so it runs the same in this
+process or in another one. Stopping is a deadline and an optional event in that context:
+signal handling belongs to the CLI.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import signal
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from duration import plots, train
-from duration.config import SEARCH_EXPERIMENT, ModelKind
-from duration.errors import DurationError
+from duration import estimators, matrices, tracking
+from duration.config import SEARCH_EXPERIMENT, ModelKind, Settings
+from duration.errors import DurationError, Stopped
+from duration.matrices import Inputs
 
 # The search space of each model, declared once: name -> (distribution, low, high[, step]).
 # "log" draws log-uniformly; "int" draws integers low..high in steps.
@@ -38,11 +44,7 @@ SPACES: dict[ModelKind, dict[str, tuple]] = {
 TOP_N = 5  # trials that enter the best TOP_N so far log their model, so `register` can use them
 
 
-class SearchStopped(BaseException):
-    """Raised inside a trial when the search is interrupted or times out.
-
-    A BaseException, like KeyboardInterrupt, so no library's `except Exception` swallows it.
-    """
+SearchStopped = Stopped  # raised inside a trial when the search must stop
 
 
 def space(kind: ModelKind | str) -> dict:
@@ -66,6 +68,18 @@ def space(kind: ModelKind | str) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class SearchConfig:
+    """How to search: which model, how many trials, the seed and the limits."""
+
+    kind: ModelKind = ModelKind.xgboost
+    trials: int = 30
+    seed: int = 42
+    timeout: float | None = None  # seconds; trials in flight stop at their next round
+    max_rounds: int | None = None  # cap xgboost's boosting rounds
+    progress: bool = True
+
+
 @dataclass
 class SearchResult:
     """What a search produced."""
@@ -82,174 +96,311 @@ class SearchResult:
     wall_s: float
     seconds_per_trial: float
     stopped: str = ""
+    failed: int = 0
     history: list[float] = field(default_factory=list)
 
 
-_stop_requested: list[int] = []
+@dataclass
+class TrialContext:
+    """What a trial needs, small and picklable: where to log, what to fit, when to stop.
+
+    `inputs` (the loaded matrices) and `stop` (an event the CLI sets on Ctrl-C) are local
+    conveniences and are not pickled: a trial in another process loads the matrices from
+    the feature stage files and stops at `deadline`.
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    kind: str
+    seed: int
+    fixed: dict
+    tags: dict
+    settings: Settings
+    color: str
+    features: str
+    train: str
+    val: str
+    deadline: float | None = None  # time.time() after which a trial stops
+    n_jobs: int | None = None
+    inputs: Inputs | None = None
+    stop: threading.Event | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "inputs": None, "stop": None}
+
+    def stopping(self) -> str:
+        """Why trials must stop now ('interrupted' or 'timeout'), or ''."""
+        if self.stop is not None and self.stop.is_set():
+            return "interrupted"
+        if self.deadline is not None and time.time() >= self.deadline:
+            return "timeout"
+        return ""
+
+    def load(self) -> Inputs:
+        """The matrices and rides of the search (loaded once per context)."""
+        if self.inputs is None:
+            self.inputs = matrices.load_inputs(
+                self.settings, self.color, self.features, self.train, self.val
+            )
+        return self.inputs
 
 
-def _check_stop() -> None:
-    if _stop_requested:
-        raise SearchStopped("timeout" if _stop_requested[0] == signal.SIGALRM else "interrupted")
-
-
-def _stop_callback():
-    """An xgboost callback that ends training at the next round once a stop is requested."""
+def _stop_callback(ctx: TrialContext):
+    """An xgboost callback that ends training at the next round once the search must stop."""
     import xgboost as xgb
 
-    class StopOnSignal(xgb.callback.TrainingCallback):
+    class StopWhenAsked(xgb.callback.TrainingCallback):
         def after_iteration(self, model, epoch, evals_log) -> bool:
-            return bool(_stop_requested)
+            return bool(ctx.stopping())
 
-    return StopOnSignal()
-
-
-@contextmanager
-def _stop_signals(timeout: float | None) -> Iterator[None]:
-    """Record Ctrl-C and the timeout; the trial stops at its next boosting round."""
-
-    def stop(signum, _frame):
-        if _stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        _stop_requested.append(signum)
-
-    _stop_requested.clear()
-
-    old_int = signal.signal(signal.SIGINT, stop)
-    old_alrm = signal.signal(signal.SIGALRM, stop)
-    if timeout:
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGALRM, old_alrm)
+    return StopWhenAsked()
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
+def _children(client, ctx: TrialContext, where: str = "", **kwargs) -> list:
+    """The search's child runs (optionally filtered further)."""
+    filt = f"tags.mlflow.parentRunId = '{ctx.parent_run_id}'" + (f" and {where}" if where else "")
+    return client.search_runs([ctx.experiment_id], filter_string=filt, **kwargs)
 
-    return tqdm(total=total, desc="search", unit="trial", disable=not enabled, leave=True)
+
+def _in_top(client, ctx: TrialContext, rmse: float) -> bool:
+    """True when `rmse` enters the best TOP_N finished trials so far."""
+    best = _children(
+        client,
+        ctx,
+        "attributes.status = 'FINISHED'",
+        order_by=["metrics.val_rmse ASC"],
+        max_results=TOP_N,
+    )
+    return len(best) < TOP_N or rmse < best[-1].data.metrics["val_rmse"]
 
 
-def search(
-    inp: train.Inputs,
-    kind: ModelKind | str = ModelKind.xgboost,
-    trials: int = 30,
-    seed: int = 42,
-    timeout: float | None = None,
-    max_rounds: int | None = None,
-    progress: bool = True,
-) -> SearchResult:
-    """Run a TPE search; every trial is a nested run. Stops cleanly on Ctrl-C or timeout."""
+def _fit_and_log(params: dict, ctx: TrialContext, client, n: int) -> float:
+    """Fit one trial in the active (child) run, log it, return its val RMSE."""
     import mlflow
-    from hyperopt import STATUS_OK, Trials, fmin, space_eval, tpe
-    from mlflow.tracking import MlflowClient
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    kind = ModelKind(kind)
-    if trials < 1:
-        raise DurationError(f"--trials {trials}: the search needs at least 1 trial")
-    sp = space(kind)
-    fixed = train.round_cap(kind, max_rounds) or {}
-    client = MlflowClient()
-    history: list[tuple[float, str, dict]] = []  # (val_rmse, run_id, params)
-    start = time.monotonic()
+    from duration import model, plots
 
-    def objective(raw: dict) -> dict:
-        params = {**space_eval(sp, raw), **fixed}
-        n = len(history) + 1
-        _check_stop()
-        child = mlflow.start_run(
-            experiment_id=parent.info.experiment_id, run_name=f"trial-{n:03d}", nested=True
-        )
-        try:
-            rmse = _trial(params, n)
-        except SearchStopped:
-            mlflow.end_run(status="KILLED")
-            raise
-        except BaseException:
-            mlflow.end_run(status="FAILED")
-            raise
-        mlflow.end_run()
-        history.append((rmse, child.info.run_id, params))
-        bar.update(1)
-        bar.set_postfix(best_rmse=f"{min(h[0] for h in history):.4f}")
-        return {"loss": rmse, "status": STATUS_OK}
+    kind = ModelKind(ctx.kind)
+    inp = ctx.load()
+    mlflow.log_params({**params, "seed": ctx.seed})
+    callbacks = [_stop_callback(ctx)] if kind is ModelKind.xgboost else None
+    est = estimators.fit(kind, inp.tr, inp.va, params, ctx.seed, callbacks, ctx.n_jobs)
+    if reason := ctx.stopping():
+        raise SearchStopped(reason)  # a stopped trial is not scored: it ends KILLED
+    pred = est.predict(inp.va.X)
+    s = tracking.scores(inp.va.y, pred)
+    metrics = {"val_rmse": s["rmse"], "val_mae": s["mae"]}
+    if (best_it := estimators.best_iteration(est)) is not None:
+        metrics["best_iteration"] = best_it
+    mlflow.log_metrics(metrics)
+    if _in_top(client, ctx, s["rmse"]):
+        model.log_fitted(inp, est)
+        plots.log_diagnostics(inp.hours_va, inp.va.y, pred, f"{kind.value} trial {n}")
+    return s["rmse"]
 
-    def _trial(params: dict, n: int) -> float:
-        mlflow.set_tags({**train.run_tags(inp, kind), "trial": str(n)})
-        mlflow.log_params({**params, "seed": seed})
-        callbacks = [_stop_callback()] if kind is ModelKind.xgboost else None
-        est = train.fit(kind, inp.tr, inp.va, params, seed, callbacks=callbacks)
-        _check_stop()  # a stopped trial is not scored: it ends KILLED
-        pred = est.predict(inp.va.X)
-        s = train.scores(inp.va.y, pred)
-        metrics = {"val_rmse": s["rmse"], "val_mae": s["mae"]}
-        if (best_it := train.best_iteration(est)) is not None:
-            metrics["best_iteration"] = best_it
-        mlflow.log_metrics(metrics)
-        ranked = sorted(h[0] for h in history)
-        if len(ranked) < TOP_N or s["rmse"] < ranked[TOP_N - 1]:
-            train.log_fitted_model(inp, est)
-            train.log_diagnostics(inp.hours_va, inp.va.y, pred, f"{kind.value} trial {n}")
-        return s["rmse"]
 
-    status, stopped = "FINISHED", ""
-    with (
-        mlflow.start_run(
-            experiment_id=train.experiment_id(SEARCH_EXPERIMENT),
-            run_name=f"search-{kind.value}-{inp.features.value}",
-            tags={**train.run_tags(inp, kind), "search": "hyperopt-tpe"},
-        ) as parent,
-        _progress(trials, progress) as bar,
-        logging_redirect_tqdm(),
-    ):
-        mlflow.log_params(
-            {"model": kind.value, "features": inp.features.value, "seed": seed, "trials": trials}
-        )
-        mlflow.log_dict({k: list(v) for k, v in SPACES[kind].items()}, "search_space.json")
-        mlflow.log_param("search_space", json.dumps(SPACES[kind])[:6000])
-        train.log_data(inp)
-        try:
-            with _stop_signals(timeout):
-                fmin(
-                    objective,
-                    sp,
-                    algo=tpe.suggest,
-                    max_evals=trials,
-                    trials=Trials(),
-                    rstate=np.random.default_rng(seed),
-                    show_progressbar=False,
-                )
-        except SearchStopped as e:  # the in-flight trial has already ended KILLED
-            status, stopped = "KILLED", str(e)
-            mlflow.set_tag("stopped", stopped)
-        wall = time.monotonic() - start
-        if history:
-            best_rmse, best_run, best_params = min(history, key=lambda h: h[0])
-            client.set_tag(best_run, "best_trial", "true")
-            mlflow.set_tag("best_run_id", best_run)
-            mlflow.log_metrics({"best_val_rmse": best_rmse, "completed_trials": len(history)})
-            mlflow.log_params({f"best_{k}": v for k, v in best_params.items()})
-            plots.log_figure(plots.trials([h[0] for h in history]), "plots/val_rmse_by_trial.png")
-        else:
-            best_rmse, best_run, best_params = math.nan, "", {}
-        if status == "KILLED":
-            mlflow.end_run(status="KILLED")
-    return SearchResult(
-        parent_run_id=parent.info.run_id,
-        model=kind.value,
+def objective(params: dict, ctx: TrialContext) -> dict:
+    """One trial: a child run of the search (opened by the parent's id), fitted and scored.
+
+    Returns hyperopt's result dict. A trial that raises ends FAILED with its error logged
+    and returns STATUS_FAIL; the search goes on. A stopped trial ends KILLED and raises
+    SearchStopped.
+    """
+    import mlflow
+    from hyperopt import STATUS_FAIL, STATUS_OK
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    if reason := ctx.stopping():
+        raise SearchStopped(reason)
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    client = tracking.client(ctx.tracking_uri)
+    params = {**params, **ctx.fixed}
+    n = len(_children(client, ctx)) + 1
+    run_id = client.create_run(
+        ctx.experiment_id,
+        tags={**ctx.tags, MLFLOW_PARENT_RUN_ID: ctx.parent_run_id, "trial": str(n)},
+        run_name=f"trial-{n:03d}",
+    ).info.run_id
+    status = "FAILED"
+    mlflow.start_run(run_id=run_id)
+    try:
+        rmse = _fit_and_log(params, ctx, client, n)
+        status = "FINISHED"
+    except (SearchStopped, KeyboardInterrupt):
+        status = "KILLED"
+        raise
+    except Exception as e:  # noqa: BLE001 - a failed trial is recorded, not fatal
+        error = f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
+        mlflow.set_tag("error", error)
+        return {"status": STATUS_FAIL, "error": error, "run_id": run_id}
+    finally:
+        mlflow.end_run(status=status)
+    return {"loss": rmse, "status": STATUS_OK, "run_id": run_id, "params": params}
+
+
+def _start_parent(client, inp: Inputs, config: SearchConfig) -> tuple[str, str]:
+    """Create the search's parent run and log its setup; return (experiment id, run id)."""
+    from mlflow.entities import Param
+
+    kind = ModelKind(config.kind)
+    exp = tracking.experiment_id(SEARCH_EXPERIMENT)
+    run_id = client.create_run(
+        exp,
+        tags={**tracking.run_tags(inp, kind), "search": "hyperopt-tpe"},
+        run_name=f"search-{kind.value}-{inp.features.value}",
+    ).info.run_id
+    try:
+        params = {
+            "model": kind.value,
+            "features": inp.features.value,
+            "seed": config.seed,
+            "trials": config.trials,
+            "search_space": json.dumps(SPACES[kind])[:6000],
+        }
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        client.log_dict(run_id, {k: list(v) for k, v in SPACES[kind].items()}, "search_space.json")
+        tracking.log_data(run_id, inp)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return exp, run_id
+
+
+def _results(trials) -> tuple[list[dict], list[dict]]:
+    """The finished trials' results (in order) and the failed ones."""
+    from hyperopt import STATUS_FAIL, STATUS_OK
+
+    results = [t["result"] for t in trials.trials]
+    return (
+        [r for r in results if r.get("status") == STATUS_OK],
+        [r for r in results if r.get("status") == STATUS_FAIL],
+    )
+
+
+def _finish(client, ctx: TrialContext, trials, status: str, stopped: str) -> tuple[dict, str]:
+    """Tag the best trial and log the summary on the parent; end it with `status`."""
+    from mlflow.entities import Metric, Param
+
+    from duration import plots
+
+    ok, failed = _results(trials)
+    best: dict = min(ok, key=lambda r: r["loss"]) if ok else {}
+    now = int(time.time() * 1000)
+    metrics = {"completed_trials": len(ok), "failed_trials": len(failed)}
+    if best:
+        client.set_tag(best["run_id"], "best_trial", "true")
+        client.set_tag(ctx.parent_run_id, "best_run_id", best["run_id"])
+        metrics["best_val_rmse"] = best["loss"]
+        params = [Param(f"best_{k}", str(v)) for k, v in best["params"].items()]
+        client.log_batch(ctx.parent_run_id, params=params)
+        fig = plots.trials([r["loss"] for r in ok])
+        plots.log_figure(fig, "plots/val_rmse_by_trial.png", run_id=ctx.parent_run_id)
+    client.log_batch(
+        ctx.parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    )
+    if stopped:
+        client.set_tag(ctx.parent_run_id, "stopped", stopped)
+    if failed and not ok and not stopped:
+        status = "FAILED"
+    client.set_terminated(ctx.parent_run_id, status)
+    return best, status
+
+
+def _context(client, inp: Inputs, config: SearchConfig, stop) -> TrialContext:
+    import mlflow
+
+    kind = ModelKind(config.kind)
+    exp, parent = _start_parent(client, inp, config)
+    return TrialContext(
+        tracking_uri=mlflow.get_tracking_uri(),
+        experiment_id=exp,
+        parent_run_id=parent,
+        kind=kind.value,
+        seed=config.seed,
+        fixed=estimators.round_cap(kind, config.max_rounds) or {},
+        tags=tracking.run_tags(inp, kind),
+        settings=inp.settings,
+        color=inp.color.value,
         features=inp.features.value,
-        trials=trials,
-        completed=len(history),
-        best_val_rmse=best_rmse,
-        best_params=best_params,
-        best_run_id=best_run,
+        train=inp.train,
+        val=inp.val,
+        deadline=time.time() + config.timeout if config.timeout else None,
+        inputs=inp,
+        stop=stop,
+    )
+
+
+def _run_fmin(ctx: TrialContext, config: SearchConfig, trials) -> tuple[str, str]:
+    """Run hyperopt's fmin; return the parent's end status and why it stopped ('' if not)."""
+    from hyperopt import fmin, tpe
+    from hyperopt.exceptions import AllTrialsFailed
+
+    try:
+        fmin(
+            functools.partial(objective, ctx=ctx),
+            space(config.kind),
+            algo=tpe.suggest,
+            max_evals=config.trials,
+            trials=trials,
+            rstate=np.random.default_rng(config.seed),
+            timeout=config.timeout,
+            show_progressbar=config.progress,
+            return_argmin=False,
+        )
+    except SearchStopped as e:  # the in-flight trial has already ended KILLED
+        return "KILLED", str(e)
+    except AllTrialsFailed:  # hyperopt's own end of a search whose every trial failed
+        pass
+    if len(trials.trials) < config.trials:  # fmin's own timeout: no trial started after it
+        return "KILLED", ctx.stopping() or "timeout"
+    return "FINISHED", ""
+
+
+def search(inp: Inputs, config: SearchConfig, stop: threading.Event | None = None) -> SearchResult:
+    """Run a TPE search: one parent run, one child run per trial, all by explicit run id.
+
+    Stops cleanly at `config.timeout` or when `stop` is set (the CLI sets it on Ctrl-C and
+    SIGTERM): the trial in flight ends KILLED at its next boosting round, and so does the
+    parent. A KeyboardInterrupt ends both KILLED too, then propagates.
+    """
+    from hyperopt import Trials, space_eval
+
+    if config.trials < 1:
+        raise DurationError(f"--trials {config.trials}: the search needs at least 1 trial")
+    sp = space(config.kind)
+    client = tracking.client()
+    ctx = _context(client, inp, config, stop)
+    start, trials = time.monotonic(), Trials()
+    try:
+        status, stopped = _run_fmin(ctx, config, trials)
+    except KeyboardInterrupt:
+        _finish(client, ctx, trials, "KILLED", "interrupted")
+        raise
+    except BaseException:
+        _finish(client, ctx, trials, "FAILED", "")
+        raise
+    wall = time.monotonic() - start
+    best, status = _finish(client, ctx, trials, status, stopped)
+    ok, failed = _results(trials)
+    if status == "FAILED":
+        raise DurationError(
+            f"all {len(failed)} trials failed; the first said: {failed[0]['error'][:200]} "
+            f"(see run {ctx.parent_run_id})"
+        )
+    return SearchResult(
+        parent_run_id=ctx.parent_run_id,
+        model=ctx.kind,
+        features=ctx.features,
+        trials=config.trials,
+        completed=len(ok),
+        best_val_rmse=best.get("loss", math.nan),
+        best_params={**space_eval(sp, best["params"]), **ctx.fixed} if best else {},
+        best_run_id=best.get("run_id", ""),
         status=status,
         wall_s=wall,
-        seconds_per_trial=wall / max(len(history), 1),
+        seconds_per_trial=wall / max(len(ok), 1),
         stopped=stopped,
-        history=[h[0] for h in history],
+        failed=len(failed),
+        history=[r["loss"] for r in ok],
     )

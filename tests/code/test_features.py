@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.feature_extraction import DictVectorizer
 
-from duration import data
-from duration import features as F
+from duration import data, featurize, matrices, vectorizer
 from duration.config import FeatureSet
 from duration.errors import DurationError
 
@@ -23,9 +22,9 @@ SERVICE = {1: "EWR", 2: "Boro Zone", 3: "Boro Zone", 4: "Yellow Zone"}
 @pytest.fixture(autouse=True, scope="module")
 def small_blocks():
     """Build rows in blocks of 4, so these small frames cross block boundaries."""
-    saved, F.ROWS_PER_BLOCK = F.ROWS_PER_BLOCK, 4
+    saved, vectorizer.ROWS_PER_BLOCK = vectorizer.ROWS_PER_BLOCK, 4
     yield
-    F.ROWS_PER_BLOCK = saved
+    vectorizer.ROWS_PER_BLOCK = saved
 
 
 @pytest.fixture
@@ -50,13 +49,13 @@ def rides():
 
 
 def test_course_features_are_the_notebooks(rides):
-    dicts = F.Featurizer(FeatureSet.course).dicts(rides)
+    dicts = featurize.Featurizer(FeatureSet.course).dicts(rides)
     assert dicts[0] == {"PU_DO": "1_4", "trip_distance": 1.5}
     assert dicts[2] == {"PU_DO": "99_3", "trip_distance": 3.2}
 
 
 def _fitted(fs, rides):
-    return F.Featurizer(fs, ZONES, SERVICE).fit(rides)
+    return featurize.Featurizer(fs, ZONES, SERVICE).fit(rides)
 
 
 def test_default_features(rides):
@@ -79,14 +78,14 @@ def test_encodings_are_smoothed_means_and_unseen_zones_get_the_prior():
     rides = pd.DataFrame(
         {"PULocationID": [7, 7, 7, 8], "DOLocationID": [1, 1, 2, 1], "duration": y}
     )
-    fz = F.Featurizer(FeatureSet.default).fit(rides)
+    fz = featurize.Featurizer(FeatureSet.default).fit(rides)
     prior = y.mean()
     assert fz.prior == prior
     assert fz.encodings["PU_DO_mean_duration"][7001] == pytest.approx((40 + 5 * prior) / 7)
     assert fz.encodings["PU_mean_duration"][8] == pytest.approx((40 + 5 * prior) / 6)
     assert set(fz.encodings["DO_mean_duration"]) == {1, 2}
     new = rides.iloc[:1].assign(PULocationID=[265], DOLocationID=[1])
-    keys = F._encoding_keys(*F._zones(new))
+    keys = featurize._encoding_keys(*featurize._zones(new))
     assert keys["PU_DO_mean_duration"][0] == 265001
 
 
@@ -103,7 +102,7 @@ def test_train_frame_never_sees_a_rides_own_duration():
             "duration": rng.uniform(1, 60, n),
         }
     )
-    fz = F.Featurizer(FeatureSet.default).fit(rides)
+    fz = featurize.Featurizer(FeatureSet.default).fit(rides)
     a = fz.train_frame(rides)
     b = fz.train_frame(rides.assign(duration=np.where(np.arange(n) == 3, 1e6, rides["duration"])))
     # ride 3's own pair encoding is unchanged; only rides in other folds could see the change
@@ -113,7 +112,7 @@ def test_train_frame_never_sees_a_rides_own_duration():
     assert a["PU_DO_mean_duration"].nunique() > 1
     # the other columns are the same as `frame` gives
     pd.testing.assert_frame_equal(
-        a.drop(columns=F.ENCODED), fz.frame(rides).drop(columns=F.ENCODED)
+        a.drop(columns=featurize.ENCODED), fz.frame(rides).drop(columns=featurize.ENCODED)
     )
 
 
@@ -126,15 +125,15 @@ def test_encodings_refuse_negative_zone_ids_and_empty_months(rides):
 
 def test_default_features_need_fitting(rides):
     with pytest.raises(DurationError, match="vectorize"):
-        F.Featurizer(FeatureSet.default, ZONES, SERVICE).frame(rides)
+        featurize.Featurizer(FeatureSet.default, ZONES, SERVICE).frame(rides)
 
 
 def test_featurizer_round_trips_through_the_stage_file(rides, tmp_path):
     from sklearn.feature_extraction import DictVectorizer as DV
 
     fz = _fitted(FeatureSet.default, rides)
-    F.save_stage(tmp_path, DV().fit([{"a": 1}]), fz, {})
-    again = F.load_featurizer(tmp_path / "featurizer.json")
+    matrices.save_stage(tmp_path, DV().fit([{"a": 1}]), fz, {})
+    again = featurize.load_featurizer(tmp_path / "featurizer.json")
     assert again == fz
     pd.testing.assert_frame_equal(again.frame(rides), fz.frame(rides))
 
@@ -143,7 +142,7 @@ def test_featurizer_round_trips_through_the_stage_file(rides, tmp_path):
 def test_no_leakage_columns(rides, fs):
     fz = _fitted(fs, rides)  # fitted on the training month's durations, then frozen
     cols = set(fz.frame(rides).columns)
-    assert not cols & F.LEAKAGE
+    assert not cols & featurize.LEAKAGE
     poisoned = rides.assign(
         duration=0.0, fare_amount=0.0, dropoff_datetime=rides["pickup_datetime"]
     )
@@ -154,12 +153,12 @@ def test_no_leakage_columns(rides, fs):
 
 def test_missing_required_columns(rides):
     with pytest.raises(DurationError, match="trip_distance"):
-        F.Featurizer(FeatureSet.default).frame(rides.drop(columns=["trip_distance"]))
+        featurize.Featurizer(FeatureSet.default).frame(rides.drop(columns=["trip_distance"]))
 
 
 def test_fhv_without_distance_is_refused(rides):
     with pytest.raises(DurationError, match="fhv"):
-        F.Featurizer(FeatureSet.course).frame(rides.assign(trip_distance=np.nan))
+        featurize.Featurizer(FeatureSet.course).frame(rides.assign(trip_distance=np.nan))
 
 
 def _assert_same_storage(x, ref):
@@ -173,22 +172,22 @@ def _assert_same_storage(x, ref):
 def _assert_same(features_fit: pd.DataFrame, features_new: pd.DataFrame, dtype=np.float64):
     ref = DictVectorizer(dtype=dtype)
     x_ref = ref.fit_transform(features_fit.to_dict(orient="records"))
-    dv, x = F.fit_vectorizer(features_fit, dtype)
+    dv, x = vectorizer.fit_vectorizer(features_fit, dtype)
     assert dv.feature_names_ == ref.feature_names_
     assert dv.vocabulary_ == ref.vocabulary_
-    assert F.csr_identical(x, x_ref)
+    assert vectorizer.csr_identical(x, x_ref)
     if features_new.empty:  # DictVectorizer refuses an empty sample; so does ours
-        for vectorizer in (ref, dv):
+        for fitted in (ref, dv):
             with pytest.raises(ValueError, match="empty"):
-                vectorizer.transform(features_new.to_dict(orient="records"))
+                fitted.transform(features_new.to_dict(orient="records"))
         with pytest.raises(ValueError, match="empty"):
-            F.transform(dv, features_new)
+            vectorizer.transform(dv, features_new)
         return
     _assert_same_storage(x, x_ref)
     y_ref = ref.transform(features_new.to_dict(orient="records"))
-    assert F.csr_identical(F.transform(dv, features_new), y_ref)
-    _assert_same_storage(F.transform(dv, features_new), y_ref)
-    assert F.csr_identical(dv.transform(features_new.to_dict(orient="records")), y_ref)
+    assert vectorizer.csr_identical(vectorizer.transform(dv, features_new), y_ref)
+    _assert_same_storage(vectorizer.transform(dv, features_new), y_ref)
+    assert vectorizer.csr_identical(dv.transform(features_new.to_dict(orient="records")), y_ref)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -241,9 +240,9 @@ def test_csr_identical_sees_explicit_zeros_and_nans():
 
     a = sp.csr_matrix((np.array([0.0]), np.array([0]), np.array([0, 1])), shape=(1, 2))
     b = sp.csr_matrix((1, 2))
-    assert not F.csr_identical(a, b)
+    assert not vectorizer.csr_identical(a, b)
     c = sp.csr_matrix((np.array([np.nan]), np.array([1]), np.array([0, 1])), shape=(1, 2))
-    assert F.csr_identical(c, c.copy())
+    assert vectorizer.csr_identical(c, c.copy())
 
 
 def test_a_new_fit_removes_the_old_fits_matrices(site):
@@ -251,13 +250,13 @@ def test_a_new_fit_removes_the_old_fits_matrices(site):
 
     base = site.tlc_url.removeprefix("file://")
     tlc_rides().to_parquet(f"{base}/trip-data/green_tripdata_2021-04.parquet")
-    out = F.vectorize(site, "green", "course", "2021-01", ["2021-04"])
+    out = matrices.vectorize(site, "green", "course", "2021-01", ["2021-04"])
     assert (out / "X_2021-04.npz").exists()
     # the training month is prepared again (newer): the stage refits, so April's matrix,
     # made with the old vocabulary and not asked for now, must not survive as if current
     processed = data.prepare(site, "green", "2021-01")
     later = processed.stat().st_mtime + 10
     os.utime(processed, (later, later))
-    F.vectorize(site, "green", "course", "2021-01", [])
+    matrices.vectorize(site, "green", "course", "2021-01", [])
     assert not (out / "X_2021-04.npz").exists()
     assert (out / "X_2021-01.npz").exists() and (out / "preprocessor.b").exists()

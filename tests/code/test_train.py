@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from duration import train
-from duration.features import Split
+from duration import estimators
+from duration.matrices import Split
 
 
 def _split(n: int, seed: int = 0) -> Split:
@@ -16,21 +16,23 @@ def _split(n: int, seed: int = 0) -> Split:
 
 
 def test_forest_samples_are_capped_only_above_the_cap(monkeypatch):
-    monkeypatch.setattr(train, "FOREST_MAX_SAMPLES", 40)
+    monkeypatch.setattr(estimators, "FOREST_MAX_SAMPLES", 40)
     params = {"n_estimators": 3}
-    small = train.fit("random_forest", _split(30), _split(10, 1), params)
+    small = estimators.fit("random_forest", _split(30), _split(10, 1), params)
     assert small.max_samples is None  # a month under the cap trains exactly as before
-    large = train.fit("random_forest", _split(100), _split(10, 1), params)
+    large = estimators.fit("random_forest", _split(100), _split(10, 1), params)
     assert large.max_samples == 40
-    assert train.estimator_params(large)["max_samples"] == 40  # and the run logs it
-    chosen = train.fit("random_forest", _split(100), _split(10, 1), {**params, "max_samples": 0.5})
+    assert estimators.estimator_params(large)["max_samples"] == 40  # and the run logs it
+    chosen = estimators.fit(
+        "random_forest", _split(100), _split(10, 1), {**params, "max_samples": 0.5}
+    )
     assert chosen.max_samples == 0.5  # a value the user chose is kept
 
 
 def test_linear_models_solve_float32_matrices_in_float64():
     tr, va = _split(200), _split(50, 1)
     tr32 = Split(tr.month, tr.X.astype(np.float32), tr.y)
-    est = train.fit("ridge", tr32, va)
-    ref = train.fit("ridge", Split(tr.month, tr32.X.astype(np.float64), tr.y), va)
+    est = estimators.fit("ridge", tr32, va)
+    ref = estimators.fit("ridge", Split(tr.month, tr32.X.astype(np.float64), tr.y), va)
     assert est.coef_.dtype == np.float64
     np.testing.assert_array_equal(est.coef_, ref.coef_)

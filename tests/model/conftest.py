@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from duration import features, pipeline
+from duration import matrices, pipeline
 
 NAME = "duration-test"
 
@@ -15,7 +15,7 @@ NAME = "duration-test"
 def vectorized(settings):
     """Both feature sets of green 2021-01 (train), 2021-02 (val) and 2021-03 (test)."""
     for fs in ("course", "default"):
-        features.vectorize(settings, "green", fs, "2021-01", ["2021-02", "2021-03"])
+        matrices.vectorize(settings, "green", fs, "2021-01", ["2021-02", "2021-03"])
     return settings
 
 
@@ -32,4 +32,5 @@ def cli_env(settings, mlflow_server):
 @pytest.fixture(scope="session")
 def first(vectorized, mlflow_server):
     """A first pipeline on a server with no registered model (ends with v1 in Production)."""
-    return pipeline.run(vectorized, trials=2, seed=1, name=NAME, max_rounds=20, progress=False)
+    req = pipeline.PipelineRequest(trials=2, seed=1, name=NAME, max_rounds=20, progress=False)
+    return pipeline.run(vectorized, req)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import mlflow
@@ -16,14 +17,20 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from duration import data, registry, tracking, train, tune
+from duration import data, matrices, registry, server, tune
 from duration.errors import DurationError
 from tests.conftest import assert_one_line_error, free_port, run_cli
 from tests.model.conftest import NAME
 
 
-def versions():
-    return {v.version: v for v in MlflowClient().search_model_versions(f"name = '{NAME}'")}
+def versions(name: str = NAME):
+    return {v.version: v for v in MlflowClient().search_model_versions(f"name = '{name}'")}
+
+
+@pytest.fixture
+def name(request) -> str:
+    """A registered-model name of this test's own, so tests share no registry state."""
+    return f"t-{request.node.name[:40]}-{uuid.uuid4().hex[:6]}".replace("[", "-").replace("]", "")
 
 
 def test_first_pipeline_ends_in_production(first):
@@ -39,41 +46,75 @@ def test_first_pipeline_ends_in_production(first):
     assert v.run_id == first.registered["run_id"]  # lineage: version -> trial run
     models = [b["model"] for b in first.baselines]
     assert models == ["linear", "linear", "ridge", "random_forest", "xgboost"]
-    evals = mlflow.search_runs(experiment_names=["nyc-taxi-duration-evaluation"])
-    assert len(evals) == 2 and evals["metrics.test_rmse"].notna().all()
+    evals = mlflow.search_runs(
+        experiment_names=["nyc-taxi-duration-evaluation"],
+        filter_string=f"tags.search_run_id = '{first.search['parent_run_id']}'",
+    )
+    trials = {r["run_id"] for r in first.registered["candidates"]}
+    assert set(evals["tags.source_run_id"]) == trials and len(trials) == 2
+    assert evals["metrics.test_rmse"].notna().all()
+    # selected by validation RMSE: the test month plays no part in the choice
+    assert first.registered["val_rmse"] == pytest.approx(evals["metrics.val_rmse"].min())
+    assert first.registered["run_id"] == first.search["best_run_id"]
 
 
-def _search(inputs, rounds: int, seed: int):
-    return tune.search(inputs, "xgboost", trials=1, seed=seed, max_rounds=rounds, progress=False)
+def _search(inputs, rounds: int, seed: int) -> str:
+    config = tune.SearchConfig(trials=1, seed=seed, max_rounds=rounds, progress=False)
+    return tune.search(inputs, config).parent_run_id
 
 
-def test_worse_candidate_stays_in_staging_then_better_one_wins(first, vectorized):
-    inputs = train.load_inputs(vectorized, "green", "default", "2021-01", "2021-02")
-    _search(inputs, rounds=2, seed=1)
-    worse = registry.register(vectorized, "2021-03", NAME)
+def test_worse_candidate_stays_in_staging_then_better_one_wins(first, vectorized, name):
+    parent = first.search["parent_run_id"]
+    assert registry.register(vectorized, "2021-03", name, parent_run_id=parent).model_version == "1"
+    assert registry.promote(vectorized, name).promoted
+    inputs = matrices.load_inputs(vectorized, "green", "default", "2021-01", "2021-02")
+    worse = registry.register(vectorized, "2021-03", name, parent_run_id=_search(inputs, 2, 1))
     assert worse.model_version == "2"
-    d = registry.promote(vectorized, NAME)
+    d = registry.promote(vectorized, name)
     assert not d.promoted and d.production == "1"
     assert "does not beat" in d.reason and f"{d.challenger_rmse:.4f}" in d.reason
-    assert versions()["2"].current_stage == "Staging"
-    assert versions()["1"].current_stage == "Production"
-    assert versions()["2"].tags["promotion_decision"] == "rejected"
-    again = registry.promote(vectorized, NAME)  # re-running changes nothing
-    assert not again.promoted and versions()["1"].current_stage == "Production"
+    assert versions(name)["2"].current_stage == "Staging"
+    assert versions(name)["1"].current_stage == "Production"
+    assert versions(name)["2"].tags["promotion_decision"] == "rejected"
+    again = registry.promote(vectorized, name)  # re-running changes nothing
+    assert not again.promoted and versions(name)["1"].current_stage == "Production"
 
-    _search(inputs, rounds=150, seed=1)
-    better = registry.register(vectorized, "2021-03", NAME)
+    better = registry.register(vectorized, "2021-03", name, parent_run_id=_search(inputs, 150, 1))
     assert better.model_version == "3"
-    assert versions()["2"].current_stage == "Archived"  # the old challenger is replaced
-    d = registry.promote(vectorized, NAME)
+    assert versions(name)["2"].current_stage == "Archived"  # the old challenger is replaced
+    d = registry.promote(vectorized, name)
     assert d.promoted and d.production == "3"
-    vs = versions()
+    vs = versions(name)
     assert vs["3"].current_stage == "Production" and vs["1"].current_stage == "Archived"
-    assert MlflowClient().get_registered_model(NAME).aliases == {"production": "3"}
-    rerun = registry.promote(vectorized, NAME)
-    assert not rerun.promoted and versions()["3"].current_stage == "Production"
-    runs = mlflow.search_runs(experiment_names=["nyc-taxi-duration-promotion"])
-    assert len(runs) == 4 and set(runs["params.promoted"]) == {"True", "False"}
+    assert MlflowClient().get_registered_model(name).aliases == {"production": "3"}
+    rerun = registry.promote(vectorized, name)
+    assert not rerun.promoted and versions(name)["3"].current_stage == "Production"
+    runs = mlflow.search_runs(
+        experiment_names=["nyc-taxi-duration-promotion"],
+        filter_string=f"tags.model_name = '{name}'",
+    )
+    # the last promote found no Staging version: nothing to decide, so no decision run
+    assert "nothing to promote" in rerun.reason
+    assert len(runs) == 4 and sorted(runs["params.promoted"]) == ["False", "False", "True", "True"]
+
+
+def test_min_improvement_above_zero(first, vectorized, name):
+    """A challenger must beat Production by more than --min-improvement to be promoted."""
+    inputs = matrices.load_inputs(vectorized, "green", "default", "2021-01", "2021-02")
+    registry.register(vectorized, "2021-03", name, parent_run_id=_search(inputs, 2, 1))
+    assert registry.promote(vectorized, name).promoted  # a weak v1 (2 rounds) in Production
+    parent = first.search["parent_run_id"]
+    registry.register(vectorized, "2021-03", name, parent_run_id=parent)  # v2: 20 rounds
+    probe = registry.promote(vectorized, name, min_improvement=1000.0)
+    gain = probe.champion_rmse - probe.challenger_rmse
+    assert gain > 0.5 and not probe.promoted and probe.production == "1"
+    assert "by more than 1000.0" in probe.reason
+    assert versions(name)["2"].current_stage == "Staging"
+    assert not registry.promote(vectorized, name, min_improvement=gain + 0.01).promoted
+    d = registry.promote(vectorized, name, min_improvement=round(gain - 0.01, 4))
+    assert d.promoted and d.production == "2"
+    assert versions(name)["2"].current_stage == "Production"
+    assert versions(name)["1"].current_stage == "Archived"
 
 
 def test_stage_and_alias_uris_load_the_same_version(first, vectorized):
@@ -143,10 +184,10 @@ def test_bad_registry_input(first, cli_env, args, needles):
     assert_one_line_error(run_cli(*args, env=cli_env), *needles)
 
 
-def test_promote_with_no_staging_version(first, cli_env):
-    MlflowClient().create_registered_model("empty-model")
+def test_promote_with_no_staging_version(cli_env, name):
+    MlflowClient().create_registered_model(name)
     assert_one_line_error(
-        run_cli("promote", "--name", "empty-model", env=cli_env),
+        run_cli("promote", "--name", name, env=cli_env),
         "no version in Staging",
         "duration register",
     )
@@ -154,7 +195,7 @@ def test_promote_with_no_staging_version(first, cli_env):
 
 def test_register_with_no_search(tmp_path, settings, cli_env):
     port = free_port()
-    proc = tracking.start_server(tmp_path / "db.sqlite", tmp_path / "art", port, tmp_path / "st")
+    proc = server.start_server(tmp_path / "db.sqlite", tmp_path / "art", port, tmp_path / "st")
     try:
         out = run_cli(
             "register", env={**cli_env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
@@ -162,13 +203,13 @@ def test_register_with_no_search(tmp_path, settings, cli_env):
         assert_one_line_error(out, "no hyperparameter search", "duration tune")
         assert MlflowClient(f"http://127.0.0.1:{port}").search_registered_models() == []
     finally:
-        tracking.stop_pid(proc.pid)
+        server.stop_pid(proc.pid)
 
 
 def test_serve_answers_with_durations(first, mirror_path, mlflow_server):
     port = free_port()
     exe = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen(
+    serving = subprocess.Popen(
         [
             str(exe),
             "models",
@@ -207,18 +248,20 @@ def test_serve_answers_with_durations(first, mirror_path, mlflow_server):
                     answer = json.loads(r.read())
                 break
             except OSError:
-                assert server.poll() is None and time.monotonic() < deadline
+                assert serving.poll() is None and time.monotonic() < deadline
                 time.sleep(1)
         preds = answer["predictions"]
         assert len(preds) == 3 and all(0 < p < 90 for p in preds)
     finally:
-        tracking.stop_pid(server.pid)
+        server.stop_pid(serving.pid)
 
 
-def test_a_failure_halfway_leaves_the_registry_unchanged(first, vectorized):
+def test_a_failure_halfway_leaves_the_registry_unchanged(first, vectorized, name):
     """A registration that fails after the version was created is undone."""
-    before = {v: (m.current_stage, dict(m.tags)) for v, m in versions().items()}
-    aliases = MlflowClient().get_registered_model(NAME).aliases
+    registry.register(vectorized, "2021-03", name, parent_run_id=first.search["parent_run_id"])
+    registry.promote(vectorized, name)
+    before = {v: (m.current_stage, dict(m.tags)) for v, m in versions(name).items()}
+    aliases = MlflowClient().get_registered_model(name).aliases
     run = MlflowClient().get_run(first.registered["run_id"])
     best = {
         "model_uri": run.data.tags["model_uri"],
@@ -228,7 +271,7 @@ def test_a_failure_halfway_leaves_the_registry_unchanged(first, vectorized):
     }
     incomplete_tags = {"color": "green"}  # no feature_set / months: fails after registering
     with pytest.raises(KeyError):
-        registry._register_version(NAME, best, run, incomplete_tags, "2021-03", "d", {})
-    after = {v: (m.current_stage, dict(m.tags)) for v, m in versions().items()}
-    assert after == before
-    assert MlflowClient().get_registered_model(NAME).aliases == aliases
+        registry._register_version(name, best, run, incomplete_tags, "2021-03", "d", {})
+    after = {v: (m.current_stage, dict(m.tags)) for v, m in versions(name).items()}
+    assert after == before and list(after) == ["1"]
+    assert MlflowClient().get_registered_model(name).aliases == aliases == {"production": "1"}

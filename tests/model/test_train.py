@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 
 import mlflow
@@ -11,13 +13,14 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from duration import data, registry, train
+from duration import data, matrices, registry, train
 from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def course_linear(vectorized, mlflow_server):
-    return train.train_run(vectorized, "linear", "course", "green", "2021-01", "2021-02")
+    inp = matrices.load_inputs(vectorized, "green", "course", "2021-01", "2021-02")
+    return train.train_run(inp, "linear")
 
 
 def test_course_notebook_rmse_is_reproduced(course_linear):
@@ -102,17 +105,22 @@ def test_xgboost_default_with_summary_via_cli(vectorized, cli_env, tmp_path):
 
 
 def test_a_failing_run_ends_failed(vectorized, mlflow_server):
+    inp = matrices.load_inputs(vectorized, "green", "course", "2021-01", "2021-02")
+    experiment = f"failing-{uuid.uuid4().hex[:8]}"
     with pytest.raises(Exception, match="alpha"):
-        train.train_run(
-            vectorized,
-            "ridge",
-            "course",
-            "green",
-            "2021-01",
-            "2021-02",
-            params={"alpha": "not-a-number"},
-            experiment="failing",
-        )
-    exp = mlflow.get_experiment_by_name("failing")
+        train.train_run(inp, "ridge", {"alpha": "not-a-number"}, experiment=experiment)
+    exp = mlflow.get_experiment_by_name(experiment)
     runs = MlflowClient().search_runs([exp.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs[0].data.tags["pid"] == str(os.getpid()) and runs[0].data.tags["host"]
+
+
+def test_a_deleted_experiment_is_restored(vectorized, mlflow_server):
+    inp = matrices.load_inputs(vectorized, "green", "course", "2021-01", "2021-02")
+    name = f"deleted-{uuid.uuid4().hex[:8]}"
+    client = MlflowClient()
+    client.delete_experiment(client.create_experiment(name))
+    r = train.train_run(inp, "linear", experiment=name)
+    exp = client.get_experiment_by_name(name)
+    assert exp.lifecycle_stage == "active"
+    assert client.get_run(r.run_id).info.experiment_id == exp.experiment_id

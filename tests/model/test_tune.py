@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from duration import train, tune
+from duration import matrices, tune
+from duration.config import ModelKind
 from duration.errors import DurationError
+from duration.matrices import Split
 
 
 @pytest.fixture(scope="module")
 def inputs(vectorized, mlflow_server):
-    return train.load_inputs(vectorized, "green", "default", "2021-01", "2021-02")
+    return matrices.load_inputs(vectorized, "green", "default", "2021-01", "2021-02")
+
+
+def search(inputs, kind="xgboost", **kw):
+    return tune.search(inputs, tune.SearchConfig(ModelKind(kind), progress=False, **kw))
 
 
 def children(parent_id: str):
@@ -39,7 +48,7 @@ def no_running_runs():
 
 
 def test_small_search_creates_parent_and_children(inputs):
-    r = tune.search(inputs, "xgboost", trials=3, seed=7, max_rounds=8, progress=False)
+    r = search(inputs, trials=3, seed=7, max_rounds=8)
     assert r.status == "FINISHED" and r.completed == 3
     kids = children(r.parent_run_id)
     assert len(kids) == 3
@@ -61,8 +70,8 @@ def test_small_search_creates_parent_and_children(inputs):
 
 
 def test_same_seed_same_search(inputs):
-    a = tune.search(inputs, "xgboost", trials=3, seed=11, max_rounds=10, progress=False)
-    b = tune.search(inputs, "xgboost", trials=3, seed=11, max_rounds=10, progress=False)
+    a = search(inputs, trials=3, seed=11, max_rounds=10)
+    b = search(inputs, trials=3, seed=11, max_rounds=10)
     assert a.history == pytest.approx(b.history, abs=1e-6)
     assert a.best_params == b.best_params
     pa = [k.data.params for k in children(a.parent_run_id)]
@@ -71,18 +80,19 @@ def test_same_seed_same_search(inputs):
 
 
 def test_random_forest_search(inputs):
-    r = tune.search(inputs, "random_forest", trials=1, seed=1, progress=False)
+    r = search(inputs, "random_forest", trials=1, seed=1)
     assert r.completed == 1 and 4 < r.best_val_rmse < 9
 
 
 def test_timeout_stops_cleanly(inputs):
-    r = tune.search(inputs, "xgboost", trials=40, seed=3, timeout=6, progress=False)
+    r = search(inputs, trials=40, seed=3, timeout=6)
     assert r.status == "KILLED" and r.completed < 40
     parent = MlflowClient().get_run(r.parent_run_id)
     assert parent.info.status == "KILLED"
     statuses = [k.info.status for k in children(r.parent_run_id)]
     assert statuses.count("FINISHED") == r.completed
-    assert statuses.count("KILLED") == 1  # the in-flight trial
+    # the trial in flight at the deadline ends KILLED (none if the deadline fell between two)
+    assert statuses.count("KILLED") <= 1 and len(statuses) == r.completed + statuses.count("KILLED")
     if r.completed:
         assert parent.data.metrics["best_val_rmse"] == pytest.approx(r.best_val_rmse)
     assert no_running_runs()
@@ -135,7 +145,94 @@ def test_ctrl_c_stops_cleanly(vectorized, cli_env, tmp_path):
 
 def test_zero_trials_is_refused(inputs):
     with pytest.raises(DurationError, match="at least 1"):
-        tune.search(inputs, "xgboost", trials=0)
+        search(inputs, trials=0)
+
+
+@pytest.fixture
+def make_context(inputs):
+    """Trial contexts under a parent run of their own, which ends FINISHED after the test."""
+    client, parents = MlflowClient(), []
+
+    def make(**kw) -> tune.TrialContext:
+        exp, parent = tune._start_parent(client, inputs, tune.SearchConfig(trials=1))
+        parents.append(parent)
+        defaults = dict(
+            tracking_uri=mlflow.get_tracking_uri(),
+            experiment_id=exp,
+            parent_run_id=parent,
+            kind="xgboost",
+            seed=1,
+            fixed={"n_estimators": 5},
+            tags={"color": "green"},
+            settings=inputs.settings,
+            color="green",
+            features="default",
+            train="2021-01",
+            val="2021-02",
+            inputs=inputs,
+        )
+        return tune.TrialContext(**{**defaults, **kw})
+
+    yield make
+    for parent in parents:
+        client.set_terminated(parent, "FINISHED")
+
+
+def test_a_failing_trial_is_recorded_and_returns_fail(make_context):
+    ctx = make_context()
+    result = tune.objective({"max_depth": 6, "learning_rate": -1.0}, ctx)  # xgboost refuses
+    assert result["status"] == "fail" and "learning_rate" in result["error"]
+    run = MlflowClient().get_run(result["run_id"])
+    assert run.info.status == "FAILED"
+    assert "learning_rate" in run.data.tags["error"]
+    assert run.data.tags["mlflow.parentRunId"] == ctx.parent_run_id
+
+
+def test_failing_trials_do_not_abort_the_search(inputs):
+    """Every trial fails (the validation matrix lacks columns, so xgboost refuses it): all are
+    tried, each recorded FAILED, and the search says so in one line."""
+    va = Split(inputs.va.month, inputs.va.X[:, :5].tocsr(), inputs.va.y)
+    with pytest.raises(DurationError, match="all 3 trials failed") as e:
+        search(replace(inputs, va=va), trials=3, seed=2, max_rounds=5)
+    parent = MlflowClient().get_run(re.search(r"see run (\w+)", str(e.value)).group(1))
+    assert parent.info.status == "FAILED" and parent.data.metrics["failed_trials"] == 3
+    assert [k.info.status for k in children(parent.info.run_id)] == ["FAILED"] * 3
+    assert no_running_runs()
+
+
+def test_the_objective_runs_in_another_process(make_context, tmp_path):
+    """The context pickles without the loaded matrices; a fresh process loads them from the
+    stage files and logs its child run by the parent's id."""
+    import pickle
+
+    ctx = make_context(stop=threading.Event())
+    blob = tmp_path / "ctx.pkl"
+    blob.write_bytes(pickle.dumps(ctx))
+    assert pickle.loads(blob.read_bytes()).inputs is None
+    code = (
+        "import pickle, sys, json; from duration import tune; "
+        "ctx = pickle.loads(open(sys.argv[1], 'rb').read()); "
+        "print(json.dumps(tune.objective({'max_depth': 5, 'learning_rate': 0.2}, ctx)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(blob)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == "ok" and 4 < result["loss"] < 9
+    run = MlflowClient().get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == ctx.parent_run_id
+    assert run.data.params["n_estimators"] == "5"
+
+
+def test_a_stopped_context_starts_no_trial(make_context):
+    stop = threading.Event()
+    stop.set()
+    ctx = make_context(stop=stop)
+    with pytest.raises(tune.SearchStopped, match="interrupted"):
+        tune.objective({"max_depth": 5, "learning_rate": 0.2}, ctx)
+    assert children(ctx.parent_run_id) == []
 
 
 def test_the_search_space_is_declared_once():
@@ -143,4 +240,3 @@ def test_the_search_space_is_declared_once():
     assert set(sp) == set(tune.SPACES["xgboost"])
     with pytest.raises(DurationError, match="no search space"):
         tune.space("linear")
-    assert mlflow.get_tracking_uri()  # the fixture set it once

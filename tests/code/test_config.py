@@ -1,0 +1,56 @@
+"""Settings come from one place: defaults, then the environment, then flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from duration.config import DEFAULT_TLC_URL, Settings
+from duration.errors import DurationError
+
+VARS = ["DURATION_HOME", "DURATION_DATA_DIR", "DURATION_TLC_URL", "MLFLOW_PORT"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for var in [*VARS, "MLFLOW_TRACKING_URI"]:
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_defaults():
+    s = Settings.from_env()
+    assert s.data_dir == Path("data") and s.tlc_url == DEFAULT_TLC_URL
+    assert s.tracking_uri == "http://127.0.0.1:5000" and s.is_local_server
+    assert s.server_db == Path("mlflow.db") and s.server_state == Path(".mlflow")
+    assert s.predictions_dir == Path("data/predictions")
+
+
+def test_home_moves_every_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("DURATION_HOME", str(tmp_path))
+    s = Settings.from_env()
+    paths = [s.data_dir, s.raw_dir, s.processed_dir, s.features_dir, s.predictions_dir]
+    paths += [s.server_db, s.server_artifacts, s.server_state]
+    assert all(p.is_relative_to(tmp_path) for p in paths), paths
+
+
+def test_environment_beats_defaults_and_flags_beat_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DURATION_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DURATION_DATA_DIR", str(tmp_path / "env-data"))
+    monkeypatch.setenv("DURATION_TLC_URL", "file:///mirror/")
+    monkeypatch.setenv("MLFLOW_PORT", "5123")
+    s = Settings.from_env()
+    assert s.data_dir == tmp_path / "env-data"  # the data variable beats the home's data
+    assert s.server_db == tmp_path / "home" / "mlflow.db"
+    assert s.tlc_url == "file:///mirror" and s.tracking_uri == "http://127.0.0.1:5123"
+    flagged = Settings.from_env(data_dir=tmp_path / "flag-data", tracking_uri="http://h:1")
+    assert flagged.data_dir == tmp_path / "flag-data" and flagged.tracking_uri == "http://h:1"
+    assert not flagged.is_local_server
+    assert Settings.from_env(data_dir=None).data_dir == tmp_path / "env-data"  # None: not given
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "http"])
+def test_a_bad_port_is_one_clear_line(monkeypatch, port):
+    monkeypatch.setenv("MLFLOW_PORT", port)
+    with pytest.raises(DurationError, match=f"MLFLOW_PORT={port!r}"):
+        Settings.from_env()

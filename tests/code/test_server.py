@@ -1,0 +1,45 @@
+"""The local tracking server's life through the real CLI: start, answer, stop, all under
+DURATION_HOME."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from duration import server
+from tests.conftest import free_port, run_cli
+
+pytestmark = pytest.mark.server
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_start_answers_under_home_and_stop_ends_the_process_group(tmp_path):
+    port = free_port()
+    env = {"DURATION_HOME": str(tmp_path), "MLFLOW_PORT": str(port), "MLFLOW_TRACKING_URI": None}
+    uri = f"http://127.0.0.1:{port}"
+    started = run_cli("server", "start", env=env, timeout=180)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert server.is_healthy(uri)
+        pid = int((tmp_path / ".mlflow" / "server.pid").read_text())
+        assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
+        assert f"{uri}/#/experiments/" not in started.stdout  # no experiment yet: no dead link
+        assert f"{uri}/#/models/nyc-taxi-duration" in started.stdout
+        again = run_cli("server", "start", env=env)  # already answering: nothing new starts
+        assert (
+            again.returncode == 0 and int((tmp_path / ".mlflow" / "server.pid").read_text()) == pid
+        )
+    finally:
+        stopped = run_cli("server", "stop", env=env)
+    assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped"
+    assert not server.is_healthy(uri) and not _alive(pid)  # workers included
+    assert not (tmp_path / ".mlflow" / "server.pid").exists()
+    assert run_cli("server", "stop", env=env).stdout.strip() == "no background server was running"
