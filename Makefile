@@ -87,7 +87,8 @@ mlflow-start: $(STAMP) ## Start the MLflow server in the background if none answ
 mlflow-stop: $(STAMP) ## Stop the background MLflow server
 	$(BIN)/duration server stop
 
-screenshot: $(STAMP) ## Screenshot the MLflow registry for the README (needs chromium)
+screenshot: $(STAMP) ## Screenshot the registry and the search for the README (needs chromium)
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
 	$(BIN)/python scripts/screenshot.py
 
 clean: ## Remove processed data and features (keeps downloads, the venv and MLflow)

@@ -98,7 +98,8 @@ def test_timeout_stops_cleanly(inputs):
     assert no_running_runs()
 
 
-def test_ctrl_c_stops_cleanly(vectorized, cli_env, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_stop_cleanly(vectorized, cli_env, tmp_path, sig):
     summary = tmp_path / "s.json"
     exe = Path(sys.executable).with_name("duration")
     proc = subprocess.Popen(
@@ -132,7 +133,7 @@ def test_ctrl_c_stops_cleanly(vectorized, cli_env, tmp_path):
         ):
             break
         time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert "Traceback" not in err
     assert proc.returncode == 130, err
