@@ -25,7 +25,7 @@ FEATDIR   := $(DATA)/features/$(COLOR)-$(FEATURES)-train-$(TRAIN)
 FEATS     := $(FEATDIR)/X_$(TEST).npz
 
 .PHONY: help install download prepare features pipeline test test-fast lint format bench notebook \
-        mlflow mlflow-start mlflow-stop screenshot clean
+        mlflow mlflow-start mlflow-stop spark-up spark-down screenshot clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,7 +34,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP) ## Create .venv and install the package with its dev tools
@@ -77,6 +77,12 @@ notebook: $(STAMP) ## Open Jupyter Lab with the project's environment as the ker
 	$(BIN)/python -m pip install --quiet -e '.[dev,notebook]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name duration --display-name "duration (.venv)"
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
+
+spark-up: $(STAMP) ## Start a local Spark master and worker on 127.0.0.1 (needs Java 17)
+	$(BIN)/duration spark up
+
+spark-down: $(STAMP) ## Stop the local Spark master and worker
+	$(BIN)/duration spark down
 
 mlflow: $(STAMP) ## Run the MLflow server in the foreground (UI on 127.0.0.1:$MLFLOW_PORT)
 	$(BIN)/duration server run

@@ -56,6 +56,13 @@ ColorOpt = typer.Option(Color.green, "--color", help="TLC record type.")
 FeaturesOpt = typer.Option(FeatureSet.default, "--features", help="Feature set.")
 SeedOpt = typer.Option(42, "--seed", help="Seed for every model and the search.")
 SummaryOpt = typer.Option(None, "--summary", help="Write a JSON summary here.")
+BackendOpt = typer.Option(
+    "local", "--backend", help="local (one trial at a time) or spark (hyperopt SparkTrials)."
+)
+ParallelismOpt = typer.Option(1, "--parallelism", help="Trials at once (spark backend).")
+MasterOpt = typer.Option(
+    None, "--spark-master", help="Spark master [env DURATION_SPARK_MASTER, default local[*]]."
+)
 
 
 def _opt_month(default: str | None, flag: str, help: str):
@@ -89,6 +96,14 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+
+
+def _preflight(ctx: typer.Context, config) -> None:
+    """For the spark backend: Java, pyspark and the master, before any work starts."""
+    if config.backend == "spark":
+        from duration import spark
+
+        spark.preflight(config.spark_master or _settings(ctx).spark_master)
 
 
 def _write_summary(path: Path | None, summary: dict) -> None:
@@ -211,22 +226,28 @@ def tune(
     seed: int = SeedOpt,
     timeout: float = typer.Option(None, "--timeout", help="Stop after this many seconds."),
     max_rounds: int = typer.Option(None, "--max-rounds", help="Cap xgboost boosting rounds."),
+    backend: str = BackendOpt,
+    parallelism: int = ParallelismOpt,
+    spark_master: str = MasterOpt,
     summary: Path = SummaryOpt,
 ) -> None:
     """Search hyperparameters with hyperopt (TPE); one parent run, one child run per trial."""
-    if trials < 1:
-        raise DurationError(f"--trials {trials}: the search needs at least 1 trial")
     if timeout is not None and timeout <= 0:
         raise DurationError(f"--timeout {timeout}: give a positive number of seconds")
     from duration import estimators, matrices
     from duration import tune as tn
 
+    config = tn.SearchConfig(
+        model, trials, seed, timeout, max_rounds, True, backend, parallelism, spark_master
+    )
+    config.check()
     estimators.round_cap(model, max_rounds)  # refuses a cap below 1
     tn.space(model)
+    _preflight(ctx, config)
     inputs = matrices.load_inputs(_settings(ctx), color, features, train_month, val)
     _connect(ctx)
     with _stop_on_signals() as stop:
-        result = tn.search(inputs, tn.SearchConfig(model, trials, seed, timeout, max_rounds), stop)
+        result = tn.search(inputs, config, stop)
     out = asdict(result)
     _write_summary(summary, out)
     typer.echo(
@@ -328,17 +349,30 @@ def pipeline(
     trials: int = typer.Option(30, "--trials", help="Number of TPE trials."),
     seed: int = SeedOpt,
     max_rounds: int = typer.Option(None, "--max-rounds", help="Cap xgboost boosting rounds."),
+    backend: str = BackendOpt,
+    parallelism: int = ParallelismOpt,
+    spark_master: str = MasterOpt,
     summary: Path = SummaryOpt,
 ) -> None:
     """Run download -> prepare -> vectorize -> baselines -> tune -> register -> promote."""
     from duration import pipeline as pl
 
-    if trials < 1:
-        raise DurationError(f"--trials {trials}: the search needs at least 1 trial")
-    uri = _connect(ctx)
     req = pl.PipelineRequest(
-        color, train_month, val, test, features, trials, seed, max_rounds=max_rounds
+        color,
+        train_month,
+        val,
+        test,
+        features,
+        trials,
+        seed,
+        max_rounds=max_rounds,
+        backend=backend,
+        parallelism=parallelism,
+        spark_master=spark_master,
     )
+    req.search_config().check()
+    _preflight(ctx, req.search_config())
+    uri = _connect(ctx)
     with _stop_on_signals() as stop:
         r = pl.run(_settings(ctx), req, stop)
     _write_summary(summary, r.summary())
@@ -430,6 +464,31 @@ def server_stop(ctx: typer.Context) -> None:
 
     stopped = server.stop_server(_settings(ctx))
     typer.echo("stopped" if stopped else "no background server was running")
+
+
+spark_app = typer.Typer(no_args_is_help=True, help="A local Spark standalone cluster.")
+app.add_typer(spark_app, name="spark")
+
+
+@spark_app.command("up")
+def spark_up(
+    ctx: typer.Context, cores: int = typer.Option(2, "--cores", help="The worker's cores.")
+) -> None:
+    """Start a standalone master and one worker on 127.0.0.1 (pid and logs under .spark/)."""
+    from duration import spark
+
+    c = spark.start_cluster(_settings(ctx), cores)
+    typer.echo(f"Spark master: {c.master_url} (UI {c.master_ui}, worker UI {c.worker_ui})")
+    typer.echo(f"  duration tune --backend spark --parallelism 2 --spark-master {c.master_url}")
+
+
+@spark_app.command("down")
+def spark_down(ctx: typer.Context) -> None:
+    """Stop the local master and worker (their whole process groups)."""
+    from duration import spark
+
+    stopped = spark.stop_cluster(_settings(ctx))
+    typer.echo(f"stopped {' and '.join(stopped)}" if stopped else "no local Spark was running")
 
 
 def _one_line(e: BaseException) -> str:

@@ -54,10 +54,10 @@ def check_month(month: str, flag: str = "--month") -> str:
     return month
 
 
-def _env_port() -> int:
-    raw = os.environ.get("MLFLOW_PORT", str(DEFAULT_PORT))
+def _env_port(name: str = "MLFLOW_PORT", default: int = DEFAULT_PORT) -> int:
+    raw = os.environ.get(name, str(default))
     if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise DurationError(f"MLFLOW_PORT={raw!r} is not a port number: use 1-65535, e.g. 5000")
+        raise DurationError(f"{name}={raw!r} is not a port number: use 1-65535, e.g. {default}")
     return int(raw)
 
 
@@ -75,6 +75,11 @@ class Settings:
     tlc_url: str = DEFAULT_TLC_URL
     port: int = DEFAULT_PORT
     tracking_uri: str = f"http://127.0.0.1:{DEFAULT_PORT}"
+    spark_master: str = "local[*]"
+    spark_data_dir: Path | None = None  # the data folder as executors see it (shared storage)
+    spark_master_port: int = 7077
+    spark_master_ui_port: int = 8080
+    spark_worker_ui_port: int = 8081
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -87,6 +92,13 @@ class Settings:
             "tlc_url": os.environ.get("DURATION_TLC_URL", DEFAULT_TLC_URL).rstrip("/"),
             "port": port,
             "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}"),
+            "spark_master": os.environ.get("DURATION_SPARK_MASTER") or "local[*]",
+            "spark_data_dir": Path(os.environ["DURATION_SPARK_DATA_DIR"])
+            if os.environ.get("DURATION_SPARK_DATA_DIR")
+            else None,
+            "spark_master_port": _env_port("SPARK_MASTER_PORT", 7077),
+            "spark_master_ui_port": _env_port("SPARK_MASTER_WEBUI_PORT", 8080),
+            "spark_worker_ui_port": _env_port("SPARK_WORKER_WEBUI_PORT", 8081),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -105,6 +117,16 @@ class Settings:
     def server_state(self) -> Path:
         """The local tracking server's pid and log files."""
         return self.home / ".mlflow"
+
+    @property
+    def spark_state(self) -> Path:
+        """The local Spark cluster's pid and log files, and its worker's folder."""
+        return self.home / ".spark"
+
+    @property
+    def executor_data_dir(self) -> Path:
+        """The data folder as Spark executors see it: shared storage, or this one."""
+        return (self.spark_data_dir or self.data_dir).resolve()
 
     @property
     def local_uri(self) -> str:

@@ -34,6 +34,22 @@ class PipelineRequest:
     name: str = MODEL_NAME
     max_rounds: int | None = None
     progress: bool = True
+    backend: str = "local"
+    parallelism: int = 1
+    spark_master: str | None = None
+
+    def search_config(self) -> tune.SearchConfig:
+        """The search this pipeline runs."""
+        return tune.SearchConfig(
+            ModelKind.xgboost,
+            self.trials,
+            self.seed,
+            max_rounds=self.max_rounds,
+            progress=self.progress,
+            backend=self.backend,
+            parallelism=self.parallelism,
+            spark_master=self.spark_master,
+        )
 
 
 @dataclass
@@ -99,10 +115,7 @@ def run(
     for feature_set in dict.fromkeys([FeatureSet.course, FeatureSet(req.features)]):
         matrices.vectorize(settings, req.color, feature_set, req.train, [req.val, req.test])
     inp = _baselines(settings, req, result)
-    config = tune.SearchConfig(
-        ModelKind.xgboost, req.trials, req.seed, max_rounds=req.max_rounds, progress=req.progress
-    )
-    found = tune.search(inp, config, stop)
+    found = tune.search(inp, req.search_config(), stop)
     result.search = asdict(found)
     del inp  # registering reads the test month; the training matrices are no longer needed
     if not result.stopped:

@@ -11,9 +11,13 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import threading
 import time
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,6 +48,7 @@ SPACES: dict[ModelKind, dict[str, tuple]] = {
 TOP_N = 5  # trials that enter the best TOP_N so far log their model, so `register` can use them
 
 
+BACKENDS = ("local", "spark")
 SearchStopped = Stopped  # raised inside a trial when the search must stop
 
 
@@ -78,6 +83,23 @@ class SearchConfig:
     timeout: float | None = None  # seconds; trials in flight stop at their next round
     max_rounds: int | None = None  # cap xgboost's boosting rounds
     progress: bool = True
+    backend: str = "local"  # "local": one trial after another; "spark": hyperopt's SparkTrials
+    parallelism: int = 1  # trials at once (Spark only)
+    spark_master: str | None = None  # default: the settings' (DURATION_SPARK_MASTER)
+
+    def check(self) -> None:
+        """One clear line for a search that cannot run as asked."""
+        if self.trials < 1:
+            raise DurationError(f"--trials {self.trials}: the search needs at least 1 trial")
+        if self.backend not in BACKENDS:
+            raise DurationError(f"--backend {self.backend!r}: use one of {list(BACKENDS)}")
+        if self.parallelism < 1:
+            raise DurationError(f"--parallelism {self.parallelism}: give at least 1")
+        if self.backend == "local" and self.parallelism != 1:
+            raise DurationError(
+                f"--parallelism {self.parallelism} needs --backend spark: the local backend "
+                "runs one trial at a time (on every core)"
+            )
 
 
 @dataclass
@@ -138,12 +160,16 @@ class TrialContext:
         return ""
 
     def load(self) -> Inputs:
-        """The matrices and rides of the search (loaded once per context)."""
+        """The matrices and rides of the search: given, or read from the stage files once
+        per process (a Spark worker reuses its Python process across trials)."""
         if self.inputs is None:
-            self.inputs = matrices.load_inputs(
-                self.settings, self.color, self.features, self.train, self.val
-            )
+            self.inputs = _load(self.settings, self.color, self.features, self.train, self.val)
         return self.inputs
+
+
+@functools.lru_cache(maxsize=1)
+def _load(settings: Settings, color: str, fs: str, train: str, val: str) -> Inputs:
+    return matrices.load_inputs(settings, color, fs, train, val)
 
 
 def _stop_callback(ctx: TrialContext):
@@ -183,9 +209,10 @@ def _fit_and_log(params: dict, ctx: TrialContext, client, n: int) -> float:
 
     kind = ModelKind(ctx.kind)
     inp = ctx.load()
-    mlflow.log_params({**params, "seed": ctx.seed})
+    n_jobs = ctx.n_jobs or os.cpu_count()  # a Spark task's own cores, else this machine's
+    mlflow.log_params({**params, "seed": ctx.seed, "n_jobs": n_jobs})
     callbacks = [_stop_callback(ctx)] if kind is ModelKind.xgboost else None
-    est = estimators.fit(kind, inp.tr, inp.va, params, ctx.seed, callbacks, ctx.n_jobs)
+    est = estimators.fit(kind, inp.tr, inp.va, params, ctx.seed, callbacks, n_jobs)
     if reason := ctx.stopping():
         raise SearchStopped(reason)  # a stopped trial is not scored: it ends KILLED
     pred = est.predict(inp.va.X)
@@ -219,7 +246,12 @@ def objective(params: dict, ctx: TrialContext) -> dict:
     n = len(_children(client, ctx)) + 1
     run_id = client.create_run(
         ctx.experiment_id,
-        tags={**ctx.tags, MLFLOW_PARENT_RUN_ID: ctx.parent_run_id, "trial": str(n)},
+        tags={
+            **ctx.tags,
+            **tracking.process_tags(),  # the process this trial runs in (a Spark worker's)
+            MLFLOW_PARENT_RUN_ID: ctx.parent_run_id,
+            "trial": str(n),
+        },
         run_name=f"trial-{n:03d}",
     ).info.run_id
     status = "FAILED"
@@ -256,6 +288,8 @@ def _start_parent(client, inp: Inputs, config: SearchConfig) -> tuple[str, str]:
             "features": inp.features.value,
             "seed": config.seed,
             "trials": config.trials,
+            "backend": config.backend,
+            "parallelism": config.parallelism,
             "search_space": json.dumps(SPACES[kind])[:6000],
         }
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -278,6 +312,19 @@ def _results(trials) -> tuple[list[dict], list[dict]]:
     )
 
 
+def _tidy_children(client, ctx: TrialContext) -> None:
+    """End KILLED any trial a cancelled Spark task left RUNNING, and number the trials in the
+    order they started (trials started at once on Spark may have counted the same number)."""
+    kids = _children(client, ctx, order_by=["attributes.start_time ASC"])
+    for n, kid in enumerate(kids, start=1):
+        if kid.info.status == "RUNNING":
+            client.set_tag(kid.info.run_id, "stopped", "cancelled with its Spark task")
+            client.set_terminated(kid.info.run_id, "KILLED")
+        if kid.data.tags.get("trial") != str(n):
+            client.set_tag(kid.info.run_id, "trial", str(n))
+            client.set_tag(kid.info.run_id, "mlflow.runName", f"trial-{n:03d}")
+
+
 def _finish(client, ctx: TrialContext, trials, status: str, stopped: str) -> tuple[dict, str]:
     """Tag the best trial and log the summary on the parent; end it with `status`."""
     from mlflow.entities import Metric, Param
@@ -286,6 +333,7 @@ def _finish(client, ctx: TrialContext, trials, status: str, stopped: str) -> tup
 
     ok, failed = _results(trials)
     best: dict = min(ok, key=lambda r: r["loss"]) if ok else {}
+    _tidy_children(client, ctx)
     now = int(time.time() * 1000)
     metrics = {"completed_trials": len(ok), "failed_trials": len(failed)}
     if best:
@@ -307,7 +355,7 @@ def _finish(client, ctx: TrialContext, trials, status: str, stopped: str) -> tup
     return best, status
 
 
-def _context(client, inp: Inputs, config: SearchConfig, stop) -> TrialContext:
+def _context(client, inp: Inputs, config: SearchConfig, stop, where: dict) -> TrialContext:
     import mlflow
 
     kind = ModelKind(config.kind)
@@ -320,15 +368,64 @@ def _context(client, inp: Inputs, config: SearchConfig, stop) -> TrialContext:
         seed=config.seed,
         fixed=estimators.round_cap(kind, config.max_rounds) or {},
         tags=tracking.run_tags(inp, kind),
-        settings=inp.settings,
+        settings=where["settings"],
         color=inp.color.value,
         features=inp.features.value,
         train=inp.train,
         val=inp.val,
         deadline=time.time() + config.timeout if config.timeout else None,
+        n_jobs=where["n_jobs"],
         inputs=inp,
         stop=stop,
     )
+
+
+@contextmanager
+def _trials(config: SearchConfig, inp: Inputs) -> Iterator[tuple[object, dict]]:
+    """hyperopt's trials object for the backend, and where trials run: the settings they
+    read the stage files with, and the cores each may use."""
+    from hyperopt import Trials
+
+    if config.backend == "local":
+        yield Trials(), {"settings": inp.settings, "n_jobs": None}
+        return
+    from hyperopt import SparkTrials
+
+    from duration import spark
+
+    session = spark.session(config.spark_master or inp.settings.spark_master)
+    warnings.filterwarnings("ignore", "Spark session is not provided", UserWarning)
+    try:
+        settings = replace(inp.settings, data_dir=inp.settings.executor_data_dir)
+        stage = matrices.features_dir(settings, inp.color, inp.features, inp.train)
+        spark.check_readable(session, stage)
+        trials = SparkTrials(
+            parallelism=config.parallelism, timeout=config.timeout, spark_session=session
+        )
+        yield trials, {"settings": settings, "n_jobs": spark.task_cpus(session)}
+    finally:
+        session.stop()
+
+
+@contextmanager
+def _cancel_on(stop: threading.Event | None, trials) -> Iterator[None]:
+    """SparkTrials has no stop of its own but its timeout: on `stop`, its timeout becomes 0,
+    so its dispatcher cancels the Spark job group of every trial in flight."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.25):
+            if stop is not None and stop.is_set():
+                trials.timeout = 0
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    if hasattr(trials, "_fmin_cancelled"):
+        watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def _run_fmin(ctx: TrialContext, config: SearchConfig, trials) -> tuple[str, str]:
@@ -337,22 +434,24 @@ def _run_fmin(ctx: TrialContext, config: SearchConfig, trials) -> tuple[str, str
     from hyperopt.exceptions import AllTrialsFailed
 
     try:
-        fmin(
-            functools.partial(objective, ctx=ctx),
-            space(config.kind),
-            algo=tpe.suggest,
-            max_evals=config.trials,
-            trials=trials,
-            rstate=np.random.default_rng(config.seed),
-            timeout=config.timeout,
-            show_progressbar=config.progress,
-            return_argmin=False,
-        )
+        with _cancel_on(ctx.stop, trials):
+            fmin(
+                functools.partial(objective, ctx=ctx),
+                space(config.kind),
+                algo=tpe.suggest,
+                max_evals=config.trials,
+                trials=trials,
+                rstate=np.random.default_rng(config.seed),
+                timeout=config.timeout,
+                show_progressbar=config.progress,
+                return_argmin=False,
+            )
     except SearchStopped as e:  # the in-flight trial has already ended KILLED
         return "KILLED", str(e)
     except AllTrialsFailed:  # hyperopt's own end of a search whose every trial failed
         pass
-    if len(trials.trials) < config.trials:  # fmin's own timeout: no trial started after it
+    cancelled = getattr(trials, "_fmin_cancelled", False)  # SparkTrials: timeout or stop
+    if cancelled or len(trials.trials) < config.trials:  # no trial started after the stop
         return "KILLED", ctx.stopping() or "timeout"
     return "FINISHED", ""
 
@@ -360,34 +459,40 @@ def _run_fmin(ctx: TrialContext, config: SearchConfig, trials) -> tuple[str, str
 def search(inp: Inputs, config: SearchConfig, stop: threading.Event | None = None) -> SearchResult:
     """Run a TPE search: one parent run, one child run per trial, all by explicit run id.
 
-    Stops cleanly at `config.timeout` or when `stop` is set (the CLI sets it on Ctrl-C and
-    SIGTERM): the trial in flight ends KILLED at its next boosting round, and so does the
-    parent. A KeyboardInterrupt ends both KILLED too, then propagates.
+    Trials run one after another here, or as Spark tasks (`config.backend`). Stops cleanly at
+    `config.timeout` or when `stop` is set (the CLI sets it on Ctrl-C and SIGTERM): trials in
+    flight end KILLED, and so does the parent. A KeyboardInterrupt ends both KILLED too, then
+    propagates.
     """
-    from hyperopt import Trials, space_eval
-
-    if config.trials < 1:
-        raise DurationError(f"--trials {config.trials}: the search needs at least 1 trial")
-    sp = space(config.kind)
+    config.check()
+    space(config.kind)
     client = tracking.client()
-    ctx = _context(client, inp, config, stop)
-    start, trials = time.monotonic(), Trials()
-    try:
-        status, stopped = _run_fmin(ctx, config, trials)
-    except KeyboardInterrupt:
-        _finish(client, ctx, trials, "KILLED", "interrupted")
-        raise
-    except BaseException:
-        _finish(client, ctx, trials, "FAILED", "")
-        raise
-    wall = time.monotonic() - start
-    best, status = _finish(client, ctx, trials, status, stopped)
-    ok, failed = _results(trials)
+    with _trials(config, inp) as (trials, where):
+        ctx = _context(client, inp, config, stop, where)
+        start = time.monotonic()
+        try:
+            status, stopped = _run_fmin(ctx, config, trials)
+        except KeyboardInterrupt:
+            _finish(client, ctx, trials, "KILLED", "interrupted")
+            raise
+        except BaseException:
+            _finish(client, ctx, trials, "FAILED", "")
+            raise
+        wall = time.monotonic() - start
+        best, status = _finish(client, ctx, trials, status, stopped)
+        ok, failed = _results(trials)
     if status == "FAILED":
         raise DurationError(
             f"all {len(failed)} trials failed; the first said: {failed[0]['error'][:200]} "
             f"(see run {ctx.parent_run_id})"
         )
+    return _result(ctx, config, trials, best, status, stopped, wall)
+
+
+def _result(ctx, config, trials, best: dict, status: str, stopped: str, wall: float):
+    from hyperopt import space_eval
+
+    ok, failed = _results(trials)
     return SearchResult(
         parent_run_id=ctx.parent_run_id,
         model=ctx.kind,
@@ -395,7 +500,7 @@ def search(inp: Inputs, config: SearchConfig, stop: threading.Event | None = Non
         trials=config.trials,
         completed=len(ok),
         best_val_rmse=best.get("loss", math.nan),
-        best_params={**space_eval(sp, best["params"]), **ctx.fixed} if best else {},
+        best_params={**space_eval(space(config.kind), best["params"]), **ctx.fixed} if best else {},
         best_run_id=best.get("run_id", ""),
         status=status,
         wall_s=wall,
