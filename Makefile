@@ -24,7 +24,7 @@ PROCESSED := $(foreach m,$(MONTHS),$(DATA)/processed/$(COLOR)_tripdata_$(m).parq
 FEATDIR   := $(DATA)/features/$(COLOR)-$(FEATURES)-train-$(TRAIN)
 FEATS     := $(FEATDIR)/X_$(TEST).npz
 
-.PHONY: help install download prepare features pipeline test test-fast lint format bench notebook \
+.PHONY: help install download prepare features pipeline test test-fast lint format bench bench-spark notebook \
         mlflow mlflow-start mlflow-stop spark-up spark-down screenshot clean
 
 help: ## List the targets
@@ -72,6 +72,9 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 
 bench: $(STAMP) ## Benchmark prepare+vectorize against the course's approach (reports/)
 	$(BIN)/python scripts/benchmark.py
+
+bench-spark: $(STAMP) ## Benchmark the search: local against Spark, green and yellow scale (reports/)
+	$(BIN)/python scripts/bench_spark.py
 
 notebook: $(STAMP) ## Open Jupyter Lab with the project's environment as the kernel
 	$(BIN)/python -m pip install --quiet -e '.[dev,notebook]'

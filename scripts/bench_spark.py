@@ -1,0 +1,126 @@
+"""Benchmark the search's backends (`make bench-spark`): local against Spark, green and yellow scale.
+
+Each search is the real `duration tune` command, in its own process, against a fresh lean
+tracking server on a free port:
+
+- green 2021-01 -> 2021-02, the default 30-trial search: `--backend local` (xgboost on every
+  core) and `--backend spark --parallelism 2` on `local[2]` (one core per trial);
+- yellow scale (3M rides a month, resampled from the green months by `scripts/benchmark.py`):
+  a few trials of each, capped at 100 boosting rounds.
+
+Writes reports/spark.json and reports/spark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark import REPORTS, WORK, resample  # noqa: E402 - the one resampling helper
+
+BACKENDS = {
+    "local": [],
+    "spark": ["--backend", "spark", "--parallelism", "2", "--spark-master", "local[2]"],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _duration(*args: str, env: dict) -> None:
+    exe = str(Path(sys.executable).with_name("duration"))
+    subprocess.run([exe, *args], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def run_search(label: str, backend: str, trials: int, extra: list[str], env: dict) -> dict:
+    """One `duration tune` in its own process; its wall time and summary."""
+    out = WORK / f"spark-{label}-{backend}.json"
+    start = time.perf_counter()
+    _duration(
+        "tune", "--trials", str(trials), "--seed", "42", *extra, *BACKENDS[backend],
+        "--summary", str(out), env=env,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    s = json.loads(out.read_text())
+    row = {
+        "data": label,
+        "backend": backend,
+        "trials": s["completed"],
+        "wall_s": round(wall, 1),
+        "search_s": round(s["wall_s"], 1),
+        "s_per_trial": round(s["seconds_per_trial"], 2),
+        "best_val_rmse": round(s["best_val_rmse"], 4),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def yellow_site(rows: int, green: Path) -> Path:
+    """A file:// TLC site with two yellow-scale months resampled from green ones."""
+    site = WORK / "yellow-site"
+    (site / "trip-data").mkdir(parents=True, exist_ok=True)
+    (site / "misc").mkdir(exist_ok=True)
+    for i, month in enumerate(["2021-01", "2021-02"]):
+        src = green / "raw" / f"green_tripdata_{month}.parquet"
+        resample(src, rows, site / "trip-data" / f"yellow_tripdata_{month}.parquet", 42 + i, True)
+    shutil.copy(green / "raw" / "taxi_zone_lookup.csv", site / "misc" / "taxi_zone_lookup.csv")
+    return site
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=30, help="green search trials")
+    parser.add_argument("--scale-trials", type=int, default=4, help="yellow-scale trials")
+    parser.add_argument("--scale-rows", type=int, default=3_000_000)
+    args = parser.parse_args()
+    from duration import server
+
+    mirror = os.environ.get("DURATION_TLC_URL", "")
+    if not mirror.startswith("file://"):
+        sys.exit("bench-spark: set DURATION_TLC_URL=file://<path>/shared/data/tlc (the mirror)")
+    root = WORK / "spark-mlflow"
+    shutil.rmtree(root, ignore_errors=True)
+    port = _free_port()
+    proc = server.start_server(root / "mlflow.db", root / "art", port, root / "state")
+    green = WORK / "spark-green"
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+        "DURATION_DATA_DIR": str(green),
+    }
+    rows = []
+    try:
+        _duration("vectorize", "--train", "2021-01", "--val", "2021-02", env=env)
+        for backend in BACKENDS:
+            rows.append(run_search("green", backend, args.trials, [], env))
+        site = yellow_site(args.scale_rows, green)
+        yellow = {**env, "DURATION_TLC_URL": f"file://{site}"}
+        yellow["DURATION_DATA_DIR"] = str(WORK / "spark-yellow")
+        _duration("vectorize", "--color", "yellow", "--val", "2021-02", env=yellow)
+        cap = ["--color", "yellow", "--max-rounds", "100"]
+        for backend in BACKENDS:
+            rows.append(run_search("yellow-3M", backend, args.scale_trials, cap, yellow))
+    finally:
+        server.stop_pid(proc.pid)
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "spark.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (REPORTS / "spark.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
