@@ -1,4 +1,4 @@
-"""Benchmark the search's backends (`make bench-spark`): local against Spark, green and yellow scale.
+"""Benchmark the search backends (`make bench-spark`): local and Spark, green and yellow scale.
 
 Each search is the real `duration tune` command, in its own process, against a fresh lean
 tracking server on a free port:
