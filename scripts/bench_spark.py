@@ -81,7 +81,7 @@ def yellow_site(rows: int, green: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30, help="green search trials")
-    parser.add_argument("--scale-trials", type=int, default=4, help="yellow-scale trials")
+    parser.add_argument("--scale-trials", type=int, default=2, help="yellow-scale trials")
     parser.add_argument("--scale-rows", type=int, default=3_000_000)
     args = parser.parse_args()
     from duration import server

@@ -98,6 +98,16 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, h)
 
 
+def _connect_and_reap(ctx: typer.Context) -> str:
+    """Connect, then end the runs that dead processes on this host left RUNNING."""
+    from duration import tracking
+
+    uri = _connect(ctx)
+    if reaped := tracking.reap():
+        typer.echo(f"ended {len(reaped)} run(s) left RUNNING by processes that are gone")
+    return uri
+
+
 def _preflight(ctx: typer.Context, config) -> None:
     """For the spark backend: Java, pyspark and the master, before any work starts."""
     if config.backend == "spark":
@@ -245,7 +255,7 @@ def tune(
     tn.space(model)
     _preflight(ctx, config)
     inputs = matrices.load_inputs(_settings(ctx), color, features, train_month, val)
-    _connect(ctx)
+    _connect_and_reap(ctx)
     with _stop_on_signals() as stop:
         result = tn.search(inputs, config, stop)
     out = asdict(result)
@@ -372,7 +382,7 @@ def pipeline(
     )
     req.search_config().check()
     _preflight(ctx, req.search_config())
-    uri = _connect(ctx)
+    uri = _connect_and_reap(ctx)
     with _stop_on_signals() as stop:
         r = pl.run(_settings(ctx), req, stop)
     _write_summary(summary, r.summary())
@@ -464,6 +474,20 @@ def server_stop(ctx: typer.Context) -> None:
 
     stopped = server.stop_server(_settings(ctx))
     typer.echo("stopped" if stopped else "no background server was running")
+
+
+runs_app = typer.Typer(no_args_is_help=True, help="Runs on the tracking server.")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("reap")
+def runs_reap(ctx: typer.Context) -> None:
+    """End FAILED the RUNNING runs whose process on this host no longer exists."""
+    from duration import tracking
+
+    _connect(ctx)
+    reaped = tracking.reap()
+    typer.echo(f"reaped {len(reaped)} run(s){': ' + ', '.join(reaped) if reaped else ''}")
 
 
 spark_app = typer.Typer(no_args_is_help=True, help="A local Spark standalone cluster.")

@@ -100,6 +100,39 @@ def process_tags() -> dict[str, str]:
     return {"host": socket.gethostname(), "pid": str(os.getpid()), "git_commit": git_commit()}
 
 
+def _orphaned(run, host: str) -> bool:
+    """True when a RUNNING run's process (by its host and pid tags) no longer exists here."""
+    import psutil
+
+    tags = run.data.tags
+    if tags.get("host") != host or not tags.get("pid", "").isdigit():
+        return False
+    try:
+        started = psutil.Process(int(tags["pid"])).create_time()
+    except psutil.NoSuchProcess:
+        return True
+    return started * 1000 > run.info.start_time + 1000  # the pid now belongs to a newer process
+
+
+def reap(uri: str | None = None) -> list[str]:
+    """End FAILED every RUNNING run whose process on this host is gone; return their ids.
+
+    A process killed with SIGKILL (or a machine that lost power) cannot end its own runs.
+    """
+    c, host = client(uri), socket.gethostname()
+    exps = [e.experiment_id for e in c.search_experiments()]
+    if not exps:
+        return []
+    runs = c.search_runs(exps, "attributes.status = 'RUNNING'", max_results=5000)
+    reaped = [r.info.run_id for r in runs if _orphaned(r, host)]
+    for run_id in reaped:
+        c.set_tag(
+            run_id, "reaped", f"its process on {host} was gone; ended by `duration runs reap`"
+        )
+        c.set_terminated(run_id, "FAILED")
+    return reaped
+
+
 def run_tags(inp: Inputs, kind: ModelKind | str | None = None) -> dict[str, str]:
     """Tags every training run carries: color, months, feature set, process (and model)."""
     tags = {

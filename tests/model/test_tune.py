@@ -21,6 +21,7 @@ from duration import matrices, tune
 from duration.config import ModelKind
 from duration.errors import DurationError
 from duration.matrices import Split
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +242,35 @@ def test_the_search_space_is_declared_once():
     assert set(sp) == set(tune.SPACES["xgboost"])
     with pytest.raises(DurationError, match="no search space"):
         tune.space("linear")
+
+
+def test_runs_reap_ends_the_runs_of_a_killed_search(vectorized, cli_env):
+    """kill -9 leaves the parent and its trial RUNNING; `runs reap` ends both FAILED, and a
+    second reap finds nothing."""
+    exe = Path(sys.executable).with_name("duration")
+    proc = subprocess.Popen(
+        [str(exe), "tune", "--trials", "40", "--seed", "8", "--max-rounds", "400"],
+        env={**os.environ, **cli_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client, deadline, parent = MlflowClient(), time.monotonic() + 120, None
+    while parent is None and time.monotonic() < deadline:
+        exps = [e.experiment_id for e in client.search_experiments()]
+        where = f"attributes.status = 'RUNNING' and tags.pid = '{proc.pid}'"
+        found = [r for r in client.search_runs(exps, where) if r.data.tags.get("search")]
+        if found and children(found[0].info.run_id):
+            parent = found[0].info.run_id
+        time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    assert parent is not None
+    left = [parent] + [k.info.run_id for k in children(parent) if k.info.status == "RUNNING"]
+    assert all(client.get_run(r).info.status == "RUNNING" for r in left)
+    out = run_cli("runs", "reap", env=cli_env)
+    assert out.returncode == 0, out.stderr
+    for run_id in left:
+        run = client.get_run(run_id)
+        assert run.info.status == "FAILED" and "duration runs reap" in run.data.tags["reaped"]
+        assert run_id in out.stdout
+    assert run_cli("runs", "reap", env=cli_env).stdout.strip() == "reaped 0 run(s)"
