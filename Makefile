@@ -59,7 +59,7 @@ pipeline: $(FEATS) ## Run everything: baselines, search, register, promote (star
 test: $(STAMP) ## Run the test suite in random order (real mlflow servers on free ports)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP) ## The fast loop: no server, no mirror (about 1.5 minutes)
+test-fast: $(STAMP) ## The fast loop: no server, no mirror (under a minute)
 	$(BIN)/python -m pytest -m "not server and not mirror"
 
 lint: $(STAMP) ## ruff lint and format check

@@ -244,13 +244,14 @@ def tune(
     """Search hyperparameters with hyperopt (TPE); one parent run, one child run per trial."""
     if timeout is not None and timeout <= 0:
         raise DurationError(f"--timeout {timeout}: give a positive number of seconds")
-    from duration import estimators, matrices
     from duration import tune as tn
 
     config = tn.SearchConfig(
         model, trials, seed, timeout, max_rounds, True, backend, parallelism, spark_master
     )
     config.check()
+    from duration import estimators, matrices
+
     estimators.round_cap(model, max_rounds)  # refuses a cap below 1
     tn.space(model)
     _preflight(ctx, config)
@@ -318,9 +319,9 @@ def promote(
     summary: Path = SummaryOpt,
 ) -> None:
     """Promote Staging to Production if it beats Production on the same month."""
+    _connect(ctx)
     from duration import registry
 
-    _connect(ctx)
     d = registry.promote(_settings(ctx), name, month, min_improvement)
     _write_summary(summary, asdict(d))
     typer.echo(("promoted: " if d.promoted else "kept Production: ") + d.reason)

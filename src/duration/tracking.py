@@ -1,4 +1,7 @@
-"""MLflow client helpers: connect, find experiments, tag runs, log datasets, score."""
+"""MLflow client helpers: connect, find experiments, tag runs, log datasets, score.
+
+Cheap to import (the CLI connects before loading the ML stack): heavy imports are local.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from sklearn.metrics import mean_absolute_error, root_mean_squared_error
-
-from duration import data, server
+from duration import server
 from duration.config import Color, ModelKind, Settings
 from duration.errors import DurationError, Stopped
 
 if TYPE_CHECKING:
+    import numpy as np
     from mlflow.tracking import MlflowClient
 
     from duration.matrices import Inputs
@@ -28,9 +29,9 @@ if TYPE_CHECKING:
 
 def connect(settings: Settings) -> str:
     """Ensure the server and point the MLflow client at it (done once, at the CLI entry)."""
+    uri = server.ensure_server(settings)  # first: a bad or dead URI fails fast
     import mlflow
 
-    uri = server.ensure_server(settings)
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -158,6 +159,8 @@ def dataset(settings: Settings, color: Color | str, month: str):
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.models import infer_signature
 
+    from duration import data
+
     path = data.processed_path(settings, color, month)
     sha = hashlib.sha256()
     with open(path, "rb") as f:
@@ -194,6 +197,8 @@ def log_data(run_id: str, inp: Inputs, uri: str | None = None) -> None:
 
 def scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """RMSE and MAE in minutes."""
+    from sklearn.metrics import mean_absolute_error, root_mean_squared_error
+
     return {
         "rmse": float(root_mean_squared_error(y, pred)),
         "mae": float(mean_absolute_error(y, pred)),

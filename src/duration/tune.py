@@ -18,13 +18,16 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from duration import estimators, matrices, tracking
+from duration import tracking
 from duration.config import SEARCH_EXPERIMENT, ModelKind, Settings
 from duration.errors import DurationError, Stopped
-from duration.matrices import Inputs
+
+if TYPE_CHECKING:
+    from duration.matrices import Inputs
 
 # The search space of each model, declared once: name -> (distribution, low, high[, step]).
 # "log" draws log-uniformly; "int" draws integers low..high in steps.
@@ -169,6 +172,8 @@ class TrialContext:
 
 @functools.lru_cache(maxsize=1)
 def _load(settings: Settings, color: str, fs: str, train: str, val: str) -> Inputs:
+    from duration import matrices
+
     return matrices.load_inputs(settings, color, fs, train, val)
 
 
@@ -205,7 +210,7 @@ def _fit_and_log(params: dict, ctx: TrialContext, client, n: int) -> float:
     """Fit one trial in the active (child) run, log it, return its val RMSE."""
     import mlflow
 
-    from duration import model, plots
+    from duration import estimators, model, plots
 
     kind = ModelKind(ctx.kind)
     inp = ctx.load()
@@ -358,6 +363,8 @@ def _finish(client, ctx: TrialContext, trials, status: str, stopped: str) -> tup
 def _context(client, inp: Inputs, config: SearchConfig, stop, where: dict) -> TrialContext:
     import mlflow
 
+    from duration import estimators
+
     kind = ModelKind(config.kind)
     exp, parent = _start_parent(client, inp, config)
     return TrialContext(
@@ -391,7 +398,7 @@ def _trials(config: SearchConfig, inp: Inputs) -> Iterator[tuple[object, dict]]:
         return
     from hyperopt import SparkTrials
 
-    from duration import spark
+    from duration import matrices, spark
 
     session = spark.session(config.spark_master or inp.settings.spark_master)
     warnings.filterwarnings("ignore", "Spark session is not provided", UserWarning)

@@ -97,8 +97,7 @@ def test_features_not_prepared_names_the_command(env):
 
 
 def test_unreachable_server_at_non_default_uri(env, site):
-    run_cli("vectorize", "--features", "course", "--val", "2021-01", env=env)
-    proc = run_cli("train", "--features", "course", "--val", "2021-01", env=env)
+    proc = run_cli("promote", env=env)
     assert_one_line_error(proc, env["MLFLOW_TRACKING_URI"], "does not answer")
 
 
