@@ -493,13 +493,14 @@ def search(inp: Inputs, config: SearchConfig, stop: threading.Event | None = Non
             f"all {len(failed)} trials failed; the first said: {failed[0]['error'][:200]} "
             f"(see run {ctx.parent_run_id})"
         )
-    return _result(ctx, config, trials, best, status, stopped, wall)
+    return _result(ctx, config, (ok, failed), best, status, stopped, wall)
 
 
-def _result(ctx, config, trials, best: dict, status: str, stopped: str, wall: float):
+def _result(ctx, config, outcome: tuple, best: dict, status: str, stopped: str, wall: float):
+    """The SearchResult of finished (`outcome`: ok and failed results) trials."""
     from hyperopt import space_eval
 
-    ok, failed = _results(trials)
+    ok, failed = outcome
     return SearchResult(
         parent_run_id=ctx.parent_run_id,
         model=ctx.kind,
