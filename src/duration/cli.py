@@ -516,6 +516,78 @@ def spark_down(ctx: typer.Context) -> None:
     typer.echo(f"stopped {' and '.join(stopped)}" if stopped else "no local Spark was running")
 
 
+serve_app = typer.Typer(
+    no_args_is_help=True, help="Serve the Production version over HTTP (behind nginx)."
+)
+app.add_typer(serve_app, name="serve")
+NameOpt = typer.Option(MODEL_NAME, "--name", help="Registered model name.")
+WaitOpt = typer.Option(0.0, "--wait", help="Seconds to wait for a deploy in progress.")
+
+
+@serve_app.command("start")
+def serve_start(ctx: typer.Context, name: str = NameOpt, wait: float = WaitOpt) -> None:
+    """Serve models:/NAME@production on 127.0.0.1:$SERVE_PORT unless it already serves."""
+    from duration import deploy
+
+    _connect(ctx)
+    st = deploy.start(_settings(ctx), name, wait)
+    typer.echo(f"serving {st.name} version {st.version} at {st.url}/invocations")
+
+
+@serve_app.command("status")
+def serve_status(ctx: typer.Context) -> None:
+    """JSON: url, model_name, version, pid, healthy (exit 1 when not healthy)."""
+    from duration import serve
+
+    st = serve.status(_settings(ctx))
+    typer.echo(json.dumps(st, indent=2))
+    if not st["healthy"]:
+        raise typer.Exit(1)
+
+
+@serve_app.command("stop")
+def serve_stop(ctx: typer.Context, wait: float = WaitOpt) -> None:
+    """Stop the proxy and the scoring process."""
+    from duration import deploy
+
+    stopped = deploy.stop(_settings(ctx), wait)
+    typer.echo(f"stopped {' and '.join(stopped)}" if stopped else "nothing was serving")
+
+
+@app.command("deploy")
+def deploy_cmd(
+    ctx: typer.Context,
+    name: str = NameOpt,
+    version: str = typer.Option(
+        None, "--version", help="Serve this version and make it Production (rollback)."
+    ),
+    rows: int = typer.Option(200, "--rows", help="Real rides in the smoke test."),
+    force: bool = typer.Option(False, "--force", help="Redeploy even if it already serves."),
+    wait: float = WaitOpt,
+    summary: Path = SummaryOpt,
+) -> None:
+    """Put the Production version (or --version N) into service: start, smoke-test, switch."""
+    if version is not None and not version.isdigit():
+        raise DurationError(f"--version {version!r} is not a version number: give e.g. 3")
+    if rows < 1:
+        raise DurationError(f"--rows {rows}: give at least 1")
+    from duration import deploy
+
+    _connect(ctx)
+    d = deploy.deploy(_settings(ctx), name, version, rows, force, wait)
+    _write_summary(summary, asdict(d))
+    if d.outcome == "already-serving":
+        typer.echo(f"{name} version {d.version} already serves at {d.url}: nothing to do")
+        return
+    t = d.timings
+    typer.echo(
+        f"{d.outcome}: {name} version {d.version} serves at {d.url} (was "
+        f"{d.previous_version or 'nothing'}); started in {t.get('start_s', 0):.1f} s, smoke "
+        f"test of {d.smoke.get('rows', 0)} rides max diff {d.smoke.get('max_abs_diff', 0):.2g} "
+        f"min, switched in {t.get('switch_s', 0):.2f} s"
+    )
+
+
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= 400 else text[:397] + "..."

@@ -16,6 +16,8 @@ EXPERIMENT = "nyc-taxi-duration"
 SEARCH_EXPERIMENT = "nyc-taxi-duration-search"
 EVAL_EXPERIMENT = "nyc-taxi-duration-evaluation"
 PROMOTION_EXPERIMENT = "nyc-taxi-duration-promotion"
+DEPLOY_EXPERIMENT = "nyc-taxi-duration-deployments"
+DEFAULT_SERVE_PORT = 5001
 MODEL_NAME = "nyc-taxi-duration"
 MIN_DURATION, MAX_DURATION = 1.0, 60.0
 
@@ -80,6 +82,7 @@ class Settings:
     spark_master_port: int = 7077
     spark_master_ui_port: int = 8080
     spark_worker_ui_port: int = 8081
+    serve_port: int = DEFAULT_SERVE_PORT
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -99,6 +102,7 @@ class Settings:
             "spark_master_port": _env_port("SPARK_MASTER_PORT", 7077),
             "spark_master_ui_port": _env_port("SPARK_MASTER_WEBUI_PORT", 8080),
             "spark_worker_ui_port": _env_port("SPARK_WORKER_WEBUI_PORT", 8081),
+            "serve_port": _env_port("SERVE_PORT", DEFAULT_SERVE_PORT),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -117,6 +121,16 @@ class Settings:
     def server_state(self) -> Path:
         """The local tracking server's pid and log files."""
         return self.home / ".mlflow"
+
+    @property
+    def serve_state(self) -> Path:
+        """The scoring service's state, pid, proxy config and logs, beside the server's."""
+        return self.server_state / "serve"
+
+    @property
+    def serve_url(self) -> str:
+        """Where clients reach the served model (the proxy in front of the scoring process)."""
+        return f"http://127.0.0.1:{self.serve_port}"
 
     @property
     def spark_state(self) -> Path:

@@ -417,3 +417,25 @@ def _swap(name: str, new: str, old: str | None) -> None:
         if old is not None:
             move(name, old, "Production")
         raise
+
+
+def set_production(name: str, version: str) -> str | None:
+    """Put `version` in Production (stage and alias) and archive the one there; return the
+    version it replaced (None if none). The undo for a bad promotion."""
+    client = _client()
+    try:
+        client.get_model_version(name, version)
+    except Exception as e:  # noqa: BLE001 - MLflow raises its own error for an unknown version
+        raise DurationError(f"{name} has no version {version}: {_first(e)}") from e
+    old = version_in(name, "Production")
+    old_version = old.version if old is not None else None
+    if old_version == version:
+        client.set_registered_model_alias(name, "production", version)
+        return old_version
+    aliases = client.get_registered_model(name).aliases
+    if aliases.get("staging") == version:
+        client.delete_registered_model_alias(name, "staging")
+    move(name, version, "Production")
+    if old_version is not None:
+        client.transition_model_version_stage(name, old_version, "Archived")
+    return old_version

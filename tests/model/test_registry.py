@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -204,56 +197,6 @@ def test_register_with_no_search(tmp_path, settings, cli_env):
         assert MlflowClient(f"http://127.0.0.1:{port}").search_registered_models() == []
     finally:
         server.stop_pid(proc.pid)
-
-
-def test_serve_answers_with_durations(first, mirror_path, mlflow_server):
-    port = free_port()
-    exe = Path(sys.executable).with_name("mlflow")
-    serving = subprocess.Popen(
-        [
-            str(exe),
-            "models",
-            "serve",
-            "-m",
-            f"models:/{NAME}@production",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env={
-            **os.environ,
-            "MLFLOW_TRACKING_URI": mlflow_server,
-            "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}",
-        },  # as an activated venv
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        raw = pd.read_parquet(mirror_path / "trip-data" / "green_tripdata_2021-04.parquet").head(3)
-        records = json.loads(raw.to_json(orient="records", date_format="iso"))
-        body = json.dumps({"dataframe_records": records}).encode()
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                req = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/invocations",
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                )
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    answer = json.loads(r.read())
-                break
-            except OSError:
-                assert serving.poll() is None and time.monotonic() < deadline
-                time.sleep(1)
-        preds = answer["predictions"]
-        assert len(preds) == 3 and all(0 < p < 90 for p in preds)
-    finally:
-        server.stop_pid(serving.pid)
 
 
 def test_a_failure_halfway_leaves_the_registry_unchanged(first, vectorized, name):

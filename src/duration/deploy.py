@@ -1,0 +1,219 @@
+"""Deploy a registered version safely: start it beside the serving one, smoke-test it over
+HTTP against in-process predictions, then switch the proxy to it. Roll back with a version.
+
+The registry is not a deployment tool: this step is what moves a Production version into
+service. Each deploy is one run in the `...-deployments` experiment; one deploy at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from duration import data, registry, serve, tracking
+from duration.config import DEPLOY_EXPERIMENT, Settings
+from duration.errors import DurationError
+
+SMOKE_TOLERANCE = 1e-4  # minutes: HTTP answers must match in-process predictions this closely
+SMOKE_ROWS = 200
+
+
+@dataclass
+class Deployment:
+    """The outcome of `deploy`."""
+
+    model_name: str
+    version: str
+    previous_version: str | None
+    outcome: str  # deployed, rolled-back, already-serving
+    url: str
+    timings: dict = field(default_factory=dict)  # start_s, smoke_s, switch_s
+    smoke: dict = field(default_factory=dict)  # rows, month, max_abs_diff
+    run_id: str | None = None
+
+
+@contextmanager
+def deploy_lock(settings: Settings, wait: float = 0.0) -> Iterator[None]:
+    """One deploy (or serve start/stop) at a time: the second waits `wait` s, then refuses."""
+    from filelock import FileLock, Timeout
+
+    settings.serve_state.mkdir(parents=True, exist_ok=True)
+    path = settings.serve_state / "deploy.lock"
+    try:
+        with FileLock(path, timeout=wait):
+            yield
+    except Timeout as e:
+        raise DurationError(
+            f"another deploy is running (it holds {path}): wait for it to end, then run this "
+            "again (or give --wait SECONDS)"
+        ) from e
+
+
+def production_version(name: str) -> str:
+    """The version `models:/NAME@production` resolves to, or a one-line error."""
+    client = registry._client()
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        raise DurationError(f"no registered model named {name!r}: run `make pipeline` first")
+    version = client.get_registered_model(name).aliases.get("production")
+    if version is None:
+        raise DurationError(
+            f"{name} has no Production version: promote one first (`duration promote`)"
+        )
+    return version
+
+
+def smoke_rides(settings: Settings, color: str, rows: int):
+    """(raw ride records, month): `rows` real rides of the newest labelled month in data/."""
+    months = sorted(settings.processed_dir.glob(f"{color}_tripdata_*.parquet"))
+    if not months:
+        raise DurationError(
+            f"no prepared {color} month in {settings.processed_dir} for the smoke test: "
+            f"run `duration prepare --color {color} --month YYYY-MM` first"
+        )
+    newest = months[-1]
+    month = newest.stem.rsplit("_", 1)[-1]
+    rides = data.load_processed(settings, color, month)
+    rides = rides.sample(min(rows, len(rides)), random_state=0).reset_index(drop=True)
+    records = data.raw_records(rides.drop(columns=["duration", "dropoff_datetime"]), color)
+    return records, month
+
+
+def smoke_test(url: str, name: str, version: str, records) -> dict:
+    """Send `records` to `url`/invocations and compare with the registry's model in-process."""
+    import numpy as np
+    import requests
+
+    payload = {"dataframe_split": json.loads(records.to_json(orient="split", date_format="iso"))}
+    t0 = time.perf_counter()
+    try:
+        r = requests.post(f"{url}/invocations", json=payload, timeout=60)
+    except requests.RequestException as e:
+        raise DurationError(f"version {version} did not answer the smoke test: {e}") from e
+    if r.status_code != 200:
+        raise DurationError(
+            f"version {version} answered the smoke test with HTTP {r.status_code}: {r.text[:160]}"
+        )
+    served = np.asarray(r.json()["predictions"], dtype=np.float64).ravel()
+    http_s = time.perf_counter() - t0
+    expected = registry.load(f"models:/{name}/{version}").predict(records)
+    if served.shape != expected.shape:
+        raise DurationError(
+            f"version {version} answered {served.size} predictions for {len(records)} rides"
+        )
+    diff = float(np.max(np.abs(served - expected))) if served.size else 0.0
+    if not diff <= SMOKE_TOLERANCE:
+        raise DurationError(
+            f"version {version} answers differ from its in-process predictions by up to "
+            f"{diff:.3g} min (allowed {SMOKE_TOLERANCE}): it is not served as registered"
+        )
+    return {"rows": len(records), "max_abs_diff": diff, "http_s": round(http_s, 3)}
+
+
+def _serving(settings: Settings, name: str) -> serve.State | None:
+    """The healthy serving state for `name`, or None."""
+    st = serve.status(settings)
+    return serve.read_state(settings) if st["healthy"] and st["model_name"] == name else None
+
+
+def _bring_up(settings: Settings, name: str, version: str, rows: int, out: Deployment) -> None:
+    """Start `version`, smoke-test it, switch to it; the old one serves until the switch."""
+    color = registry._client().get_model_version(name, version).tags.get("color", "green")
+    records, month = smoke_rides(settings, color, rows)
+    serve.check_port(settings)
+    t0 = time.perf_counter()
+    backend = serve.start_backend(settings, name, version)
+    out.timings["start_s"] = round(time.perf_counter() - t0, 3)
+    try:
+        t0 = time.perf_counter()
+        out.smoke = {"month": month, **smoke_test(backend.url, name, version, records)}
+        out.timings["smoke_s"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        serve.switch(settings, name, backend)
+        out.timings["switch_s"] = round(time.perf_counter() - t0, 3)
+    except BaseException:
+        serving = serve.read_state(settings)
+        if serving is None or serving.backend_pid != backend.pid:
+            serve.stop_backend(backend)
+        raise
+
+
+def _record(run_id: str, out: Deployment, rollback: bool) -> None:
+    import mlflow
+
+    mlflow.log_params({"version": out.version, "previous_version": out.previous_version,
+                       "rollback": rollback, "smoke_rows": out.smoke.get("rows")})  # fmt: skip
+    metrics = {**out.timings}
+    if "max_abs_diff" in out.smoke:
+        metrics["smoke_max_abs_diff"] = out.smoke["max_abs_diff"]
+    mlflow.log_metrics(metrics)
+    mlflow.set_tags({"outcome": out.outcome, "smoke_month": out.smoke.get("month", "")})
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    registry._client().set_model_version_tag(out.model_name, out.version, "deployed_at", now)
+
+
+def deploy(
+    settings: Settings,
+    name: str,
+    version: str | None = None,
+    rows: int = SMOKE_ROWS,
+    force: bool = False,
+    wait: float = 0.0,
+) -> Deployment:
+    """Serve `version` (default: Production) safely; with a version, also make it Production."""
+    with deploy_lock(settings, wait):
+        target = version or production_version(name)
+        current = _serving(settings, name)
+        previous = current.version if current else None
+        out = Deployment(name, target, previous, "deployed", settings.serve_url)
+        if version is not None:
+            out.outcome = "rolled-back"
+        elif current and current.version == target and not force:
+            out.outcome = "already-serving"
+            return out
+        with tracking.active_run(
+            experiment_id=tracking.experiment_id(DEPLOY_EXPERIMENT),
+            run_name=f"deploy-v{target}",
+            tags={"model_name": name, "version": target, **tracking.process_tags()},
+        ) as run:
+            out.run_id = run.info.run_id
+            if force or not (current and current.version == target):
+                try:
+                    _bring_up(settings, name, target, rows, out)
+                except DurationError as e:
+                    import mlflow
+
+                    mlflow.set_tags({"outcome": "failed", "reason": str(e)[:500]})
+                    raise
+            if version is not None:
+                registry.set_production(name, version)
+            _record(run.info.run_id, out, version is not None)
+        return out
+
+
+def start(settings: Settings, name: str, wait: float = 0.0) -> serve.State:
+    """Serve the Production version unless it already serves healthily (restores a crash)."""
+    with deploy_lock(settings, wait):
+        current = _serving(settings, name)
+        if current is not None:
+            return current
+        version = production_version(name)
+        kept = serve.read_state(settings)
+        if kept and (kept.name, kept.version) == (name, version) and serve.ping(kept.backend.url):
+            return serve.switch(settings, name, kept.backend)  # only the proxy was down
+        serve.check_port(settings)
+        backend = serve.start_backend(settings, name, version)
+        try:
+            return serve.switch(settings, name, backend)
+        except BaseException:
+            serve.stop_backend(backend)
+            raise
+
+
+def stop(settings: Settings, wait: float = 0.0) -> list[str]:
+    """Stop serving (never in the middle of a deploy)."""
+    with deploy_lock(settings, wait):
+        return serve.stop(settings)

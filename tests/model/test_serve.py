@@ -1,0 +1,287 @@
+"""Serving and deployment against a real tracking server, real scoring processes (mlflow
+models serve), a real nginx proxy and real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from duration import deploy, registry, serve
+from duration.config import DEPLOY_EXPERIMENT, Settings
+from tests.conftest import assert_one_line_error, free_port, run_cli
+
+
+@pytest.fixture(scope="session")
+def nginx() -> str:
+    """The nginx binary; skips where it is absent (fails under CI: `make install` adds it)."""
+    try:
+        return serve.nginx_binary()
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{e}; CI must have it (make install)")
+        pytest.skip(str(e))
+
+
+@pytest.fixture
+def name(first) -> str:
+    """A model of this test's own: v1 the searched xgboost (Production), v2 a linear baseline."""
+    name = f"serve-{uuid.uuid4().hex[:8]}"
+    sources = [first.registered["run_id"], first.baselines[0]["run_id"]]
+    client = MlflowClient()
+    for run_id in sources:
+        uri = client.get_run(run_id).data.tags["model_uri"]
+        mv = mlflow.register_model(uri, name)
+        client.set_model_version_tag(name, mv.version, "color", "green")
+    registry.move(name, "1", "Production")
+    return name
+
+
+@pytest.fixture
+def home(tmp_path, vectorized, mlflow_server, nginx):
+    """Settings with serving state under this test's folder and a free serving port."""
+    s = Settings(
+        home=tmp_path,
+        data_dir=vectorized.data_dir,
+        tlc_url=vectorized.tlc_url,
+        tracking_uri=mlflow_server,
+        serve_port=free_port(),
+    )
+    yield s
+    serve.stop(s)
+
+
+def env(s: Settings) -> dict:
+    return {
+        "DURATION_HOME": str(s.home),
+        "DURATION_DATA_DIR": str(s.data_dir),
+        "MLFLOW_TRACKING_URI": s.tracking_uri,
+        "SERVE_PORT": str(s.serve_port),
+    }
+
+
+def rides(s: Settings, n: int = 5) -> pd.DataFrame:
+    records, _ = deploy.smoke_rides(s, "green", n)
+    return records
+
+
+def payload(records: pd.DataFrame) -> dict:
+    return {"dataframe_split": json.loads(records.to_json(orient="split", date_format="iso"))}
+
+
+def expected(name: str, version: str, records: pd.DataFrame) -> np.ndarray:
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(records)
+
+
+class Client(threading.Thread):
+    """Sends the same rides over a new connection each time, until stopped."""
+
+    def __init__(self, url: str, body: dict):
+        super().__init__(daemon=True)
+        self.url, self.body = url, body
+        self.answers: list[tuple[str, list]] = []
+        self.failures: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                r = requests.post(f"{self.url}/invocations", json=self.body, timeout=30)
+                if r.status_code == 200:
+                    self.answers.append((r.headers["X-Model-Version"], r.json()["predictions"]))
+                else:
+                    self.failures.append(f"HTTP {r.status_code}: {r.text[:100]}")
+            except requests.RequestException as e:
+                self.failures.append(str(e)[:100])
+            self.halt.wait(0.05)  # about 15 requests a second: leave the CPU to the deploy
+
+
+def test_deploy_and_rollback_lose_no_request(home, name):
+    records = rides(home)
+    v1, v2 = expected(name, "1", records), expected(name, "2", records)
+    assert np.abs(v1 - v2).max() > 0.1  # the two versions answer differently
+    deploy.start(home, name)
+    client = Client(home.serve_url, payload(records))
+    client.start()
+    try:
+        time.sleep(1)
+        # roll forward to v2 as a bad promotion would, then back with --version 1
+        registry.set_production(name, "2")
+        forward = run_cli("deploy", "--name", name, "--summary", str(home.home / "d.json"),
+                          env=env(home))  # fmt: skip
+        assert forward.returncode == 0, forward.stderr
+        after_forward = len(client.answers)
+        time.sleep(1)
+        back = run_cli("deploy", "--name", name, "--version", "1", env=env(home))
+        assert back.returncode == 0, back.stderr
+        after_back = len(client.answers)
+        time.sleep(1)
+    finally:
+        client.halt.set()
+        client.join()
+    assert client.failures == []
+    seen = [version for version, _ in client.answers]
+    assert seen[0] == "1" and "2" in seen and seen[-1] == "1"
+    for version, preds in client.answers:
+        assert np.abs(np.asarray(preds) - {"1": v1, "2": v2}[version]).max() <= 1e-4
+    # once a deploy has returned, every answer comes from its version (during the switch
+    # the old proxy worker may finish a few requests of its own)
+    assert set(seen[after_forward:after_back]) >= {"2"} and seen[after_forward] == "2"
+    assert set(seen[after_back:]) == {"1"} and len(seen) > after_back
+    summary = json.loads((home.home / "d.json").read_text())
+    assert summary["outcome"] == "deployed" and summary["previous_version"] == "1"
+    assert summary["smoke"]["max_abs_diff"] <= 1e-4 and summary["smoke"]["rows"] == 200
+    model = MlflowClient().get_registered_model(name)
+    assert model.aliases["production"] == "1"
+    assert MlflowClient().get_model_version(name, "2").current_stage == "Archived"
+    assert "deployed_at" in MlflowClient().get_model_version(name, "1").tags
+    runs = mlflow.search_runs(
+        experiment_names=[DEPLOY_EXPERIMENT], filter_string=f"tags.model_name = '{name}'"
+    )
+    assert sorted(runs["tags.outcome"]) == ["deployed", "rolled-back"]
+    assert set(runs["status"]) == {"FINISHED"}
+    assert (runs["metrics.switch_s"] > 0).all() and (runs["metrics.start_s"] > 0).all()
+    again = run_cli("deploy", "--name", name, env=env(home))
+    assert again.returncode == 0 and "already serves" in again.stdout
+
+
+def _broken_version(name: str, tmp: Path) -> str:
+    """Register a copy of v2 whose estimator file is garbage."""
+    path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/2", dst_path=str(tmp)))
+    for f in path.rglob("estimator.*"):
+        f.write_bytes(b"not a model")
+    mlflow.set_experiment("serve-broken")
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(path), "model")
+    mv = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
+    MlflowClient().set_model_version_tag(name, mv.version, "color", "green")
+    return mv.version
+
+
+def test_a_broken_version_is_refused_and_the_old_one_serves(home, name, tmp_path):
+    deploy.start(home, name)
+    broken = _broken_version(name, tmp_path / "dl")
+    proc = run_cli("deploy", "--name", name, "--version", broken, env=env(home))
+    assert_one_line_error(proc, f"version {broken}", "did not start serving", "not a zip file")
+    records = rides(home)
+    r = requests.post(f"{home.serve_url}/invocations", json=payload(records), timeout=30)
+    assert r.status_code == 200 and r.headers["X-Model-Version"] == "1"
+    assert MlflowClient().get_registered_model(name).aliases["production"] == "1"
+    runs = mlflow.search_runs(
+        experiment_names=[DEPLOY_EXPERIMENT], filter_string=f"tags.model_name = '{name}'"
+    )
+    assert list(runs["status"]) == ["FAILED"] and list(runs["tags.outcome"]) == ["failed"]
+    assert serve.read_state(home).version == "1"
+    assert not running(f"models:/{name}/{broken}")  # the refused version was stopped
+    # a malformed request gets a JSON error, not a 500 with a traceback
+    for body in (b"garbage", json.dumps({"dataframe_records": [{"PULocationID": 1}]}).encode()):
+        r = requests.post(f"{home.serve_url}/invocations", data=body, timeout=30,
+                          headers={"Content-Type": "application/json"})  # fmt: skip
+        assert r.status_code == 400 and "error_code" in r.json()
+        assert "Traceback" not in r.text
+
+
+def running(needle: str) -> bool:
+    """True if a process whose command line contains `needle` runs."""
+    import psutil
+
+    return any(
+        needle in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])
+    )
+
+
+def _status(s: Settings) -> tuple[int, dict]:
+    proc = run_cli("serve", "status", env=env(s))
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_kill_9_is_seen_and_restored(home, name, mirror_path):
+    started = run_cli("serve", "start", "--name", name, env=env(home))
+    assert started.returncode == 0 and "serving" in started.stdout and name in started.stdout
+    rc, st = _status(home)
+    assert rc == 0 and st["healthy"] and st["version"] == "1" and st["model_name"] == name
+    # `make serve` answers raw ride records as the TLC publishes them
+    raw = pd.read_parquet(mirror_path / "trip-data" / "green_tripdata_2021-04.parquet").head(3)
+    body = {"dataframe_records": json.loads(raw.to_json(orient="records", date_format="iso"))}
+    preds = requests.post(f"{home.serve_url}/invocations", json=body, timeout=30).json()
+    assert len(preds["predictions"]) == 3 and all(0 < p < 90 for p in preds["predictions"])
+
+    os.kill(st["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while serve.ping(home.serve_url) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    rc, down = _status(home)
+    assert rc == 1 and not down["healthy"] and "version 1 is down" in down["problem"]
+    assert run_cli("serve", "start", "--name", name, env=env(home)).returncode == 0
+    rc, up = _status(home)
+    assert rc == 0 and up["healthy"] and up["pid"] != st["pid"]
+
+    os.kill(up["proxy_pid"], signal.SIGKILL)  # its worker is orphaned but still listening
+    time.sleep(0.5)
+    rc, down = _status(home)
+    assert rc == 1 and "the proxy is down" in down["problem"]
+    assert not (home.serve_state / "nginx.pid").exists()  # stale pid file cleaned
+    assert run_cli("serve", "start", "--name", name, env=env(home)).returncode == 0
+    rc, again = _status(home)
+    assert rc == 0 and again["healthy"] and again["pid"] == up["pid"]  # the backend lived on
+    stopped = run_cli("serve", "stop", env=env(home))
+    assert stopped.returncode == 0 and "proxy" in stopped.stdout
+    assert not serve.port_in_use(home.serve_port) and not running(f"models:/{name}/")
+
+
+def test_a_taken_port_is_refused(home, name):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", home.serve_port))
+        other.listen()
+        proc = run_cli("serve", "start", "--name", name, env=env(home))
+    assert_one_line_error(proc, f"port {home.serve_port} is taken by another program", "SERVE_PORT")
+    assert serve.read_state(home) is None
+    assert not list(home.serve_state.glob("scoring-*.log"))  # refused before starting anything
+    assert not running(f"models:/{name}/")
+
+
+def test_no_production_version(home, name):
+    registry.move(name, "1", "Archived")
+    MlflowClient().delete_registered_model_alias(name, "production")
+    for args in (["deploy"], ["serve", "start"]):
+        proc = run_cli(*args, "--name", name, env=env(home))
+        assert_one_line_error(proc, name, "no Production version")
+    proc = run_cli("deploy", "--name", "no-such-model", env=env(home))
+    assert_one_line_error(proc, "no registered model named 'no-such-model'")
+
+
+def test_a_second_deploy_never_interleaves(home, name):
+    with deploy.deploy_lock(home):
+        proc = run_cli("deploy", "--name", name, env=env(home))
+        assert_one_line_error(proc, "another deploy is running", "--wait")
+        proc = run_cli("serve", "stop", env=env(home))
+        assert_one_line_error(proc, "another deploy is running")
+    assert serve.read_state(home) is None  # the refused deploy started nothing
+
+
+def test_bad_deploy_flags(home):
+    for args, needle in ((["--version", "two"], "--version 'two'"), (["--rows", "0"], "--rows")):
+        assert_one_line_error(run_cli("deploy", *args, env=env(home)), needle)
+
+
+def test_nginx_config_binds_loopback_only(tmp_path):
+    s = Settings(home=tmp_path, serve_port=5999)
+    conf = serve._write_conf(s, "m", serve.Backend("3", 41234, 1, 1)).read_text()
+    assert "listen 127.0.0.1:5999;" in conf and "server 127.0.0.1:41234" in conf
+    assert "X-Model-Version 3" in conf
+    if shutil.which("nginx"):
+        check = serve.subprocess.run(serve._nginx(s, "-t"), capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
