@@ -15,6 +15,9 @@ FEATURES ?= default
 TRIALS   ?= 30
 SEED     ?= 42
 export MLFLOW_PORT ?= 5000
+export SERVE_PORT ?= 5001
+# Debian packages the project runs, as command:package (installed only where missing).
+SYSTEM   := nginx:nginx-light
 
 # The data folder, as duration.config derives it: DURATION_DATA_DIR, else $DURATION_HOME/data.
 DATA      := $(or $(DURATION_DATA_DIR),$(if $(DURATION_HOME),$(DURATION_HOME)/data,data))
@@ -24,12 +27,13 @@ PROCESSED := $(foreach m,$(MONTHS),$(DATA)/processed/$(COLOR)_tripdata_$(m).parq
 FEATDIR   := $(DATA)/features/$(COLOR)-$(FEATURES)-train-$(TRAIN)
 FEATS     := $(FEATDIR)/X_$(TEST).npz
 
-.PHONY: help install download prepare features pipeline test test-fast lint format bench bench-spark notebook \
-        mlflow mlflow-start mlflow-stop spark-up spark-down screenshot clean
+.PHONY: help install system download prepare features pipeline test test-fast lint format bench \
+        bench-spark bench-serve notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
+        serve serve-status serve-stop deploy screenshot clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) SEED=$(SEED) MLFLOW_PORT=$(MLFLOW_PORT)"
+	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) SEED=$(SEED) MLFLOW_PORT=$(MLFLOW_PORT) SERVE_PORT=$(SERVE_PORT)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,7 +41,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP) ## Create .venv and install the package with its dev tools
+install: $(STAMP) system ## Create .venv, install the package with its dev tools, and nginx
+
+system: ## Install the Debian packages it runs where missing (nginx-light, for serving)
+	@scripts/system-packages.sh $(SYSTEM)
 
 $(DATA)/raw/$(COLOR)_tripdata_%.parquet: | $(STAMP)
 	$(BIN)/duration download --color $(COLOR) --month $*
@@ -52,11 +59,11 @@ download: $(RAW) ## Download the train/val/test months into data/raw
 prepare: $(PROCESSED) ## Prepare them into data/processed
 features: $(FEATS) ## Fit the DictVectorizer and vectorize the months
 
-pipeline: $(FEATS) ## Run everything: baselines, search, register, promote (starts the server)
+pipeline: $(FEATS) system ## Run everything: baselines, search, register, promote (starts the server)
 	$(BIN)/duration pipeline --color $(COLOR) --features $(FEATURES) --train $(TRAIN) \
 	  --val $(VAL) --test $(TEST) --trials $(TRIALS) --seed $(SEED) --summary reports/pipeline.json
 
-test: $(STAMP) ## Run the test suite in random order (real mlflow servers on free ports)
+test: $(STAMP) system ## Run the test suite in random order (real mlflow servers on free ports)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP) ## The fast loop: no server, no mirror (under a minute)
@@ -86,6 +93,21 @@ spark-up: $(STAMP) ## Start a local Spark master and worker on 127.0.0.1 (needs 
 
 spark-down: $(STAMP) ## Stop the local Spark master and worker
 	$(BIN)/duration spark down
+
+serve: $(STAMP) system ## Serve the Production version at 127.0.0.1:$SERVE_PORT/invocations (nginx in front)
+	$(BIN)/duration serve start
+
+serve-status: $(STAMP) ## JSON: the serving version, its pid, and whether it answers
+	$(BIN)/duration serve status
+
+serve-stop: $(STAMP) ## Stop serving
+	$(BIN)/duration serve stop --wait 600
+
+deploy: $(STAMP) system ## CD step: serve the Production version after a smoke test, with no dropped request
+	$(BIN)/duration deploy --wait 600
+
+bench-serve: $(STAMP) system ## Benchmark serving: start, smoke test, switch gap, requests/s (reports/)
+	$(BIN)/python scripts/bench_serve.py
 
 mlflow: $(STAMP) ## Run the MLflow server in the foreground (UI on 127.0.0.1:$MLFLOW_PORT)
 	$(BIN)/duration server run

@@ -398,6 +398,17 @@ def pipeline(
     typer.echo(f"pipeline took {r.wall_s:.0f} s. In the MLflow UI:")
     for link in _links(uri, req.name):
         typer.echo(f"  {link}")
+    _report_deployment(r.deployment)
+
+
+def _report_deployment(d: dict) -> None:
+    """After a promotion with a serving process running: what the deploy did."""
+    if not d:
+        return
+    if d["outcome"] == "failed":
+        typer.echo(f"deploy failed, the old version still serves: {d['reason']}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deployed version {d['version']} at {d['url']} (was {d['previous_version']})")
 
 
 def _links(uri: str, name: str) -> list[str]:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from duration import estimators, matrices, registry, train, tune
 from duration.config import MODEL_NAME, Color, FeatureSet, ModelKind, Settings
+from duration.errors import DurationError
 
 # (model, feature set) baselines: the course's own setup first, then each model on the
 # chosen features.
@@ -60,6 +61,7 @@ class PipelineResult:
     search: dict = field(default_factory=dict)
     registered: dict = field(default_factory=dict)
     decision: dict = field(default_factory=dict)
+    deployment: dict = field(default_factory=dict)
     wall_s: float = 0.0
 
     @property
@@ -83,6 +85,7 @@ class PipelineResult:
             "search": self.search,
             "registered": self.registered,
             "decision": self.decision,
+            "deployment": self.deployment,
         }
 
 
@@ -124,5 +127,23 @@ def run(
         )
         result.registered = asdict(registered)
         result.decision = asdict(registry.promote(settings, req.name))
+        if result.decision["promoted"]:
+            result.deployment = deploy_if_serving(settings, req.name)
     result.wall_s = time.monotonic() - start
     return result
+
+
+def deploy_if_serving(settings: Settings, name: str) -> dict:
+    """After a promotion: deploy the new Production version if a serving process runs.
+
+    Returns the deployment (empty when nothing serves); a failed deploy is reported in it,
+    and the old version keeps serving.
+    """
+    from duration import deploy, serve
+
+    if serve.read_state(settings) is None or serve.proxy_pid(settings) is None:
+        return {}
+    try:
+        return asdict(deploy.deploy(settings, name, wait=600))
+    except DurationError as e:
+        return {"outcome": "failed", "reason": str(e)}
