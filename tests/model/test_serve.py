@@ -20,7 +20,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from duration import deploy, registry, serve
+from duration import deploy, pipeline, registry, serve
 from duration.config import DEPLOY_EXPERIMENT, Settings
 from tests.conftest import assert_one_line_error, free_port, run_cli
 
@@ -113,19 +113,20 @@ def test_deploy_and_rollback_lose_no_request(home, name):
     records = rides(home)
     v1, v2 = expected(name, "1", records), expected(name, "2", records)
     assert np.abs(v1 - v2).max() > 0.1  # the two versions answer differently
+    assert pipeline.deploy_if_serving(home, name) == {}  # nothing serves: nothing to deploy
     deploy.start(home, name)
     client = Client(home.serve_url, payload(records))
     client.start()
     try:
         time.sleep(1)
-        # roll forward to v2 as a bad promotion would, then back with --version 1
+        # a promotion moves Production to v2; the pipeline then deploys it (as after `promote`)
         registry.set_production(name, "2")
-        forward = run_cli("deploy", "--name", name, "--summary", str(home.home / "d.json"),
-                          env=env(home))  # fmt: skip
-        assert forward.returncode == 0, forward.stderr
+        forward = pipeline.deploy_if_serving(home, name)
         after_forward = len(client.answers)
         time.sleep(1)
-        back = run_cli("deploy", "--name", name, "--version", "1", env=env(home))
+        summary = home.home / "d.json"
+        back = run_cli("deploy", "--name", name, "--version", "1", "--summary", str(summary),
+                       env=env(home))  # fmt: skip
         assert back.returncode == 0, back.stderr
         after_back = len(client.answers)
         time.sleep(1)
@@ -141,9 +142,11 @@ def test_deploy_and_rollback_lose_no_request(home, name):
     # the old proxy worker may finish a few requests of its own)
     assert set(seen[after_forward:after_back]) >= {"2"} and seen[after_forward] == "2"
     assert set(seen[after_back:]) == {"1"} and len(seen) > after_back
-    summary = json.loads((home.home / "d.json").read_text())
-    assert summary["outcome"] == "deployed" and summary["previous_version"] == "1"
-    assert summary["smoke"]["max_abs_diff"] <= 1e-4 and summary["smoke"]["rows"] == 200
+    assert forward["outcome"] == "deployed" and forward["previous_version"] == "1"
+    assert forward["smoke"]["max_abs_diff"] <= 1e-4 and forward["smoke"]["rows"] == 200
+    rolled = json.loads(summary.read_text())
+    assert rolled["outcome"] == "rolled-back" and rolled["previous_version"] == "2"
+    assert "rolled-back" in back.stdout and "version 1" in back.stdout
     model = MlflowClient().get_registered_model(name)
     assert model.aliases["production"] == "1"
     assert MlflowClient().get_model_version(name, "2").current_stage == "Archived"
