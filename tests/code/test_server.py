@@ -3,8 +3,6 @@ DURATION_HOME."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from duration import server
@@ -14,11 +12,8 @@ pytestmark = pytest.mark.server
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """A process of the group still runs (a zombie that no parent reaped does not)."""
+    return server.group_alive(pid)
 
 
 def test_start_answers_under_home_and_stop_ends_the_process_group(tmp_path):

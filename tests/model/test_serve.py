@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from duration import deploy, pipeline, registry, serve
 from duration.config import DEPLOY_EXPERIMENT, Settings
+from duration.errors import DurationError
 from tests.conftest import assert_one_line_error, free_port, run_cli
 
 
@@ -157,8 +158,7 @@ def test_deploy_and_rollback_lose_no_request(home, name):
     assert sorted(runs["tags.outcome"]) == ["deployed", "rolled-back"]
     assert set(runs["status"]) == {"FINISHED"}
     assert (runs["metrics.switch_s"] > 0).all() and (runs["metrics.start_s"] > 0).all()
-    again = run_cli("deploy", "--name", name, env=env(home))
-    assert again.returncode == 0 and "already serves" in again.stdout
+    assert deploy.deploy(home, name).outcome == "already-serving"
 
 
 def _broken_version(name: str, tmp: Path) -> str:
@@ -179,7 +179,7 @@ def test_a_broken_version_is_refused_and_the_old_one_serves(home, name, tmp_path
     broken = _broken_version(name, tmp_path / "dl")
     proc = run_cli("deploy", "--name", name, "--version", broken, env=env(home))
     assert_one_line_error(proc, f"version {broken}", "did not start serving", "not a zip file")
-    records = rides(home)
+    records = rides(home, 20)
     r = requests.post(f"{home.serve_url}/invocations", json=payload(records), timeout=30)
     assert r.status_code == 200 and r.headers["X-Model-Version"] == "1"
     assert MlflowClient().get_registered_model(name).aliases["production"] == "1"
@@ -188,6 +188,9 @@ def test_a_broken_version_is_refused_and_the_old_one_serves(home, name, tmp_path
     )
     assert list(runs["status"]) == ["FAILED"] and list(runs["tags.outcome"]) == ["failed"]
     assert serve.read_state(home).version == "1"
+    # answers that differ from the registered version's own predictions fail the smoke test
+    with pytest.raises(DurationError, match="differ from its in-process predictions"):
+        deploy.smoke_test(home.serve_url, name, "2", records)
     assert not running(f"models:/{name}/{broken}")  # the refused version was stopped
     # a malformed request gets a JSON error, not a 500 with a traceback
     for body in (b"garbage", json.dumps({"dataframe_records": [{"PULocationID": 1}]}).encode()):
@@ -214,8 +217,8 @@ def _status(s: Settings) -> tuple[int, dict]:
 def test_kill_9_is_seen_and_restored(home, name, mirror_path):
     started = run_cli("serve", "start", "--name", name, env=env(home))
     assert started.returncode == 0 and "serving" in started.stdout and name in started.stdout
-    rc, st = _status(home)
-    assert rc == 0 and st["healthy"] and st["version"] == "1" and st["model_name"] == name
+    st = serve.status(home)
+    assert st["healthy"] and st["version"] == "1" and st["model_name"] == name
     # `make serve` answers raw ride records as the TLC publishes them
     raw = pd.read_parquet(mirror_path / "trip-data" / "green_tripdata_2021-04.parquet").head(3)
     body = {"dataframe_records": json.loads(raw.to_json(orient="records", date_format="iso"))}
@@ -228,14 +231,14 @@ def test_kill_9_is_seen_and_restored(home, name, mirror_path):
         time.sleep(0.2)
     rc, down = _status(home)
     assert rc == 1 and not down["healthy"] and "version 1 is down" in down["problem"]
-    assert run_cli("serve", "start", "--name", name, env=env(home)).returncode == 0
-    rc, up = _status(home)
-    assert rc == 0 and up["healthy"] and up["pid"] != st["pid"]
+    deploy.start(home, name)
+    up = serve.status(home)
+    assert up["healthy"] and up["pid"] != st["pid"]
 
     os.kill(up["proxy_pid"], signal.SIGKILL)  # its worker is orphaned but still listening
     time.sleep(0.5)
-    rc, down = _status(home)
-    assert rc == 1 and "the proxy is down" in down["problem"]
+    down = serve.status(home)
+    assert not down["healthy"] and "the proxy is down" in down["problem"]
     assert not (home.serve_state / "nginx.pid").exists()  # stale pid file cleaned
     assert run_cli("serve", "start", "--name", name, env=env(home)).returncode == 0
     rc, again = _status(home)
@@ -259,9 +262,10 @@ def test_a_taken_port_is_refused(home, name):
 def test_no_production_version(home, name):
     registry.move(name, "1", "Archived")
     MlflowClient().delete_registered_model_alias(name, "production")
-    for args in (["deploy"], ["serve", "start"]):
-        proc = run_cli(*args, "--name", name, env=env(home))
-        assert_one_line_error(proc, name, "no Production version")
+    proc = run_cli("deploy", "--name", name, env=env(home))
+    assert_one_line_error(proc, name, "no Production version")
+    with pytest.raises(DurationError, match="no Production version"):
+        deploy.start(home, name)
     proc = run_cli("deploy", "--name", "no-such-model", env=env(home))
     assert_one_line_error(proc, "no registered model named 'no-such-model'")
 
