@@ -21,6 +21,7 @@ import typer
 from typer.exceptions import TyperException
 
 from duration.config import (
+    MLFLOW_CLIENT_ENV,
     MODEL_NAME,
     Color,
     FeatureSet,
@@ -96,6 +97,42 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+
+
+SERVER_MISSES = 3  # checks in a row without an answer: the tracking server is gone
+
+
+@contextmanager
+def _watch_server(ctx: typer.Context, uri: str) -> Iterator[None]:
+    """Stop a long command within a minute if the tracking server stops answering.
+
+    MLflow's client would retry each request for minutes. The runs this leaves RUNNING are
+    ended by `duration runs reap` once the server is back.
+    """
+    from duration import server
+
+    every = _settings(ctx).server_check_s
+    done = threading.Event()
+
+    def watch() -> None:
+        misses = 0
+        while not done.wait(every):
+            misses = 0 if server.is_healthy(uri, timeout=min(every, 5.0)) else misses + 1
+            if misses >= SERVER_MISSES:
+                print(
+                    f"duration: error: the tracking server at {uri} stopped answering for "
+                    f"{SERVER_MISSES * every:.0f} s: start it again (make mlflow-start), then "
+                    "`duration runs reap` ends the runs this left RUNNING",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(1)  # a request may be stuck in MLflow's retries: stop now
+
+    threading.Thread(target=watch, name="server-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def _connect_and_reap(ctx: typer.Context) -> str:
@@ -256,8 +293,8 @@ def tune(
     tn.space(model)
     _preflight(ctx, config)
     inputs = matrices.load_inputs(_settings(ctx), color, features, train_month, val)
-    _connect_and_reap(ctx)
-    with _stop_on_signals() as stop:
+    uri = _connect_and_reap(ctx)
+    with _stop_on_signals() as stop, _watch_server(ctx, uri):
         result = tn.search(inputs, config, stop)
     out = asdict(result)
     _write_summary(summary, out)
@@ -384,7 +421,7 @@ def pipeline(
     req.search_config().check()
     _preflight(ctx, req.search_config())
     uri = _connect_and_reap(ctx)
-    with _stop_on_signals() as stop:
+    with _stop_on_signals() as stop, _watch_server(ctx, uri):
         r = pl.run(_settings(ctx), req, stop)
     _write_summary(summary, r.summary())
     typer.echo(_table(_pipeline_rows(r), ["step", "features", "val_rmse", "test_rmse", "run"]))
@@ -615,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    for key, value in MLFLOW_CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     command = typer.main.get_command(app)
     try:

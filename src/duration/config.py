@@ -63,6 +63,28 @@ def _env_port(name: str = "MLFLOW_PORT", default: int = DEFAULT_PORT) -> int:
     return int(raw)
 
 
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise DurationError(
+            f"{name}={raw!r} is not a number of seconds: use 0-3600, e.g. {default}"
+        )
+    return value
+
+
+# MLflow's client retries a request 7 times over minutes by default; a dead server should
+# stop the work in seconds. The environment still wins (`setdefault`).
+MLFLOW_CLIENT_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where data and state live, where TLC files come from, and which tracking server to use.
@@ -83,6 +105,7 @@ class Settings:
     spark_master_ui_port: int = 8080
     spark_worker_ui_port: int = 8081
     serve_port: int = DEFAULT_SERVE_PORT
+    server_check_s: float = 10.0  # long commands check the tracking server this often
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -103,6 +126,7 @@ class Settings:
             "spark_master_ui_port": _env_port("SPARK_MASTER_WEBUI_PORT", 8080),
             "spark_worker_ui_port": _env_port("SPARK_WORKER_WEBUI_PORT", 8081),
             "serve_port": _env_port("SERVE_PORT", DEFAULT_SERVE_PORT),
+            "server_check_s": _env_seconds("DURATION_SERVER_CHECK_S", 10.0),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

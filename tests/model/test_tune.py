@@ -17,11 +17,11 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from duration import matrices, tune
+from duration import matrices, server, tune
 from duration.config import ModelKind
 from duration.errors import DurationError
 from duration.matrices import Split
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +274,54 @@ def test_runs_reap_ends_the_runs_of_a_killed_search(vectorized, cli_env):
         assert run.info.status == "FAILED" and "duration runs reap" in run.data.tags["reaped"]
         assert run_id in out.stdout
     assert run_cli("runs", "reap", env=cli_env).stdout.strip() == "reaped 0 run(s)"
+
+
+def test_a_dead_server_stops_the_search_within_a_minute(vectorized, cli_env, tmp_path):
+    """The server dies mid-search: one line well within a minute (not MLflow's minutes of
+    retries), and once it is back `runs reap` ends what was left RUNNING."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    paths = (tmp_path / "db.sqlite", tmp_path / "art", port, tmp_path / "st")
+    srv = server.start_server(*paths)
+    env = {**cli_env, "MLFLOW_TRACKING_URI": uri, "DURATION_SERVER_CHECK_S": "2"}
+    exe = Path(sys.executable).with_name("duration")
+    proc = subprocess.Popen(
+        [str(exe), "tune", "--trials", "40", "--seed", "3", "--max-rounds", "400"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = MlflowClient(uri)
+    try:
+        deadline = time.monotonic() + 120
+        while not _running_trials(client) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        server.stop_pid(srv.pid)
+        died = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - died
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and took < 30, (took, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"{uri} stopped answering" in lines[0] and "duration runs reap" in lines[0]
+    srv = server.start_server(*paths)
+    try:
+        left = _running_trials(client)
+        assert left  # the parent and its trial could not be ended while the server was away
+        out = run_cli("runs", "reap", env=env)
+        assert out.returncode == 0 and all(r in out.stdout for r in left), out.stdout
+        assert not _running_trials(client)
+    finally:
+        server.stop_pid(srv.pid)
+
+
+def _running_trials(client) -> list[str]:
+    """The RUNNING runs of the search experiment (a parent with a trial in flight)."""
+    exp = client.get_experiment_by_name("nyc-taxi-duration-search")
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+    return [r.info.run_id for r in runs] if len(runs) >= 2 else []
