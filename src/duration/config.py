@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,8 @@ DEPLOY_EXPERIMENT = "nyc-taxi-duration-deployments"
 DEFAULT_SERVE_PORT = 5001
 MODEL_NAME = "nyc-taxi-duration"
 MIN_DURATION, MAX_DURATION = 1.0, 60.0
+
+LOCK_DIR = Path(tempfile.gettempdir()) / "duration-locks"
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -106,6 +109,7 @@ class Settings:
     spark_worker_ui_port: int = 8081
     serve_port: int = DEFAULT_SERVE_PORT
     server_check_s: float = 10.0  # long commands check the tracking server this often
+    lock_dir: Path = LOCK_DIR  # shared by every home on this host
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -127,6 +131,10 @@ class Settings:
             "spark_worker_ui_port": _env_port("SPARK_WORKER_WEBUI_PORT", 8081),
             "serve_port": _env_port("SERVE_PORT", DEFAULT_SERVE_PORT),
             "server_check_s": _env_seconds("DURATION_SERVER_CHECK_S", 10.0),
+            "lock_dir": Path(
+                os.environ.get("DURATION_LOCK_DIR")
+                or Path(tempfile.gettempdir()) / "duration-locks"
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

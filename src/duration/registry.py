@@ -6,8 +6,11 @@ alias of the same name, so `models:/NAME/Production` and `models:/NAME@productio
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -374,10 +377,49 @@ def _record(d: Decision, min_improvement: float) -> None:
             _swap(name, d.challenger, d.champion or None)
 
 
+@contextmanager
+def promote_lock(settings: Settings, name: str, wait: float = 600.0) -> Iterator[bool]:
+    """One promote of a model per tracking server at a time, on this host; yields True when
+    it had to wait for another."""
+    from filelock import FileLock, Timeout
+
+    key = hashlib.sha256(f"{settings.tracking_uri.rstrip('/')}|{name}".encode()).hexdigest()
+    settings.lock_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(settings.lock_dir / f"promote-{key[:16]}.lock")
+    try:
+        lock.acquire(timeout=0)
+        waited = False
+    except Timeout:
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout as e:
+            raise DurationError(
+                f"another promote of {name} has run for over {wait:.0f} s: try again later"
+            ) from e
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()
+
+
 def promote(
     settings: Settings, name: str = MODEL_NAME, month: str | None = None, min_improvement=0.0
 ) -> Decision:
-    """Promote Staging to Production only if it beats Production by `min_improvement` RMSE."""
+    """Promote Staging to Production only if it beats Production by `min_improvement` RMSE.
+
+    Two promotes at once run one after the other: the second decides on what the first left,
+    and says it lost when it promotes nothing.
+    """
+    with promote_lock(settings, name) as waited:
+        d = _promote(settings, name, month, min_improvement)
+    if waited and not d.promoted:
+        d.reason = f"lost to another promote of {name} that ran at the same time: {d.reason}"
+    return d
+
+
+def _promote(settings: Settings, name: str, month: str | None, min_improvement) -> Decision:
+    """Score Staging and Production on `month`, record the decision and move the stages."""
     if not _client().search_registered_models(filter_string=f"name = '{name}'"):
         raise DurationError(f"no registered model named {name!r}: run `duration register` first")
     challenger = version_in(name, "Staging")
