@@ -654,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for key, value in MLFLOW_CLIENT_ENV.items():
         os.environ.setdefault(key, value)
+    if project_run := os.environ.pop("MLFLOW_RUN_ID", None):
+        # started by `mlflow run`: its run stays the project's; ours are tagged with it
+        os.environ["DURATION_PROJECT_RUN_ID"] = project_run
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     command = typer.main.get_command(app)
     try:

@@ -54,6 +54,20 @@ def active_run(**kwargs) -> Iterator:
         mlflow.end_run(status=status)
 
 
+def resume_run(run_id: str) -> None:
+    """`mlflow.start_run(run_id=...)` whatever experiment the caller made active (a notebook's
+    `mlflow.set_experiment`): MLflow refuses to resume a run of another experiment."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    saved = fluent._active_experiment_id
+    fluent._active_experiment_id = None
+    try:
+        mlflow.start_run(run_id=run_id)
+    finally:
+        fluent._active_experiment_id = saved
+
+
 def client(uri: str | None = None) -> MlflowClient:
     """An MLflow client for `uri` (default: the current tracking URI)."""
     from mlflow.tracking import MlflowClient
@@ -97,8 +111,12 @@ def ui_links(uri: str, experiment: str | None = None, model: str | None = None) 
 
 
 def process_tags() -> dict[str, str]:
-    """Where a run was made: host and pid, so a run left behind can be traced to its process."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid()), "git_commit": git_commit()}
+    """Where a run was made: host and pid, so a run left behind can be traced to its process
+    (and the MLflow Projects run that started it, if any)."""
+    tags = {"host": socket.gethostname(), "pid": str(os.getpid()), "git_commit": git_commit()}
+    if project_run := os.environ.get("DURATION_PROJECT_RUN_ID"):
+        tags["project_run_id"] = project_run  # the `mlflow run` that started this command
+    return tags
 
 
 def _orphaned(run, host: str) -> bool:

@@ -260,7 +260,7 @@ def objective(params: dict, ctx: TrialContext) -> dict:
         run_name=f"trial-{n:03d}",
     ).info.run_id
     status = "FAILED"
-    mlflow.start_run(run_id=run_id)
+    tracking.resume_run(run_id)
     try:
         rmse = _fit_and_log(params, ctx, client, n)
         status = "FINISHED"

@@ -166,9 +166,11 @@ def _broken_version(name: str, tmp: Path) -> str:
     path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/2", dst_path=str(tmp)))
     for f in path.rglob("estimator.*"):
         f.write_bytes(b"not a model")
-    mlflow.set_experiment("serve-broken")
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(path), "model")
+    client = MlflowClient()  # no mlflow.set_experiment: other tests' runs stay where they go
+    exp = client.get_experiment_by_name("serve-broken")
+    run = client.create_run(exp.experiment_id if exp else client.create_experiment("serve-broken"))
+    client.log_artifacts(run.info.run_id, str(path), "model")
+    client.set_terminated(run.info.run_id)
     mv = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
     MlflowClient().set_model_version_tag(name, mv.version, "color", "green")
     return mv.version

@@ -48,6 +48,21 @@ def no_running_runs():
     return client.search_runs(exps, filter_string="attributes.status = 'RUNNING'") == []
 
 
+def test_a_search_ignores_the_callers_active_experiment(inputs):
+    """A notebook that called mlflow.set_experiment can still run a search (MLflow refuses
+    to resume a trial's run under another active experiment)."""
+    from mlflow.tracking import fluent
+
+    mlflow.set_experiment("a-notebook-experiment")
+    try:
+        r = search(inputs, trials=1, seed=3, max_rounds=4)
+    finally:
+        fluent._active_experiment_id = None  # leave no active experiment to other tests
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment exports it too
+    assert r.status == "FINISHED" and r.completed == 1
+    assert children(r.parent_run_id)[0].info.status == "FINISHED"
+
+
 def test_small_search_creates_parent_and_children(inputs):
     r = search(inputs, trials=3, seed=7, max_rounds=8)
     assert r.status == "FINISHED" and r.completed == 3

@@ -1,0 +1,39 @@
+"""The MLflow Projects entry points: declared right, pinned like pyproject.toml, and run."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import typer
+import yaml
+
+from duration.cli import app
+from tests.conftest import ROOT
+
+
+def _project() -> dict:
+    return yaml.safe_load((ROOT / "MLproject").read_text())
+
+
+def test_python_env_is_pinned_like_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / _project()["python_env"]).read_text())
+    wanted = project["dependencies"] + project["optional-dependencies"]["spark"]
+    assert env["dependencies"] == wanted
+    assert env["python"] == "3.11"
+
+
+def test_every_entry_point_runs_a_real_command_with_its_parameters():
+    commands = {c.name for c in typer.main.get_command(app).commands.values()}
+    points = _project()["entry_points"]
+    assert {"main", "pipeline", "train", "tune", "register", "promote", "predict"} <= set(points)
+    assert points["main"] == points["pipeline"]
+    for name, point in points.items():
+        command = point["command"]
+        used = set(re.findall(r"\{(\w+)\}", command))
+        assert used == set(point["parameters"]), name  # no parameter unused or undeclared
+        for called in re.findall(r"python -m duration\.cli (\w+)", command):
+            assert called in commands, (name, called)
+        for param in point["parameters"].values():
+            assert param["type"] in {"string", "float", "path", "uri"} and "default" in param
