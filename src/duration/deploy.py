@@ -55,7 +55,7 @@ def deploy_lock(settings: Settings, wait: float = 0.0) -> Iterator[None]:
 
 def production_version(name: str) -> str:
     """The version `models:/NAME@production` resolves to, or a one-line error."""
-    client = registry._client()
+    client = tracking.client()
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         raise DurationError(f"no registered model named {name!r}: run `make pipeline` first")
     version = client.get_registered_model(name).aliases.get("production")
@@ -121,7 +121,7 @@ def _serving(settings: Settings, name: str) -> serve.State | None:
 
 def _bring_up(settings: Settings, name: str, version: str, rows: int, out: Deployment) -> None:
     """Start `version`, smoke-test it, switch to it; the old one serves until the switch."""
-    color = registry._client().get_model_version(name, version).tags.get("color", "green")
+    color = tracking.client().get_model_version(name, version).tags.get("color", "green")
     records, month = smoke_rides(settings, color, rows)
     serve.check_port(settings)
     t0 = time.perf_counter()
@@ -152,7 +152,7 @@ def _record(run_id: str, out: Deployment, rollback: bool) -> None:
     mlflow.log_metrics(metrics)
     mlflow.set_tags({"outcome": out.outcome, "smoke_month": out.smoke.get("month", "")})
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    registry._client().set_model_version_tag(out.model_name, out.version, "deployed_at", now)
+    tracking.client().set_model_version_tag(out.model_name, out.version, "deployed_at", now)
 
 
 def deploy(

@@ -259,16 +259,17 @@ def test_the_search_space_is_declared_once():
         tune.space("linear")
 
 
+def _long_tune(env: dict, seed: int, **popen) -> subprocess.Popen:
+    """A 40-trial `duration tune` in its own process, for a test to kill or orphan."""
+    exe = Path(sys.executable).with_name("duration")
+    args = [str(exe), "tune", "--trials", "40", "--seed", str(seed), "--max-rounds", "400"]
+    return subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.DEVNULL, **popen)
+
+
 def test_runs_reap_ends_the_runs_of_a_killed_search(vectorized, cli_env):
     """kill -9 leaves the parent and its trial RUNNING; `runs reap` ends both FAILED, and a
     second reap finds nothing."""
-    exe = Path(sys.executable).with_name("duration")
-    proc = subprocess.Popen(
-        [str(exe), "tune", "--trials", "40", "--seed", "8", "--max-rounds", "400"],
-        env={**os.environ, **cli_env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _long_tune(cli_env, seed=8, stderr=subprocess.DEVNULL)
     client, deadline, parent = MlflowClient(), time.monotonic() + 120, None
     while parent is None and time.monotonic() < deadline:
         exps = [e.experiment_id for e in client.search_experiments()]
@@ -299,14 +300,7 @@ def test_a_dead_server_stops_the_search_within_a_minute(vectorized, cli_env, tmp
     paths = (tmp_path / "db.sqlite", tmp_path / "art", port, tmp_path / "st")
     srv = server.start_server(*paths)
     env = {**cli_env, "MLFLOW_TRACKING_URI": uri, "DURATION_SERVER_CHECK_S": "2"}
-    exe = Path(sys.executable).with_name("duration")
-    proc = subprocess.Popen(
-        [str(exe), "tune", "--trials", "40", "--seed", "3", "--max-rounds", "400"],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _long_tune(env, seed=3, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(uri)
     try:
         deadline = time.monotonic() + 120
