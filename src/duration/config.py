@@ -131,10 +131,7 @@ class Settings:
             "spark_worker_ui_port": _env_port("SPARK_WORKER_WEBUI_PORT", 8081),
             "serve_port": _env_port("SERVE_PORT", DEFAULT_SERVE_PORT),
             "server_check_s": _env_seconds("DURATION_SERVER_CHECK_S", 10.0),
-            "lock_dir": Path(
-                os.environ.get("DURATION_LOCK_DIR")
-                or Path(tempfile.gettempdir()) / "duration-locks"
-            ),
+            "lock_dir": Path(os.environ.get("DURATION_LOCK_DIR") or LOCK_DIR),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from duration import data, registry, serve, tracking
+from duration import data, files, registry, serve, tracking
 from duration.config import DEPLOY_EXPERIMENT, Settings
 from duration.errors import DurationError
 
@@ -39,18 +39,13 @@ class Deployment:
 @contextmanager
 def deploy_lock(settings: Settings, wait: float = 0.0) -> Iterator[None]:
     """One deploy (or serve start/stop) at a time: the second waits `wait` s, then refuses."""
-    from filelock import FileLock, Timeout
-
-    settings.serve_state.mkdir(parents=True, exist_ok=True)
     path = settings.serve_state / "deploy.lock"
-    try:
-        with FileLock(path, timeout=wait):
-            yield
-    except Timeout as e:
-        raise DurationError(
-            f"another deploy is running (it holds {path}): wait for it to end, then run this "
-            "again (or give --wait SECONDS)"
-        ) from e
+    busy = (
+        f"another deploy is running (it holds {path}): wait for it to end, then run this "
+        "again (or give --wait SECONDS)"
+    )
+    with files.exclusive(path, wait, busy):
+        yield
 
 
 def production_version(name: str) -> str:

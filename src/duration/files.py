@@ -1,4 +1,4 @@
-"""Atomic file writes: a file appears whole under its name, or not at all."""
+"""Atomic file writes (a file appears whole under its name, or not at all) and lock files."""
 
 from __future__ import annotations
 
@@ -18,3 +18,28 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(path: Path, wait: float, busy: str) -> Iterator[bool]:
+    """Hold the lock file `path`, one process at a time; yield True if another holder made
+    this one wait. After `wait` seconds, refuse with the one-line `busy`."""
+    from filelock import FileLock, Timeout
+
+    from duration.errors import DurationError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+        waited = False
+    except Timeout:
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout as e:
+            raise DurationError(busy) from e
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()

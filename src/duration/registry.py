@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from duration import data, tracking
+from duration import data, files, tracking
 from duration.config import (
     EVAL_EXPERIMENT,
     MODEL_NAME,
@@ -381,26 +381,10 @@ def _record(d: Decision, min_improvement: float) -> None:
 def promote_lock(settings: Settings, name: str, wait: float = 600.0) -> Iterator[bool]:
     """One promote of a model per tracking server at a time, on this host; yields True when
     it had to wait for another."""
-    from filelock import FileLock, Timeout
-
     key = hashlib.sha256(f"{settings.tracking_uri.rstrip('/')}|{name}".encode()).hexdigest()
-    settings.lock_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(settings.lock_dir / f"promote-{key[:16]}.lock")
-    try:
-        lock.acquire(timeout=0)
-        waited = False
-    except Timeout:
-        try:
-            lock.acquire(timeout=wait)
-        except Timeout as e:
-            raise DurationError(
-                f"another promote of {name} has run for over {wait:.0f} s: try again later"
-            ) from e
-        waited = True
-    try:
+    busy = f"another promote of {name} has run for over {wait:.0f} s: try again later"
+    with files.exclusive(settings.lock_dir / f"promote-{key[:16]}.lock", wait, busy) as waited:
         yield waited
-    finally:
-        lock.release()
 
 
 def promote(
