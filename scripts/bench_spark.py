@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,16 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import REPORTS, WORK, resample  # noqa: E402 - the one resampling helper
 
+from duration.serve import free_port  # noqa: E402
+
 BACKENDS = {
     "local": [],
     "spark": ["--backend", "spark", "--parallelism", "2", "--spark-master", "local[2]"],
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _duration(*args: str, env: dict) -> None:
@@ -91,7 +86,7 @@ def main() -> None:
         sys.exit("bench-spark: set DURATION_TLC_URL=file://<path>/shared/data/tlc (the mirror)")
     root = WORK / "spark-mlflow"
     shutil.rmtree(root, ignore_errors=True)
-    port = _free_port()
+    port = free_port()
     proc = server.start_server(root / "mlflow.db", root / "art", port, root / "state")
     green = WORK / "spark-green"
     env = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from duration import server
 from duration.config import Settings
+from duration.serve import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,12 +62,6 @@ def mirror_path(mirror_url) -> Path:
 def data_dir(tmp_path_factory) -> Path:
     """One data folder for the session, so each real month is prepared once."""
     return tmp_path_factory.mktemp("data")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

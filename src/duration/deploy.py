@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from duration import data, files, registry, serve, tracking
+from duration import data, files, registry, serve, server, tracking
 from duration.config import DEPLOY_EXPERIMENT, Settings
 from duration.errors import DurationError
 
@@ -118,22 +118,15 @@ def _bring_up(settings: Settings, name: str, version: str, rows: int, out: Deplo
     """Start `version`, smoke-test it, switch to it; the old one serves until the switch."""
     color = tracking.client().get_model_version(name, version).tags.get("color", "green")
     records, month = smoke_rides(settings, color, rows)
-    serve.check_port(settings)
     t0 = time.perf_counter()
-    backend = serve.start_backend(settings, name, version)
-    out.timings["start_s"] = round(time.perf_counter() - t0, 3)
-    try:
+    with serve.started(settings, name, version) as backend:
+        out.timings["start_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         out.smoke = {"month": month, **smoke_test(backend.url, name, version, records)}
         out.timings["smoke_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         serve.switch(settings, name, backend)
         out.timings["switch_s"] = round(time.perf_counter() - t0, 3)
-    except BaseException:
-        serving = serve.read_state(settings)
-        if serving is None or serving.backend_pid != backend.pid:
-            serve.stop_backend(backend)
-        raise
 
 
 def _record(run_id: str, out: Deployment, rollback: bool) -> None:
@@ -197,15 +190,11 @@ def start(settings: Settings, name: str, wait: float = 0.0) -> serve.State:
             return current
         version = production_version(name)
         kept = serve.read_state(settings)
-        if kept and (kept.name, kept.version) == (name, version) and serve.ping(kept.backend.url):
+        same = kept is not None and (kept.name, kept.version) == (name, version)
+        if same and server.is_healthy(kept.backend.url):
             return serve.switch(settings, name, kept.backend)  # only the proxy was down
-        serve.check_port(settings)
-        backend = serve.start_backend(settings, name, version)
-        try:
+        with serve.started(settings, name, version) as backend:
             return serve.switch(settings, name, backend)
-        except BaseException:
-            serve.stop_backend(backend)
-            raise
 
 
 def stop(settings: Settings, wait: float = 0.0) -> list[str]:

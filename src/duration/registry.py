@@ -432,12 +432,8 @@ def _promote(settings: Settings, name: str, month: str | None, min_improvement) 
 
 def _swap(name: str, new: str, old: str | None) -> None:
     """Challenger -> Production, champion -> Archived (alias removed); undone on failure."""
-    client = _client()
     try:
-        move(name, new, "Production")
-        client.delete_registered_model_alias(name, "staging")
-        if old is not None:
-            client.transition_model_version_stage(name, old, "Archived")
+        set_production(name, new)
     except Exception:
         move(name, new, "Staging")
         if old is not None:

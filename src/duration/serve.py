@@ -19,7 +19,8 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 from duration.config import Settings
 from duration.errors import DurationError
 from duration.files import atomic_path
-from duration.server import stop_pid
+from duration.server import is_healthy, stop_pid
 
 NGINX_CONF = """# Written by duration.serve: do not edit (rewritten on every deploy).
 daemon off;
@@ -122,15 +123,6 @@ def alive(pid: int, needle: str) -> bool:
         return False
 
 
-def ping(url: str, timeout: float = 2.0) -> bool:
-    """True when `url`/ping answers 200."""
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as r:  # noqa: S310
-            return r.status == 200
-    except (OSError, ValueError):
-        return False
-
-
 def port_in_use(port: int) -> bool:
     """True when something accepts connections on 127.0.0.1:`port`."""
     with socket.socket() as s:
@@ -160,14 +152,19 @@ def nginx_binary() -> str:
 _RAISED = re.compile(r"^[A-Za-z_][\w.]*: \S")  # "zipfile.BadZipFile: File is not a zip file"
 
 
-def _tail(log: Path) -> str:
-    """The first exception a log reports (the cause, not the wrapper), else its last line."""
-    try:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no log"
+def _cause(text: str) -> str:
+    """The first exception `text` reports (the cause, not the wrapper), else its last line."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     raised = [ln for ln in lines if _RAISED.match(ln)]
     return (raised or lines or ["no output"])[0 if raised else -1].strip()[:200]
+
+
+def _tail(log: Path) -> str:
+    """The cause of a failure, as a process's log file reports it."""
+    try:
+        return _cause(log.read_text(errors="replace"))
+    except OSError:
+        return "no log"
 
 
 def _server_pid(pid: int) -> int:
@@ -182,7 +179,7 @@ def _server_pid(pid: int) -> int:
 
 
 def start_backend(settings: Settings, name: str, version: str, timeout: float = 180.0) -> Backend:
-    """Start `models:/name/version` on a free loopback port; wait until it answers /ping."""
+    """Start `models:/name/version` on a free loopback port; wait until it answers /health."""
     state = settings.serve_state
     state.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -203,7 +200,7 @@ def start_backend(settings: Settings, name: str, version: str, timeout: float = 
         )  # fmt: skip
     deadline = time.monotonic() + timeout
     url = f"http://127.0.0.1:{port}"
-    while not ping(url, timeout=1.0):
+    while not is_healthy(url, timeout=1.0):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop_pid(proc.pid)
             raise DurationError(
@@ -215,10 +212,8 @@ def start_backend(settings: Settings, name: str, version: str, timeout: float = 
 
 
 def stop_backend(backend: Backend) -> None:
-    """Stop a scoring process and everything it started."""
+    """Stop a scoring process: its group holds the uvicorn process it started."""
     stop_pid(backend.pid)
-    if backend.server_pid != backend.pid:
-        stop_pid(backend.server_pid, timeout=2.0)
 
 
 def _write_conf(settings: Settings, name: str, backend: Backend) -> Path:
@@ -301,17 +296,12 @@ def reload_proxy(settings: Settings, pid: int, timeout: float = 130.0) -> None:
     """Check the new config, reload gracefully, and wait until the old workers are gone."""
     check = subprocess.run(_nginx(settings, "-t"), capture_output=True, text=True)
     if check.returncode != 0:
-        raise DurationError(f"the proxy refused its new config: {_tail_text(check.stderr)}")
+        raise DurationError(f"the proxy refused its new config: {_cause(check.stderr)}")
     os.kill(pid, signal.SIGHUP)
     time.sleep(0.1)
     deadline = time.monotonic() + timeout
     while _draining(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-
-
-def _tail_text(text: str) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else "no output"
 
 
 def switch(settings: Settings, name: str, backend: Backend) -> State:
@@ -339,6 +329,21 @@ def switch(settings: Settings, name: str, backend: Backend) -> State:
     return state
 
 
+@contextmanager
+def started(settings: Settings, name: str, version: str) -> Iterator[Backend]:
+    """Start `version` beside whatever serves; if the block fails before it is the one
+    serving, stop it (the old version goes on serving)."""
+    check_port(settings)
+    backend = start_backend(settings, name, version)
+    try:
+        yield backend
+    except BaseException:
+        serving = read_state(settings)
+        if serving is None or serving.backend_pid != backend.pid:
+            stop_backend(backend)
+        raise
+
+
 def status(settings: Settings) -> dict:
     """What serves, asked of the processes themselves; stale pid files are cleaned."""
     state = read_state(settings)
@@ -348,13 +353,13 @@ def status(settings: Settings) -> dict:
     if state is None:
         out["problem"] = "nothing is serving: run `duration serve start` or `duration deploy`"
         return out
-    backend_up = alive(state.server_pid, "uvicorn") and ping(state.backend.url)
+    backend_up = alive(state.server_pid, "uvicorn") and is_healthy(state.backend.url)
     out.update(
         model_name=state.name,
         version=state.version,
         pid=state.server_pid,
         started_at=state.started_at,
-        healthy=bool(pid and backend_up and ping(settings.serve_url)),
+        healthy=bool(pid and backend_up and is_healthy(settings.serve_url)),
     )
     if not out["healthy"]:
         what = "the proxy is down" if pid is None else f"version {state.version} is down"

@@ -20,7 +20,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from duration import deploy, pipeline, registry, serve
+from duration import deploy, pipeline, registry, serve, server
 from duration.config import DEPLOY_EXPERIMENT, Settings
 from duration.errors import DurationError
 from tests.conftest import assert_one_line_error, free_port, run_cli
@@ -229,7 +229,7 @@ def test_kill_9_is_seen_and_restored(home, name, mirror_path):
 
     os.kill(st["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while serve.ping(home.serve_url) and time.monotonic() < deadline:
+    while server.is_healthy(home.serve_url) and time.monotonic() < deadline:
         time.sleep(0.2)
     rc, down = _status(home)
     assert rc == 1 and not down["healthy"] and "version 1 is down" in down["problem"]
