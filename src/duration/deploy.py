@@ -116,7 +116,7 @@ def _serving(settings: Settings, name: str) -> serve.State | None:
 
 def _bring_up(settings: Settings, name: str, version: str, rows: int, out: Deployment) -> None:
     """Start `version`, smoke-test it, switch to it; the old one serves until the switch."""
-    color = tracking.client().get_model_version(name, version).tags.get("color", "green")
+    color = registry.check_version(name, version).tags.get("color", "green")
     records, month = smoke_rides(settings, color, rows)
     t0 = time.perf_counter()
     with serve.started(settings, name, version) as backend:

@@ -441,14 +441,19 @@ def _swap(name: str, new: str, old: str | None) -> None:
         raise
 
 
+def check_version(name: str, version: str):
+    """The model version, or a one-line error naming what exists."""
+    try:
+        return _client().get_model_version(name, version)
+    except Exception as e:  # noqa: BLE001 - MLflow raises its own error for an unknown version
+        raise DurationError(f"{name} has no version {version}: {_first(e)}") from e
+
+
 def set_production(name: str, version: str) -> str | None:
     """Put `version` in Production (stage and alias) and archive the one there; return the
     version it replaced (None if none). The undo for a bad promotion."""
+    check_version(name, version)
     client = _client()
-    try:
-        client.get_model_version(name, version)
-    except Exception as e:  # noqa: BLE001 - MLflow raises its own error for an unknown version
-        raise DurationError(f"{name} has no version {version}: {_first(e)}") from e
     old = version_in(name, "Production")
     old_version = old.version if old is not None else None
     if old_version == version:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -53,4 +54,18 @@ def test_environment_beats_defaults_and_flags_beat_environment(monkeypatch, tmp_
 def test_a_bad_port_is_one_clear_line(monkeypatch, port):
     monkeypatch.setenv("MLFLOW_PORT", port)
     with pytest.raises(DurationError, match=f"MLFLOW_PORT={port!r}"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "needle"),
+    [
+        ("SERVE_PORT", "http", "SERVE_PORT='http' is not a port number"),
+        ("DURATION_SERVER_CHECK_S", "soon", "DURATION_SERVER_CHECK_S='soon' is not a number"),
+        ("DURATION_SERVER_CHECK_S", "0", "use 0-3600"),
+    ],
+)
+def test_bad_serving_and_watch_settings_are_one_clear_line(monkeypatch, var, value, needle):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(DurationError, match=re.escape(needle)):
         Settings.from_env()

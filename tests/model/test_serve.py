@@ -272,6 +272,15 @@ def test_no_production_version(home, name):
     assert_one_line_error(proc, "no registered model named 'no-such-model'")
 
 
+def test_an_unknown_version_or_no_smoke_rides_is_one_line(home, name, tmp_path):
+    proc = run_cli("deploy", "--name", name, "--version", "99", env=env(home))
+    assert_one_line_error(proc, f"{name} has no version 99")
+    empty = {**env(home), "DURATION_DATA_DIR": str(tmp_path / "empty")}
+    proc = run_cli("deploy", "--name", name, env=empty)
+    assert_one_line_error(proc, "no prepared green month", "duration prepare")
+    assert serve.read_state(home) is None and not running(f"models:/{name}/")
+
+
 def test_a_second_deploy_never_interleaves(home, name):
     with deploy.deploy_lock(home):
         proc = run_cli("deploy", "--name", name, env=env(home))
