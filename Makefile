@@ -17,7 +17,7 @@ SEED     ?= 42
 export MLFLOW_PORT ?= 5000
 export SERVE_PORT ?= 5001
 # Debian packages the project runs, as command:package (installed only where missing).
-SYSTEM   := nginx:nginx-light
+SYSTEM   := nginx:nginx-light initdb:postgresql
 
 # The data folder, as duration.config derives it: DURATION_DATA_DIR, else $DURATION_HOME/data.
 DATA      := $(or $(DURATION_DATA_DIR),$(if $(DURATION_HOME),$(DURATION_HOME)/data,data))
@@ -29,10 +29,11 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
 
 .PHONY: help install system download prepare features pipeline test test-fast lint format bench \
         bench-spark bench-serve notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
-        serve serve-status serve-stop deploy screenshot clean
+        serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
+        postgres-backup load
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) SEED=$(SEED) MLFLOW_PORT=$(MLFLOW_PORT) SERVE_PORT=$(SERVE_PORT)"
 
 $(STAMP): pyproject.toml
@@ -43,7 +44,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) system ## Create .venv, install the package with its dev tools, and nginx
 
-system: ## Install the Debian packages it runs where missing (nginx-light, for serving)
+system: ## Install the Debian packages it runs where missing (nginx-light; postgresql)
 	@scripts/system-packages.sh $(SYSTEM)
 
 $(DATA)/raw/$(COLOR)_tripdata_%.parquet: | $(STAMP)
@@ -63,8 +64,8 @@ pipeline: $(FEATS) system ## Run everything: baselines, search, register, promot
 	$(BIN)/duration pipeline --color $(COLOR) --features $(FEATURES) --train $(TRAIN) \
 	  --val $(VAL) --test $(TEST) --trials $(TRIALS) --seed $(SEED) --summary reports/pipeline.json
 
-test: $(STAMP) system ## Run the test suite in random order (real mlflow servers on free ports)
-	$(BIN)/python -m pytest
+test: $(STAMP) system ## Run the test suite in random order, 2 workers (real servers on free ports)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-fast: $(STAMP) ## The fast loop: no server, no mirror (under a minute)
 	$(BIN)/python -m pytest -m "not server and not mirror"
@@ -108,6 +109,18 @@ deploy: $(STAMP) system ## CD step: serve the Production version after a smoke t
 
 bench-serve: $(STAMP) system ## Benchmark serving: start, smoke test, switch gap, requests/s (reports/)
 	$(BIN)/python scripts/bench_serve.py
+
+postgres: $(STAMP) system ## Start a local PostgreSQL on 127.0.0.1 (data in .postgres/); prints the store URI
+	$(BIN)/duration db start
+
+postgres-stop: $(STAMP) ## Stop the local PostgreSQL
+	$(BIN)/duration db stop
+
+postgres-backup: $(STAMP) ## pg_dump the local MLflow database into .postgres/backups/
+	$(BIN)/duration db backup
+
+load: $(STAMP) system ## Load-test a SQLite- and a PostgreSQL-backed server with many clients (reports/)
+	$(BIN)/python scripts/load.py
 
 mlflow: $(STAMP) ## Run the MLflow server in the foreground (UI on 127.0.0.1:$MLFLOW_PORT)
 	$(BIN)/duration server run

@@ -148,7 +148,7 @@ def server_figures(root: Path) -> dict:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server.init_db(root / "mlflow.db", root / "mlartifacts")  # once, as `make pipeline` does
+    server.prepare_store(root / "mlflow.db", root / "mlartifacts", root / "state")  # once
     start = time.perf_counter()
     proc = server.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
     seconds = time.perf_counter() - start

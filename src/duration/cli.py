@@ -499,10 +499,11 @@ def server_run(ctx: typer.Context) -> None:
             f"a server already answers at {s.local_uri}: browse it, or stop it with "
             "`make mlflow-stop` (or pick another MLFLOW_PORT)"
         )
-    server.init_db(s.server_db, s.server_artifacts)
+    if note := server.prepare_store(s.store_uri, s.server_artifacts, s.server_state, s):
+        typer.echo(note, err=True)
     typer.echo(f"MLflow UI: {s.local_uri} (Ctrl-C to stop)")
-    cmd = server.server_command(s.server_db, s.server_artifacts, s.port)
-    os.execve(cmd[0], cmd, {**os.environ, **server.LEAN_ENV})
+    cmd = server.server_command(s.store_uri, s.server_artifacts, s.port)
+    os.execve(cmd[0], cmd, {**server.store_env(s, s.store_uri), **server.LEAN_ENV})
 
 
 @server_app.command("start")
@@ -523,6 +524,71 @@ def server_stop(ctx: typer.Context) -> None:
 
     stopped = server.stop_server(_settings(ctx))
     typer.echo("stopped" if stopped else "no background server was running")
+
+
+db_app = typer.Typer(
+    no_args_is_help=True,
+    help="A local PostgreSQL for the tracking server (127.0.0.1, scram password in .postgres/).",
+)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("start")
+def db_start(ctx: typer.Context) -> None:
+    """Initialise (once) and start the local PostgreSQL; print the backend store URI."""
+    from duration import db
+
+    st = db.start(_settings(ctx))
+    typer.echo(
+        f"PostgreSQL {'started' if st.started else 'already runs'} on 127.0.0.1:{st.port}"
+        f"{f' as the unprivileged user {st.os_user}' if st.os_user else ''}; data in {st.data}"
+    )
+    typer.echo(f"  MLFLOW_BACKEND_STORE_URI={st.uri}")
+    typer.echo(f"  password (scram): in {st.pgpass} (0600), read through libpq's PGPASSFILE")
+
+
+@db_app.command("stop")
+def db_stop(ctx: typer.Context) -> None:
+    """Stop the local PostgreSQL (fast shutdown)."""
+    from duration import db
+
+    typer.echo("stopped" if db.stop(_settings(ctx)) else "PostgreSQL was not running")
+
+
+@db_app.command("status")
+def db_status(ctx: typer.Context) -> None:
+    """Whether the local PostgreSQL runs and answers; exits 1 when it does not."""
+    from duration import db
+
+    st = db.status(_settings(ctx))
+    if not st["running"]:
+        hint = "`duration db start`" + ("" if st["initialised"] else " (nothing initialised yet)")
+        typer.echo(f"PostgreSQL is not running: start it with {hint}")
+        raise typer.Exit(1)
+    typer.echo(
+        f"PostgreSQL {st.get('server_version', '?')} on 127.0.0.1:{st['port']}, data {st['data']}"
+    )
+    typer.echo(f"  MLFLOW_BACKEND_STORE_URI={st['uri']}")
+    if not st.get("answers"):
+        typer.echo(f"  it does not answer: {st.get('error')}")
+        raise typer.Exit(1)
+    typer.echo(f"  database {db.DATABASE}: {st['size_mb']} MB")
+
+
+@db_app.command("backup")
+def db_backup(
+    ctx: typer.Context,
+    out: Path = typer.Option(None, "--out", help="Dump file (default .postgres/backups/)."),
+) -> None:
+    """pg_dump the local MLflow database (custom format; restore with pg_restore)."""
+    from duration import db
+
+    s = _settings(ctx)
+    st = db.status(s)
+    if not st["running"]:
+        raise DurationError("PostgreSQL is not running: start it with `duration db start`")
+    path = db.backup(s, st["uri"], out)
+    typer.echo(f"backed up {st['uri']} to {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 runs_app = typer.Typer(no_args_is_help=True, help="Runs on the tracking server.")

@@ -79,6 +79,21 @@ def _env_seconds(name: str, default: float) -> float:
     return value
 
 
+def redact(uri: str) -> str:
+    """`uri` with any password replaced by ***, for messages and state files."""
+    return re.sub(r"(://[^:/@]+:)[^/]*@", r"\1***@", uri)
+
+
+def _env_store_uri() -> str | None:
+    raw = os.environ.get("MLFLOW_BACKEND_STORE_URI") or None
+    if raw and not re.match(r"^(sqlite|postgresql(\+\w+)?)://", raw):
+        raise DurationError(
+            f"MLFLOW_BACKEND_STORE_URI={redact(raw)!r} is not a database this project "
+            "runs: use postgresql://USER@HOST:PORT/DB (see `duration db start`) or sqlite:///PATH"
+        )
+    return raw
+
+
 # MLflow's client retries a request 7 times over minutes by default; a dead server should
 # stop the work in seconds. The environment still wins (`setdefault`).
 MLFLOW_CLIENT_ENV = {
@@ -110,6 +125,8 @@ class Settings:
     serve_port: int = DEFAULT_SERVE_PORT
     server_check_s: float = 10.0  # long commands check the tracking server this often
     lock_dir: Path = LOCK_DIR  # shared by every home on this host
+    backend_store_uri: str | None = None  # the local server's store; None: SQLite in home
+    pg_port: int | None = None  # the local PostgreSQL's port; None: the last one, or 5432
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -132,6 +149,10 @@ class Settings:
             "serve_port": _env_port("SERVE_PORT", DEFAULT_SERVE_PORT),
             "server_check_s": _env_seconds("DURATION_SERVER_CHECK_S", 10.0),
             "lock_dir": Path(os.environ.get("DURATION_LOCK_DIR") or LOCK_DIR),
+            "backend_store_uri": _env_store_uri(),
+            "pg_port": _env_port("DURATION_PG_PORT", 5432)
+            if os.environ.get("DURATION_PG_PORT")
+            else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -140,6 +161,16 @@ class Settings:
     def server_db(self) -> Path:
         """The local tracking server's SQLite file."""
         return self.home / "mlflow.db"
+
+    @property
+    def store_uri(self) -> str:
+        """The local tracking server's backend store: MLFLOW_BACKEND_STORE_URI, else SQLite."""
+        return self.backend_store_uri or f"sqlite:///{self.server_db.resolve()}"
+
+    @property
+    def pg_state(self) -> Path:
+        """The local PostgreSQL cluster: data, log, pgpass and backups."""
+        return self.home / ".postgres"
 
     @property
     def server_artifacts(self) -> Path:

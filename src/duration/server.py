@@ -4,7 +4,7 @@ it answers, stop its whole process group."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -13,8 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from duration.config import Settings
+from duration.config import Settings, redact
 from duration.errors import DurationError
+from duration.files import atomic_path, exclusive
 
 # One uvicorn worker and no job runner: the MLflow 3 default starts ~16 processes.
 LEAN_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -31,39 +32,152 @@ def is_healthy(uri: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def init_db(db: Path, artifacts: Path) -> None:
-    """Create the SQLite schema once, under a lock, so parallel first use cannot race."""
-    db = db.resolve()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        marker = db.with_name(db.name + ".ready")
-        if db.exists() and marker.exists():
-            return
-        subprocess.run(
-            [sys.executable, "-c", _INIT, f"sqlite:///{db}", str(artifacts.resolve())],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        marker.touch()
+def store_uri(store: Path | str) -> str:
+    """A backend store URI: a Path is a SQLite file."""
+    return f"sqlite:///{store.resolve()}" if isinstance(store, Path) else store
 
 
-_INIT = """
-import sys, logging
+def store_env(settings: Settings | None, uri: str) -> dict[str, str]:
+    """The environment for a process that opens `uri`: the local PostgreSQL's pgpass file
+    (libpq's PGPASSFILE) when the URI has no password and none is set."""
+    env = dict(os.environ)
+    if settings and uri.startswith("postgresql") and "PGPASSFILE" not in env:
+        from duration.db import local_pgpass
+
+        if pgpass := local_pgpass(settings):
+            env["PGPASSFILE"] = str(pgpass)
+    return env
+
+
+_STORE = """
+import json, logging, os, sys
 logging.disable(logging.CRITICAL)
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-SqlAlchemyStore(sys.argv[1], sys.argv[2])
+import sqlalchemy
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from importlib.util import find_spec
+uri, artifacts, action = sys.argv[1:4]
+if action == "init":
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    SqlAlchemyStore(uri, artifacts)
+engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+with engine.connect() as conn:
+    tables = sqlalchemy.inspect(conn).get_table_names()
+    current = MigrationContext.configure(conn).get_current_revision()
+mlflow_dir = find_spec("mlflow").submodule_search_locations[0]  # without importing mlflow
+head = ScriptDirectory(os.path.join(mlflow_dir, "store", "db_migrations")).get_current_head()
+empty = all(t.startswith("alembic_") for t in tables)
+print(json.dumps({"empty": empty, "current": current, "head": head}))
 """
 
 
-def server_command(db: Path, artifacts: Path, port: int, host: str = "127.0.0.1") -> list[str]:
-    """The `mlflow server` command line for a SQLite store and an artifact directory."""
+def _store(uri: str, artifacts: Path, action: str, env: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", _STORE, uri, str(artifacts.resolve()), action],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["no output"]
+        last = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1])
+        hint = (
+            "; for the local PostgreSQL, start it with `make postgres` (duration db start)"
+            if uri.startswith("postgresql")
+            else ""
+        )
+        raise DurationError(
+            f"the tracking store {redact(uri)} cannot be opened: {last[:240]}{hint}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def backup_store(settings: Settings | None, uri: str, backups: Path) -> Path:
+    """Copy the store aside before a schema upgrade: SQLite's online backup, or pg_dump."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    if uri.startswith("sqlite:///"):
+        import sqlite3
+
+        src = Path(uri.removeprefix("sqlite:///"))
+        dest = backups / f"{src.stem}-{stamp}.db"
+        with (
+            atomic_path(dest) as tmp,
+            contextlib.closing(sqlite3.connect(src)) as a,
+            contextlib.closing(sqlite3.connect(tmp)) as b,
+        ):
+            a.backup(b)
+        return dest
+    from duration import db
+
+    return db.backup(settings or Settings(), uri, backups / f"mlflow-{stamp}.dump")
+
+
+def prepare_store(
+    store: Path | str, artifacts: Path, state: Path, settings: Settings | None = None
+) -> str | None:
+    """Create the MLflow schema once; or, when it is older than this MLflow's, back the
+    store up (under `state`/backups) and upgrade it. Returns what it did to an existing
+    store, or None. Serialised per store, so parallel first use cannot race; a marker under
+    `state` skips the check until MLflow's version changes."""
+    import hashlib
+    from importlib.metadata import version
+
+    uri = store_uri(store)
+    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    marker = state / f"store-{key}.checked"
+    mlflow_version = version("mlflow")
+    if marker.exists() and marker.read_text() == mlflow_version:
+        return None
+    env = store_env(settings, uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    lock_dir = settings.lock_dir if settings else Settings().lock_dir
+    with exclusive(lock_dir / f"store-{key}.lock", 600, f"another process prepares {redact(uri)}"):
+        note = _prepare(uri, artifacts, (state / "backups").resolve(), settings, env)
+        state.mkdir(parents=True, exist_ok=True)
+        marker.write_text(mlflow_version)
+    return note
+
+
+def _prepare(
+    uri: str, artifacts: Path, backups: Path, settings: Settings | None, env: dict
+) -> str | None:
+
+    info = _store(uri, artifacts, "check", env)
+    if info["empty"]:
+        _store(uri, artifacts, "init", env)
+        return None
+    if info["current"] == info["head"]:
+        return None
+    saved = backup_store(settings, uri, backups)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("mlflow")), "db", "upgrade", uri],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DurationError(
+            f"upgrading the MLflow schema of {redact(uri)} failed ({last[:200]}); "
+            f"the store as it was is saved at {saved}"
+        )
+    return (
+        f"backed up {redact(uri)} to {saved}, then upgraded its MLflow schema "
+        f"from {info['current']} to {info['head']}"
+    )
+
+
+def server_command(
+    store: Path | str, artifacts: Path, port: int, host: str = "127.0.0.1", workers: int = 1
+) -> list[str]:
+    """The `mlflow server` command line for a backend store and an artifact directory (one
+    worker: the lean server the product runs; the load test asks for more)."""
     return [
         str(Path(sys.executable).with_name("mlflow")),
         "server",
         "--backend-store-uri",
-        f"sqlite:///{db.resolve()}",
+        store_uri(store),
         "--artifacts-destination",
         str(artifacts.resolve()),
         "--host",
@@ -71,27 +185,38 @@ def server_command(db: Path, artifacts: Path, port: int, host: str = "127.0.0.1"
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
     ]
 
 
 def start_server(
-    db: Path, artifacts: Path, port: int, state: Path, timeout: float = 90.0
+    store: Path | str,
+    artifacts: Path,
+    port: int,
+    state: Path,
+    timeout: float = 90.0,
+    settings: Settings | None = None,
+    workers: int = 1,
 ) -> subprocess.Popen:
-    """Start a server in the background (pid and log files under `state`); wait for /health."""
+    """Start a server in the background (pid, store and log files under `state`); wait for
+    /health. `store` is a SQLite file or a backend store URI."""
+
     state.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
-    init_db(db, artifacts)
+    uri = store_uri(store)
+    if note := prepare_store(uri, artifacts, state, settings):
+        print(f"duration: {note}", file=sys.stderr)
     log = open(state / "server.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        server_command(db, artifacts, port),
+        server_command(uri, artifacts, port, workers=workers),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, **LEAN_ENV},
+        env={**store_env(settings, uri), **LEAN_ENV},
         start_new_session=True,
     )
     (state / "server.pid").write_text(str(proc.pid))
+    (state / "server.store").write_text(redact(uri))
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while not is_healthy(uri, timeout=1.0):
@@ -139,6 +264,7 @@ def stop_server(settings: Settings) -> bool:
         return False
     stop_pid(int(pid_file.read_text()))
     pid_file.unlink()
+    (settings.server_state / "server.store").unlink(missing_ok=True)
     return True
 
 
@@ -151,6 +277,8 @@ def ensure_server(settings: Settings) -> str:
             "an MLflow server (http://...); unset it to use the local one"
         )
     if is_healthy(uri):
+        if settings.is_local_server:
+            check_store(settings)
         return uri
     if not settings.is_local_server:
         raise DurationError(
@@ -158,6 +286,27 @@ def ensure_server(settings: Settings) -> str:
             "MLFLOW_TRACKING_URI to use the local one (make mlflow)"
         )
     start_server(
-        settings.server_db, settings.server_artifacts, settings.port, settings.server_state
+        settings.store_uri,
+        settings.server_artifacts,
+        settings.port,
+        settings.server_state,
+        settings=settings,
     )
     return uri
+
+
+def check_store(settings: Settings) -> None:
+    """The local server that answers must run on the store these settings ask for: one line
+    when it runs on another (work would silently land in the wrong database)."""
+
+    try:
+        running = (settings.server_state / "server.store").read_text().strip()
+    except OSError:
+        return
+    wanted = redact(settings.store_uri)
+    if running != wanted:
+        raise DurationError(
+            f"the local server at {settings.local_uri} runs on {running}, not on {wanted} "
+            "(MLFLOW_BACKEND_STORE_URI): stop it with `duration server stop`, or pick another "
+            "MLFLOW_PORT"
+        )
