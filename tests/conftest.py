@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,14 +21,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A test that uses one of these fixtures (directly or through another) gets the marker, so
 # `pytest -m "not server and not mirror"` is the fast loop: no real data, no server.
-MARKERS = {"mlflow_server": "server", "mirror_url": "mirror"}
+MARKERS = {
+    "mlflow_server": "server",
+    "postgres": "server",
+    "pg_server": "server",
+    "backend": "server",
+    "mirror_url": "mirror",
+}
+
+
+# Under pytest-xdist (`make test`: -n 2 --dist loadgroup), tests that share an expensive
+# session fixture run on one worker, so it is built once: the first pipeline, and PostgreSQL.
+GROUPS = {"first": "first", "postgres": "postgres", "pg_server": "postgres", "backend": "postgres"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        names = getattr(item, "fixturenames", ())
         for fixture, marker in MARKERS.items():
-            if fixture in getattr(item, "fixturenames", ()):
+            if fixture in names:
                 item.add_marker(getattr(pytest.mark, marker))
+        group = next((g for f, g in GROUPS.items() if f in names), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _mirror() -> tuple[str | None, str]:
@@ -66,22 +83,66 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` (SQLite + artifact folder in a temp dir) on a free port."""
-    import mlflow
-
+    """A real `mlflow server` (SQLite + artifact folder in a temp dir) on a free port; this
+    process tracks to it for the session."""
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     proc = server.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
     uri = f"http://127.0.0.1:{port}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
+    old = use_tracking(uri)
     yield uri
-    if old is None:
+    use_tracking(old)
+    server.stop_pid(proc.pid)
+
+
+def use_tracking(uri: str | None) -> str | None:
+    """Point this process (env and MLflow) at `uri`; return the previous env value."""
+    import mlflow
+
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)  # None: back to MLflow's default
+    return old
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL (`duration db start`) on a free port, in a home of its own. As root
+    it runs as the unprivileged user, so the home is made enterable (pytest's are 0700)."""
+    from duration import db
+
+    home = Path(tempfile.mkdtemp(prefix="duration-pg-"))
+    os.chmod(home, 0o711)
+    s = Settings(home=home, pg_port=free_port())
+    state = db.start(s)
+    yield s, state
+    db.stop(s)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(postgres):
+    """A real `mlflow server` on the PostgreSQL store, on a free port."""
+    s, state = postgres
+    port = free_port()
+    proc = server.start_server(
+        state.uri, s.home / "mlartifacts", port, s.home / ".mlflow", settings=s
+    )
+    yield f"http://127.0.0.1:{port}"
     server.stop_pid(proc.pid)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request):
+    """The test runs once against a SQLite-backed and once against a PostgreSQL-backed
+    server; MLflow in this process points at it for the test."""
+    uri = request.getfixturevalue("mlflow_server" if request.param == "sqlite" else "pg_server")
+    old = use_tracking(uri)
+    yield uri
+    use_tracking(old)
 
 
 @pytest.fixture(scope="session")

@@ -69,3 +69,37 @@ def test_bad_serving_and_watch_settings_are_one_clear_line(monkeypatch, var, val
     monkeypatch.setenv(var, value)
     with pytest.raises(DurationError, match=re.escape(needle)):
         Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "needle"),
+    [
+        ("DURATION_PG_PORT", "5432x", "DURATION_PG_PORT='5432x' is not a port number"),
+        ("MLFLOW_BACKEND_STORE_URI", "mysql://me:s3cret@db/mlflow", "is not a database"),
+        ("MLFLOW_BACKEND_STORE_URI", "/tmp/mlflow.db", "use postgresql://"),
+    ],
+)
+def test_bad_store_settings_are_one_clear_line(monkeypatch, var, value, needle):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(DurationError, match=re.escape(needle)) as e:
+        Settings.from_env()
+    assert "s3cret" not in str(e.value)  # a password in the URI is never echoed
+
+
+def test_the_store_defaults_to_sqlite_in_home_and_the_environment_wins(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_BACKEND_STORE_URI", raising=False)
+    monkeypatch.setenv("DURATION_HOME", str(tmp_path))
+    assert Settings.from_env().store_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    uri = "postgresql://duration@127.0.0.1:5433/mlflow"
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", uri)
+    assert Settings.from_env().store_uri == uri
+    assert Settings.from_env().pg_state == tmp_path / ".postgres"
+
+
+def test_redact_hides_only_the_password():
+    from duration.config import redact
+    from duration.db import libpq_uri
+
+    assert redact("postgresql+psycopg://u:p@ss@h:5/db") == "postgresql+psycopg://u:***@h:5/db"
+    assert redact("postgresql://u@h:5/db") == "postgresql://u@h:5/db"
+    assert libpq_uri("postgresql+psycopg://u@h/db") == "postgresql://u@h/db"

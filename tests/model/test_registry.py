@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -222,29 +218,3 @@ def test_a_failure_halfway_leaves_the_registry_unchanged(first, vectorized, name
     after = {v: (m.current_stage, dict(m.tags)) for v, m in versions(name).items()}
     assert after == before and list(after) == ["1"]
     assert MlflowClient().get_registered_model(name).aliases == aliases == {"production": "1"}
-
-
-def test_two_promotes_at_once_leave_one_production_version(first, cli_env, name):
-    """A weak v1 in Production, the searched model as v2 in Staging; two `promote` commands
-    at once: v2 ends the only Production version, and the other command says it lost."""
-    client = MlflowClient()
-    for run_id in (first.baselines[0]["run_id"], first.registered["run_id"]):
-        mv = mlflow.register_model(client.get_run(run_id).data.tags["model_uri"], name)
-        for k, v in {"color": "green", "test_month": "2021-03"}.items():
-            client.set_model_version_tag(name, mv.version, k, v)
-    registry.move(name, "1", "Production")
-    registry.move(name, "2", "Staging")
-    exe = Path(sys.executable).with_name("duration")
-    procs = [
-        subprocess.Popen([str(exe), "promote", "--name", name], env={**os.environ, **cli_env},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]  # fmt: skip
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    said = sorted(out for out, _ in outs)
-    assert said[0].startswith("kept Production: lost to another promote"), said
-    assert said[1].startswith("promoted: challenger v2"), said
-    stages = {v: m.current_stage for v, m in versions(name).items()}
-    assert stages == {"1": "Archived", "2": "Production"}
-    assert client.get_registered_model(name).aliases == {"production": "2"}

@@ -1,0 +1,131 @@
+"""Search, register and promote against both backends a team server runs on (SQLite and
+PostgreSQL, parametrised); concurrent searches, promotes and pipelines lose nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from duration import matrices, registry, tune
+from duration.config import ModelKind
+
+
+def running_runs() -> list:
+    client = MlflowClient()
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps, filter_string="attributes.status = 'RUNNING'")
+
+
+def trials_of(parent_id: str) -> list:
+    parent = MlflowClient().get_run(parent_id)
+    return MlflowClient().search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+
+
+def spawn(args: list[str], env: dict) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("duration")
+    return subprocess.Popen(
+        [str(exe), *args], env={**os.environ, **env}, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def env_for(uri: str, settings) -> dict:
+    return {
+        "MLFLOW_TRACKING_URI": uri,
+        "DURATION_DATA_DIR": str(settings.data_dir),
+        "DURATION_TLC_URL": settings.tlc_url,
+    }
+
+
+def config(**kw) -> tune.SearchConfig:
+    return tune.SearchConfig(ModelKind.xgboost, progress=False, **kw)
+
+
+def test_search_register_and_two_promotes_at_once(backend, vectorized):
+    """A weak v1 in Production, a better searched v2 in Staging, then two `promote` commands
+    at once: v2 is the only Production version and holds the alias; the other says it lost."""
+    name = f"backend-{uuid.uuid4().hex[:8]}"
+    inputs = matrices.load_inputs(vectorized, "green", "default", "2021-01", "2021-02")
+    weak = tune.search(inputs, config(trials=1, seed=1, max_rounds=2))
+    v1 = registry.register(vectorized, "2021-03", name, top_n=1, parent_run_id=weak.parent_run_id)
+    assert v1.model_version == "1"
+    assert MlflowClient().get_run(v1.run_id).data.tags["mlflow.parentRunId"] == weak.parent_run_id
+    assert registry.promote(vectorized, name).promoted
+
+    good = tune.search(inputs, config(trials=2, seed=7, max_rounds=30))
+    assert good.status == "FINISHED" and good.completed == 2
+    kids = trials_of(good.parent_run_id)
+    assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
+    v2 = registry.register(vectorized, "2021-03", name, top_n=2, parent_run_id=good.parent_run_id)
+    assert v2.model_version == "2" and v2.run_id == good.best_run_id
+
+    procs = [spawn(["promote", "--name", name], env_for(backend, vectorized)) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    said = sorted(out for out, _ in outs)
+    assert said[0].startswith("kept Production: lost to another promote"), said
+    assert said[1].startswith("promoted: challenger v2"), said
+    client = MlflowClient()
+    stages = {v.version: v.current_stage for v in client.search_model_versions(f"name='{name}'")}
+    assert stages == {"1": "Archived", "2": "Production"}
+    assert client.get_registered_model(name).aliases == {"production": "2"}
+    assert running_runs() == []
+
+
+def test_two_searches_at_once(backend, vectorized, tmp_path):
+    """Two `duration tune` commands at once on one server: both finish, no trial is lost."""
+    env = env_for(backend, vectorized)
+    args = ["tune", "--trials", "2", "--max-rounds", "5"]
+    files = [tmp_path / f"search-{seed}.json" for seed in (3, 4)]
+    procs = [spawn([*args, "--seed", f.stem[-1], "--summary", str(f)], env) for f in files]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    parents = [json.loads(f.read_text())["parent_run_id"] for f in files]
+    assert len(set(parents)) == 2
+    for parent in parents:
+        assert MlflowClient().get_run(parent).info.status == "FINISHED"
+        kids = trials_of(parent)
+        assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
+        assert all("val_rmse" in k.data.metrics for k in kids)
+    assert running_runs() == []
+
+
+def test_two_pipelines_at_once_on_postgres(pg_server, vectorized, tmp_path):
+    """Two teammates' pipelines at once against the PostgreSQL-backed server: both finish,
+    each registers its own search's best trial, and one version ends in Production."""
+    from tests.conftest import use_tracking
+
+    env = env_for(pg_server, vectorized)
+    args = ["pipeline", "--trials", "2", "--max-rounds", "10"]
+    files = [tmp_path / f"pipeline-{seed}.json" for seed in (1, 2)]
+    procs = [spawn([*args, "--seed", f.stem[-1], "--summary", str(f)], env) for f in files]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    old = use_tracking(pg_server)
+    try:
+        client = MlflowClient()
+        summaries = [json.loads(f.read_text()) for f in files]
+        for s in summaries:
+            v = client.get_model_version(s["model_name"], s["model_version"])
+            assert v.run_id == s["registered"]["run_id"]
+            # its own search, not whichever search the server saw last
+            assert (
+                client.get_run(v.run_id).data.tags["mlflow.parentRunId"]
+                == (s["search"]["parent_run_id"])
+            )
+        name = summaries[0]["model_name"]
+        prod = [v for v in client.search_model_versions(f"name='{name}'")
+                if v.current_stage == "Production"]  # fmt: skip
+        assert len(prod) == 1
+        assert client.get_registered_model(name).aliases.get("production") == prod[0].version
+        assert running_runs() == []
+    finally:
+        use_tracking(old)

@@ -1,0 +1,167 @@
+"""The local PostgreSQL (`duration db`) and tracking servers on it: real clusters, no mocks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from duration import db, server
+from tests.conftest import assert_one_line_error, free_port, run_cli
+
+
+def home_env(home: Path, **extra) -> dict:
+    return {
+        "DURATION_HOME": str(home),
+        "MLFLOW_TRACKING_URI": None,
+        "MLFLOW_BACKEND_STORE_URI": None,
+        "PGPASSFILE": None,
+        **extra,
+    }
+
+
+def test_db_runs_unprivileged_on_loopback_with_a_scram_password(postgres, pg_server):
+    """The cluster the team server runs on (pg_server gives its database the MLflow schema)."""
+    s, st = postgres
+    again = run_cli("db", "start", env=home_env(s.home), cwd=s.home)
+    assert again.returncode == 0 and "already runs" in again.stdout, again.stderr
+    assert f"MLFLOW_BACKEND_STORE_URI={st.uri}" in again.stdout
+    status = run_cli("db", "status", env=home_env(s.home), cwd=s.home)
+    assert status.returncode == 0 and st.uri in status.stdout, status.stdout + status.stderr
+
+    pid = db.Cluster(s).running_pid()
+    proc = psutil.Process(pid)
+    if os.geteuid() == 0:  # initdb refuses root: the cluster runs as an unprivileged user
+        assert proc.username() == db.OS_USER != "root"
+    listening = [c for c in proc.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+    assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}
+    assert not proc.net_connections("unix")  # no Unix socket: passwords over TCP only
+    assert Path(st.pgpass).stat().st_mode & 0o777 == 0o600
+
+    import psycopg
+
+    for password in ("", "not-the-password"):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(
+                host="127.0.0.1", port=st.port, user=db.ROLE, dbname=db.DATABASE,
+                password=password, connect_timeout=5,
+            ).close()  # fmt: skip
+    env = {**os.environ, "PGPASSFILE": st.pgpass}
+    with psycopg.connect(f"{st.uri}?passfile={st.pgpass}", connect_timeout=5) as conn:
+        method = conn.execute("SHOW password_encryption").fetchone()[0]
+    assert method == "scram-sha-256"
+
+    out = run_cli("db", "backup", env=home_env(s.home), cwd=s.home)
+    assert out.returncode == 0, out.stderr
+    dump = Path(out.stdout.split(" to ")[1].split(" (")[0])
+    assert dump.parent == s.pg_state.resolve() / "backups"
+    assert dump.stat().st_mode & 0o777 == 0o600
+    listing = subprocess.run(
+        [str(db.bin_dir() / "pg_restore"), "--list", str(dump)],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout  # fmt: skip
+    assert "TABLE public experiments" in listing and "TABLE public model_versions" in listing
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the cluster as another user")
+def test_a_home_the_cluster_user_cannot_enter_is_one_line(tmp_path):
+    """pytest's own folders are 0700: the unprivileged user cannot reach a cluster there."""
+    home = tmp_path / "home"
+    home.mkdir()
+    out = run_cli("db", "start", env=home_env(home, DURATION_PG_PORT=str(free_port())), cwd=home)
+    assert_one_line_error(out, "cannot enter", "chmod o+x", "DURATION_HOME")
+    assert not (home / ".postgres" / "data").exists()  # nothing half-initialised
+    assert not list((home / ".postgres").glob(".data.partial*"))
+
+
+def test_a_taken_port_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run_cli("db", "start", env=home_env(tmp_path, DURATION_PG_PORT=str(port)))
+    assert_one_line_error(out, f"DURATION_PG_PORT={port}", "taken")
+
+
+def _downgrade(uri: str, env: dict) -> None:
+    """Take a store one MLflow schema revision back, as an older MLflow left it."""
+    code = (
+        "import sys; from alembic import command; "
+        "from mlflow.store.db.utils import _get_alembic_config; "
+        "command.downgrade(_get_alembic_config(sys.argv[1]), '-1')"
+    )
+    exe = Path(server.sys.executable)
+    subprocess.run([str(exe), "-c", code, uri], check=True, capture_output=True, env=env)
+
+
+def _revision(uri: str, passfile: str) -> str:
+    """The store's MLflow schema revision (alembic's bookkeeping row)."""
+    import psycopg
+
+    with psycopg.connect(f"{uri}?passfile={passfile}") as conn:
+        return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def test_a_schema_upgrade_takes_a_pg_dump_first(postgres, pg_server, tmp_path, monkeypatch):
+    """A store at an older MLflow schema: `server start` backs it up with pg_dump, says
+    where, upgrades it, and serves. A server on another store than the one asked for is
+    refused."""
+    import psycopg
+
+    home = tmp_path
+    env = home_env(home, MLFLOW_PORT=str(free_port()))
+    s, st = postgres
+    name = f"upgrade_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{st.uri}?passfile={st.pgpass}", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    uri = st.uri.rsplit("/", 1)[0] + f"/{name}"
+    env["PGPASSFILE"] = st.pgpass
+    monkeypatch.setenv("PGPASSFILE", st.pgpass)
+    penv = {**os.environ, **{k: v for k, v in env.items() if v is not None}}
+    # a copy of the team server's store (a `db backup` restored), one MLflow schema back
+    dump = db.backup(s, st.uri, home / "team.dump")
+    subprocess.run(
+        [str(db.bin_dir() / "pg_restore"), "--no-owner", "--dbname", uri, str(dump)],
+        check=True, capture_output=True, env=penv,
+    )  # fmt: skip
+    _downgrade(uri, penv)
+    latest, older = _revision(st.uri, st.pgpass), _revision(uri, st.pgpass)
+    assert latest != older
+
+    env["MLFLOW_BACKEND_STORE_URI"] = uri
+    out = run_cli("server", "start", env=env, cwd=home)
+    try:
+        assert out.returncode == 0, out.stderr
+        said = [line for line in out.stderr.splitlines() if "backed up" in line]
+        assert (
+            len(said) == 1
+            and f"then upgraded its MLflow schema from {older} to {latest}" in said[0]
+        )
+        saved = Path(said[0].split(" to ")[1].split(", then")[0])
+        assert saved.is_file() and saved.stat().st_size > 0
+        assert _revision(uri, st.pgpass) == latest
+        assert saved.suffix == ".dump"
+        refused = run_cli("runs", "reap", env={**env, "MLFLOW_BACKEND_STORE_URI": None}, cwd=home)
+        assert_one_line_error(refused, "runs on", "not on", "duration server stop")
+    finally:
+        run_cli("server", "stop", env=env, cwd=home)
+
+
+def test_a_sqlite_store_is_backed_up_whole(tmp_path):
+    """Before upgrading a SQLite store, `backup_store` copies it with SQLite's online backup."""
+    import sqlite3
+
+    src = tmp_path / "mlflow.db"
+    with sqlite3.connect(src) as conn:
+        conn.execute("CREATE TABLE runs (id TEXT)")
+        conn.executemany("INSERT INTO runs VALUES (?)", [(str(i),) for i in range(100)])
+    saved = server.backup_store(None, f"sqlite:///{src}", tmp_path / "backups")
+    assert saved.parent == tmp_path / "backups" and saved.suffix == ".db"
+    with sqlite3.connect(saved) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (100,)
+    assert [p.name for p in saved.parent.iterdir()] == [saved.name]  # no partial file left
