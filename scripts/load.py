@@ -18,6 +18,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import statistics
 import sys
@@ -86,27 +87,39 @@ def verify(uri: str, run_ids: list[str], shape: dict) -> int:
 
 def level(uri: str, clients: int, runs: int, shape: dict) -> dict:
     """Run `clients` processes at once; latency, throughput, errors and lost runs."""
+    import mlflow.entities  # noqa: F401 - imported once here, before the clients fork
     from mlflow.tracking import MlflowClient
 
     exp = MlflowClient(uri).create_experiment(f"load-{clients}-{time.time_ns()}")
     ctx = mp.get_context("fork")
-    go, out = ctx.Event(), ctx.Queue()
+    ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=client, args=(uri, exp, runs, shape, go, out)) for _ in range(clients)
+        ctx.Process(target=client, args=(uri, exp, runs, shape, ready, go, out))
+        for _ in range(clients)
     ]
     for p in procs:
         p.start()
-    time.sleep(1.0)  # every client is up before the clock starts
+    for _ in procs:  # the clock starts once every client is up
+        ready.get(timeout=300)
     start = time.perf_counter()
     go.set()
-    results = [out.get(timeout=1800) for _ in procs]
+    results = []
+    while len(results) < clients:
+        try:
+            results.append(out.get(timeout=5))
+        except queue.Empty:
+            if all(p.exitcode is not None for p in procs) and out.empty():
+                crashed = clients - len(results)  # a client that died reports its runs as errors
+                results += [
+                    {"latencies": [], "errors": ["client died"] * runs, "run_ids": []}
+                ] * crashed
     wall = time.perf_counter() - start
     for p in procs:
         p.join()
     lat = sorted(x for r in results for x in r["latencies"])
     errors = [e for r in results for e in r["errors"]]
     run_ids = [i for r in results for i in r["run_ids"]]
-    pct = statistics.quantiles(lat, n=100) if len(lat) > 1 else lat * 99
+    pct = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
     return {
         "clients": clients,
         "runs": len(run_ids),
@@ -215,6 +228,7 @@ def main() -> int:
     args = p.parse_args()
     for key, value in MLFLOW_CLIENT_ENV.items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     start = time.perf_counter()
     report = run(args)
     seconds = time.perf_counter() - start
