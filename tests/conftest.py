@@ -30,20 +30,11 @@ MARKERS = {
 }
 
 
-# Under pytest-xdist (`make test`: -n 2 --dist loadgroup), tests that share an expensive
-# session fixture run on one worker, so it is built once: the first pipeline, and PostgreSQL.
-GROUPS = {"first": "first", "postgres": "postgres", "pg_server": "postgres", "backend": "postgres"}
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        names = getattr(item, "fixturenames", ())
         for fixture, marker in MARKERS.items():
-            if fixture in names:
+            if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(getattr(pytest.mark, marker))
-        group = next((g for f, g in GROUPS.items() if f in names), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _mirror() -> tuple[str | None, str]:

@@ -10,10 +10,15 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from duration import matrices, registry, tune
 from duration.config import ModelKind
+
+# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
+# so its expensive session fixture (the PostgreSQL cluster and its server) is built once.
+pytestmark = pytest.mark.xdist_group("postgres")
 
 
 def running_runs() -> list:
@@ -60,7 +65,7 @@ def test_search_register_and_two_promotes_at_once(backend, vectorized):
     assert MlflowClient().get_run(v1.run_id).data.tags["mlflow.parentRunId"] == weak.parent_run_id
     assert registry.promote(vectorized, name).promoted
 
-    good = tune.search(inputs, config(trials=2, seed=7, max_rounds=30))
+    good = tune.search(inputs, config(trials=2, seed=7, max_rounds=12))
     assert good.status == "FINISHED" and good.completed == 2
     kids = trials_of(good.parent_run_id)
     assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}

@@ -14,6 +14,10 @@ import pytest
 from duration import db, server
 from tests.conftest import assert_one_line_error, free_port, run_cli
 
+# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
+# so its expensive session fixture (the PostgreSQL cluster and its server) is built once.
+pytestmark = pytest.mark.xdist_group("postgres")
+
 
 def home_env(home: Path, **extra) -> dict:
     return {

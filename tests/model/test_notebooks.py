@@ -9,6 +9,10 @@ from nbclient import NotebookClient
 from tests.conftest import ROOT
 from tests.model.conftest import NAME
 
+# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
+# so its expensive session fixture (the first pipeline) is built once.
+pytestmark = pytest.mark.xdist_group("first")
+
 # What each notebook must show once run: text from its own outputs, not from the test.
 SHOWS = {
     "01-explore-data.ipynb": ["kept by the 1-60 minute filter", "Manhattan"],

@@ -15,6 +15,10 @@ from duration.errors import DurationError
 from tests.conftest import assert_one_line_error, free_port, run_cli
 from tests.model.conftest import NAME
 
+# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
+# so its expensive session fixture (the first pipeline) is built once.
+pytestmark = pytest.mark.xdist_group("first")
+
 
 def versions(name: str = NAME):
     return {v.version: v for v in MlflowClient().search_model_versions(f"name = '{name}'")}
