@@ -213,7 +213,7 @@ def _evaluate(settings: Settings, parent, trials: list, test_month: str, test_ds
                 **tracking.process_tags(),
             },
         ):
-            mlflow.log_input(test_ds, context="test")
+            tracking.log_dataset(mlflow.active_run().info.run_id, test_ds, "test")
             mlflow.log_metrics({"test_rmse": rmse, "val_rmse": run.data.metrics["val_rmse"]})
         candidates.append(
             {

@@ -10,6 +10,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -197,13 +198,28 @@ def dataset(settings: Settings, color: Color | str, month: str):
         )
 
 
-def log_dataset(run_id: str, ds, context: str, uri: str | None = None) -> None:
-    """Log a dataset as an input of a run (by id: no active run needed)."""
+# What the server says when two runs insert the same new dataset at once (SQLite, PostgreSQL).
+_DUPLICATE = ("UNIQUE constraint failed", "duplicate key value", "IntegrityError")
+
+
+def log_dataset(run_id: str, ds, context: str, uri: str | None = None, attempts: int = 3) -> None:
+    """Log a dataset as an input of a run (by id: no active run needed).
+
+    Two runs that log the same new dataset at once (two searches, two pipelines) race on the
+    server's insert, and one gets an integrity error; its retry finds the dataset there."""
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)
-    client(uri).log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), tags=[tag])])
+    for attempt in range(1, attempts + 1):
+        try:
+            client(uri).log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), tags=[tag])])
+            return
+        except MlflowException as e:
+            if attempt == attempts or not any(s in str(e) for s in _DUPLICATE):
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def log_data(run_id: str, inp: Inputs, uri: str | None = None) -> None:
