@@ -139,15 +139,12 @@ def time_xgboost(settings) -> dict:
 
 def server_figures(root: Path) -> dict:
     """Start the lean tracking server: seconds to /health, processes and memory."""
-    import socket
-
     import psutil
 
     from duration import server
+    from duration.serve import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server.prepare_store(root / "mlflow.db", root / "mlartifacts", root / "state")  # once
     start = time.perf_counter()
     proc = server.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")

@@ -12,14 +12,13 @@ import secrets
 import shutil
 import stat
 import subprocess
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from duration.config import Settings, redact
 from duration.errors import DurationError
-from duration.files import atomic_path, exclusive
+from duration.files import atomic_path, exclusive, utc_stamp
 
 ROLE = "duration"  # the database role MLflow connects as
 DATABASE = "mlflow"
@@ -315,7 +314,7 @@ def backup(settings: Settings, store_uri: str, dest: Path | None = None) -> Path
     c = Cluster(settings)
     if dest is None:
         name = urlsplit(libpq_uri(store_uri)).path.strip("/") or DATABASE
-        dest = c.backups / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.dump"
+        dest = c.backups / f"{name}-{utc_stamp()}.dump"
     env = dict(os.environ)
     if "PGPASSFILE" not in env and (pgpass := local_pgpass(settings)):
         env["PGPASSFILE"] = str(pgpass)

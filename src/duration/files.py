@@ -20,6 +20,13 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def utc_stamp() -> str:
+    """Now, in UTC, as a file name part that sorts in time order (20261130T021500Z)."""
+    import time
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
 @contextmanager
 def exclusive(path: Path, wait: float, busy: str) -> Iterator[bool]:
     """Hold the lock file `path`, one process at a time; yield True if another holder made

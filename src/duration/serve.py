@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -26,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from duration.config import Settings
-from duration.errors import DurationError
+from duration.errors import DurationError, cause
 from duration.files import atomic_path
 from duration.server import is_healthy, stop_pid
 
@@ -149,20 +148,10 @@ def nginx_binary() -> str:
     return found
 
 
-_RAISED = re.compile(r"^[A-Za-z_][\w.]*: \S")  # "zipfile.BadZipFile: File is not a zip file"
-
-
-def _cause(text: str) -> str:
-    """The first exception `text` reports (the cause, not the wrapper), else its last line."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    raised = [ln for ln in lines if _RAISED.match(ln)]
-    return (raised or lines or ["no output"])[0 if raised else -1].strip()[:200]
-
-
 def _tail(log: Path) -> str:
     """The cause of a failure, as a process's log file reports it."""
     try:
-        return _cause(log.read_text(errors="replace"))
+        return cause(log.read_text(errors="replace"))
     except OSError:
         return "no log"
 
@@ -296,7 +285,7 @@ def reload_proxy(settings: Settings, pid: int, timeout: float = 130.0) -> None:
     """Check the new config, reload gracefully, and wait until the old workers are gone."""
     check = subprocess.run(_nginx(settings, "-t"), capture_output=True, text=True)
     if check.returncode != 0:
-        raise DurationError(f"the proxy refused its new config: {_cause(check.stderr)}")
+        raise DurationError(f"the proxy refused its new config: {cause(check.stderr)}")
     os.kill(pid, signal.SIGHUP)
     time.sleep(0.1)
     deadline = time.monotonic() + timeout

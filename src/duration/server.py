@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 from duration.config import Settings, redact
-from duration.errors import DurationError
-from duration.files import atomic_path, exclusive
+from duration.errors import DurationError, cause
+from duration.files import atomic_path, exclusive, utc_stamp
 
 # One uvicorn worker and no job runner: the MLflow 3 default starts ~16 processes.
 LEAN_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -79,22 +79,20 @@ def _store(uri: str, artifacts: Path, action: str, env: dict) -> dict:
         env=env,
     )
     if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or ["no output"]
-        last = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1])
         hint = (
             "; for the local PostgreSQL, start it with `make postgres` (duration db start)"
             if uri.startswith("postgresql")
             else ""
         )
         raise DurationError(
-            f"the tracking store {redact(uri)} cannot be opened: {last[:240]}{hint}"
+            f"the tracking store {redact(uri)} cannot be opened: {cause(proc.stderr)}{hint}"
         )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def backup_store(settings: Settings | None, uri: str, backups: Path) -> Path:
     """Copy the store aside before a schema upgrade: SQLite's online backup, or pg_dump."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = utc_stamp()
     if uri.startswith("sqlite:///"):
         import sqlite3
 
@@ -142,7 +140,6 @@ def prepare_store(
 def _prepare(
     uri: str, artifacts: Path, backups: Path, settings: Settings | None, env: dict
 ) -> str | None:
-
     info = _store(uri, artifacts, "check", env)
     if info["empty"]:
         _store(uri, artifacts, "init", env)
@@ -157,9 +154,8 @@ def _prepare(
         env=env,
     )
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise DurationError(
-            f"upgrading the MLflow schema of {redact(uri)} failed ({last[:200]}); "
+            f"upgrading the MLflow schema of {redact(uri)} failed ({cause(proc.stderr)}); "
             f"the store as it was is saved at {saved}"
         )
     return (
