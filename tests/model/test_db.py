@@ -169,3 +169,20 @@ def test_a_sqlite_store_is_backed_up_whole(tmp_path):
     with sqlite3.connect(saved) as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone() == (100,)
     assert [p.name for p in saved.parent.iterdir()] == [saved.name]  # no partial file left
+
+
+def test_a_store_that_does_not_answer_is_one_line(tmp_path):
+    """A PostgreSQL store nobody listens on: the server start names it, says why (the
+    driver's own error) and how to start the local one."""
+    uri = f"postgresql://duration@127.0.0.1:{free_port()}/mlflow"
+    env = home_env(tmp_path, MLFLOW_PORT=str(free_port()), MLFLOW_BACKEND_STORE_URI=uri)
+    out = run_cli("server", "start", env=env, cwd=tmp_path)
+    assert_one_line_error(out, f"the tracking store {uri} cannot be opened", "make postgres")
+    assert "OperationalError" in out.stderr
+    assert not (tmp_path / ".mlflow" / "server.pid").exists()  # no server was started
+
+
+def test_a_backup_with_no_cluster_running_is_one_line(tmp_path):
+    out = run_cli("db", "backup", env=home_env(tmp_path), cwd=tmp_path)
+    assert_one_line_error(out, "PostgreSQL is not running", "duration db start")
+    assert not (tmp_path / ".postgres" / "backups").exists()
