@@ -77,13 +77,22 @@ def client(uri: str | None = None) -> MlflowClient:
 
 
 def experiment_id(name: str, uri: str | None = None) -> str:
-    """The id of the named experiment: created if missing, restored if deleted."""
+    """The id of the named experiment: created if missing (once, whoever races), restored if
+    deleted."""
     from mlflow.exceptions import MlflowException
 
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is None:
-        return c.create_experiment(name)
+        try:
+            return c.create_experiment(name)
+        except MlflowException as e:
+            # Another command created it between our look and our create (two searches at once).
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
     if exp.lifecycle_stage == "deleted":
         try:
             c.restore_experiment(exp.experiment_id)

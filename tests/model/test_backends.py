@@ -7,13 +7,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from duration import matrices, registry, tune
+from duration import matrices, registry, tracking, tune
 from duration.config import ModelKind
 
 # Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
@@ -83,6 +85,24 @@ def test_search_register_and_two_promotes_at_once(backend, vectorized):
     assert stages == {"1": "Archived", "2": "Production"}
     assert client.get_registered_model(name).aliases == {"production": "2"}
     assert running_runs() == []
+
+
+def test_first_use_of_an_experiment_from_many_commands_at_once(backend):
+    """Eight callers ask for the same new experiment at the same moment (as two searches or
+    two pipelines do on a fresh server): all get one id, none the server's "already exists".
+    Three rounds, as the first one of a process is often too slow to collide."""
+    for _ in range(3):
+        name = f"race-{uuid.uuid4().hex[:8]}"
+        gate = threading.Barrier(8)
+
+        def ask(_: int, name: str = name, gate: threading.Barrier = gate) -> str:
+            gate.wait()
+            return tracking.experiment_id(name, backend)
+
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(ask, range(8)))
+        assert len(set(ids)) == 1
+        assert MlflowClient(backend).get_experiment_by_name(name).experiment_id == ids[0]
 
 
 def test_two_searches_at_once(backend, vectorized, tmp_path):
