@@ -7,8 +7,13 @@ alias of the same name, so `models:/NAME/Production` and `models:/NAME@productio
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+import random
 import re
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -377,14 +382,87 @@ def _record(d: Decision, min_improvement: float) -> None:
             _swap(name, d.challenger, d.champion or None)
 
 
+LEASE_TAG = "promote_lease"
+
+
+def _lease(name: str) -> dict | None:
+    """The promote lease recorded on the registered model, if any (unreadable counts as none)."""
+    raw = _client().get_registered_model(name).tags.get(LEASE_TAG)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _lease_free(lease: dict | None, me: str) -> bool:
+    """True when nobody else holds `lease`: none, ours, expired, or its process on this host
+    is gone (a promote killed with SIGKILL leaves its lease behind)."""
+    if lease is None or lease.get("owner") == me or lease.get("until", 0) < time.time():
+        return True
+    since = int(lease.get("since", 0) * 1000)
+    return tracking.process_gone(lease.get("host", ""), str(lease.get("pid", "")), since)
+
+
+@contextmanager
+def registry_lease(
+    name: str, wait: float = 600.0, ttl: float = 900.0, settle: float = 1.0
+) -> Iterator[bool]:
+    """Hold the model's promote lease, kept as a tag of the registered model on the tracking
+    server, so that promotes from different hosts take turns; yield True if another holder
+    made this one wait.
+
+    MLflow has no compare-and-set: a taker writes its lease, lets `settle` seconds pass, and
+    holds it only if its own write is still the one there (the last of two writers wins, the
+    other sees it and waits). A lease ends at release, at `ttl`, or when its process is gone.
+    """
+    import uuid
+
+    from mlflow.exceptions import MlflowException
+
+    client, host = _client(), socket.gethostname()
+    me = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline, waited = time.monotonic() + wait, False
+    while True:
+        lease = _lease(name)
+        if _lease_free(lease, me):
+            now = time.time()
+            mine = {"owner": me, "host": host, "pid": os.getpid(), "since": now, "until": now + ttl}
+            try:
+                client.set_registered_model_tag(name, LEASE_TAG, json.dumps(mine))
+            except MlflowException as e:  # two first writes at once: the other's insert won
+                if not tracking.lost_insert(e):
+                    raise
+            else:
+                time.sleep(settle)
+                lease = _lease(name)
+                if lease is not None and lease.get("owner") == me:
+                    break
+        waited = True
+        if time.monotonic() > deadline:
+            who = f"{lease.get('host')} (pid {lease.get('pid')})" if lease else "another host"
+            raise DurationError(
+                f"another promote of {name}, on {who}, has held it for over {wait:.0f} s: try "
+                f"again later, or if that promote is dead delete the tag {LEASE_TAG} of {name} "
+                "in the MLflow UI"
+            )
+        time.sleep(0.5 + random.random())
+    try:
+        yield waited
+    finally:
+        if (_lease(name) or {}).get("owner") == me:
+            client.delete_registered_model_tag(name, LEASE_TAG)
+
+
 @contextmanager
 def promote_lock(settings: Settings, name: str, wait: float = 600.0) -> Iterator[bool]:
-    """One promote of a model per tracking server at a time, on this host; yields True when
-    it had to wait for another."""
+    """One promote of a model per tracking server at a time: a lock file for promotes on this
+    host, then the registry's lease for promotes on other hosts; yields True when it had to
+    wait for another."""
     key = hashlib.sha256(f"{settings.tracking_uri.rstrip('/')}|{name}".encode()).hexdigest()
     busy = f"another promote of {name} has run for over {wait:.0f} s: try again later"
-    with files.exclusive(settings.lock_dir / f"promote-{key[:16]}.lock", wait, busy) as waited:
-        yield waited
+    lock = settings.lock_dir / f"promote-{key[:16]}.lock"
+    with files.exclusive(lock, wait, busy) as here, registry_lease(name, wait) as elsewhere:
+        yield here or elsewhere
 
 
 def promote(
@@ -392,9 +470,11 @@ def promote(
 ) -> Decision:
     """Promote Staging to Production only if it beats Production by `min_improvement` RMSE.
 
-    Two promotes at once run one after the other: the second decides on what the first left,
-    and says it lost when it promotes nothing.
+    Two promotes at once, on one host or several, run one after the other: the second
+    decides on what the first left, and says it lost when it promotes nothing.
     """
+    if not _client().search_registered_models(filter_string=f"name = '{name}'"):
+        raise DurationError(f"no registered model named {name!r}: run `duration register` first")
     with promote_lock(settings, name) as waited:
         d = _promote(settings, name, month, min_improvement)
     if waited and not d.promoted:
@@ -404,8 +484,6 @@ def promote(
 
 def _promote(settings: Settings, name: str, month: str | None, min_improvement) -> Decision:
     """Score Staging and Production on `month`, record the decision and move the stages."""
-    if not _client().search_registered_models(filter_string=f"name = '{name}'"):
-        raise DurationError(f"no registered model named {name!r}: run `duration register` first")
     challenger = version_in(name, "Staging")
     champion = version_in(name, "Production")
     if challenger is None:

@@ -129,18 +129,24 @@ def process_tags() -> dict[str, str]:
     return tags
 
 
-def _orphaned(run, host: str) -> bool:
-    """True when a RUNNING run's process (by its host and pid tags) no longer exists here."""
+def process_gone(host: str, pid: str, since_ms: int) -> bool:
+    """True when the process `pid` that started on this `host` by `since_ms` (epoch ms) no
+    longer runs; False for another host's process, which cannot be checked from here."""
     import psutil
 
-    tags = run.data.tags
-    if tags.get("host") != host or not tags.get("pid", "").isdigit():
+    if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
-        started = psutil.Process(int(tags["pid"])).create_time()
+        started = psutil.Process(int(pid)).create_time()
     except psutil.NoSuchProcess:
         return True
-    return started * 1000 > run.info.start_time + 1000  # the pid now belongs to a newer process
+    return started * 1000 > since_ms + 1000  # the pid now belongs to a newer process
+
+
+def _orphaned(run) -> bool:
+    """True when a RUNNING run's process (by its host and pid tags) no longer exists here."""
+    tags = run.data.tags
+    return process_gone(tags.get("host", ""), tags.get("pid", ""), run.info.start_time)
 
 
 def reap(uri: str | None = None) -> list[str]:
@@ -153,7 +159,7 @@ def reap(uri: str | None = None) -> list[str]:
     if not exps:
         return []
     runs = c.search_runs(exps, "attributes.status = 'RUNNING'", max_results=5000)
-    reaped = [r.info.run_id for r in runs if _orphaned(r, host)]
+    reaped = [r.info.run_id for r in runs if _orphaned(r)]
     for run_id in reaped:
         c.set_tag(
             run_id, "reaped", f"its process on {host} was gone; ended by `duration runs reap`"
@@ -207,8 +213,13 @@ def dataset(settings: Settings, color: Color | str, month: str):
         )
 
 
-# What the server says when two runs insert the same new dataset at once (SQLite, PostgreSQL).
+# What the server says when two clients insert the same new row at once (SQLite, PostgreSQL).
 _DUPLICATE = ("UNIQUE constraint failed", "duplicate key value", "IntegrityError")
+
+
+def lost_insert(e: Exception) -> bool:
+    """True when `e` is the server refusing a row another client inserted at the same time."""
+    return any(s in str(e) for s in _DUPLICATE)
 
 
 def log_dataset(run_id: str, ds, context: str, uri: str | None = None, attempts: int = 3) -> None:
@@ -226,7 +237,7 @@ def log_dataset(run_id: str, ds, context: str, uri: str | None = None, attempts:
             client(uri).log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), tags=[tag])])
             return
         except MlflowException as e:
-            if attempt == attempts or not any(s in str(e) for s in _DUPLICATE):
+            if attempt == attempts or not lost_insert(e):
                 raise
             time.sleep(0.2 * attempt)
 

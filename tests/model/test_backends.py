@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from duration import matrices, registry, tracking, tune
 from duration.config import ModelKind
+from duration.errors import DurationError
 
 # Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
 # so its expensive session fixture (the PostgreSQL cluster and its server) is built once.
@@ -103,6 +106,56 @@ def test_first_use_of_an_experiment_from_many_commands_at_once(backend):
             ids = list(pool.map(ask, range(8)))
         assert len(set(ids)) == 1
         assert MlflowClient(backend).get_experiment_by_name(name).experiment_id == ids[0]
+
+
+def test_promote_lease_takes_turns_across_hosts(backend):
+    """Three holders of the registry's promote lease at once (distinct owners, as on three
+    hosts, where no lock file is shared): their turns never overlap, and the tag is gone after."""
+    name = f"lease-{uuid.uuid4().hex[:8]}"
+    MlflowClient(backend).create_registered_model(name)
+    gate, turns = threading.Barrier(3), []
+
+    def hold(_: int) -> bool:
+        gate.wait()
+        with registry.registry_lease(name, wait=60, settle=0.5) as waited:
+            start = time.monotonic()
+            time.sleep(0.3)
+            turns.append((start, time.monotonic()))
+        return waited
+
+    with ThreadPoolExecutor(3) as pool:
+        waited = list(pool.map(hold, range(3)))
+    turns.sort()
+    assert all(a[1] <= b[0] for a, b in zip(turns, turns[1:], strict=False)), turns
+    assert sum(waited) >= 2
+    assert registry.LEASE_TAG not in MlflowClient(backend).get_registered_model(name).tags
+
+
+def test_promote_lease_of_another_host_is_waited_for_then_expires(mlflow_server):
+    """A lease another host holds is refused in one line naming it after `wait`; once it
+    expires the lease is taken, and a lease left by a dead process on this host at once."""
+    client, name = MlflowClient(mlflow_server), f"lease-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name)
+
+    def lease(host: str, pid: int, since: float, until: float) -> None:
+        owner = {"owner": f"{host}:{pid}:x", "host": host, "pid": pid, "since": since}
+        client.set_registered_model_tag(
+            name, registry.LEASE_TAG, json.dumps({**owner, "until": until})
+        )
+
+    lease("build-7", 4242, time.time(), time.time() + 600)
+    held = pytest.raises(DurationError, match=r"on build-7 \(pid 4242\).*promote_lease")
+    with held, registry.registry_lease(name, wait=1, settle=0.2):
+        pass
+    lease("build-7", 4242, time.time(), time.time() + 2)
+    with registry.registry_lease(name, wait=30, settle=0.2) as waited:
+        assert waited
+    since = time.time()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    lease(socket.gethostname(), int(dead.stdout), since, time.time() + 600)
+    with registry.registry_lease(name, wait=1, settle=0.2) as waited:
+        assert not waited
 
 
 def test_two_searches_at_once(backend, vectorized, tmp_path):
