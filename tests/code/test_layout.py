@@ -64,3 +64,20 @@ def test_figures_draw_without_pyplot():
     fig = plots.predicted_vs_actual(y, y + 1)
     assert fig.canvas.get_supported_filetypes()["png"]
     assert "matplotlib.pyplot" not in sys.modules or fig.number is None
+
+
+def test_xdist_groups_keep_their_tests_on_one_worker(tmp_path):
+    """`make test` relies on `--dist loadgroup` to build each expensive session fixture (the
+    first pipeline, the PostgreSQL cluster) once; pytest 9.2 broke that silently."""
+    (tmp_path / "test_g.py").write_text(
+        "import os, pytest\n"
+        'pytestmark = pytest.mark.xdist_group("g")\n'
+        + "".join(f"def test_{i}(): print(os.environ['PYTEST_XDIST_WORKER'])\n" for i in range(6))
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v", "-p",
+         "no:cacheprovider", "-p", "no:randomly", str(tmp_path / "test_g.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    workers = {line.split()[0] for line in out.stdout.splitlines() if "PASSED" in line}
+    assert out.returncode == 0 and len(workers) == 1, out.stdout[-2000:]
