@@ -30,6 +30,14 @@ MARKERS = {
 }
 
 
+def pytest_configure(config):
+    """This process talks to MLflow as the CLI does (short retries, no telemetry)."""
+    from duration.config import MLFLOW_CLIENT_ENV
+
+    for key, value in MLFLOW_CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for fixture, marker in MARKERS.items():

@@ -18,6 +18,7 @@ SEARCH_EXPERIMENT = "nyc-taxi-duration-search"
 EVAL_EXPERIMENT = "nyc-taxi-duration-evaluation"
 PROMOTION_EXPERIMENT = "nyc-taxi-duration-promotion"
 DEPLOY_EXPERIMENT = "nyc-taxi-duration-deployments"
+MONITOR_EXPERIMENT = "nyc-taxi-duration-monitoring"
 DEFAULT_SERVE_PORT = 5001
 MODEL_NAME = "nyc-taxi-duration"
 MIN_DURATION, MAX_DURATION = 1.0, 60.0
@@ -79,6 +80,36 @@ def _env_seconds(name: str, default: float) -> float:
     return value
 
 
+# Monitoring thresholds: (setting, environment variable, lowest, highest) - see `monitor`.
+THRESHOLDS = {
+    "drift_threshold": ("DURATION_DRIFT_THRESHOLD", 0.0, 1.0),
+    "drift_share": ("DURATION_DRIFT_SHARE", 0.0, 1.0),
+    "rmse_ratio": ("DURATION_RMSE_RATIO", 1.0, 10.0),
+}
+
+
+def check_threshold(name: str, value: float, where: str) -> float:
+    """`value` if it lies in the threshold's range, else a one-line error naming `where`."""
+    _, lo, hi = THRESHOLDS[name]
+    if not lo < value <= hi:
+        raise DurationError(
+            f"{where}={value!r} is out of range: use a number above {lo} and at most {hi}"
+        )
+    return value
+
+
+def _env_thresholds() -> dict[str, float]:
+    out = {}
+    for name, (env, _, _) in THRESHOLDS.items():
+        if (raw := os.environ.get(env)) is not None:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise DurationError(f"{env}={raw!r} is not a number") from None
+            out[name] = check_threshold(name, value, env)
+    return out
+
+
 def redact(uri: str) -> str:
     """`uri` with any password replaced by ***, for messages and state files."""
     return re.sub(r"(://[^:/@]+:)[^/]*@", r"\1***@", uri)
@@ -95,11 +126,15 @@ def _env_store_uri() -> str | None:
 
 
 # MLflow's client retries a request 7 times over minutes by default; a dead server should
-# stop the work in seconds. The environment still wins (`setdefault`).
+# stop the work in seconds. MLflow's usage telemetry is off: offline, its thread gives up and
+# deletes an environment variable while a request reads the environment, and that request
+# fails with KeyError '_MLFLOW_TELEMETRY_SESSION_ID' (seen here on a monitoring run). The
+# environment still wins (`setdefault`).
 MLFLOW_CLIENT_ENV = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
 
@@ -127,6 +162,10 @@ class Settings:
     lock_dir: Path = LOCK_DIR  # shared by every home on this host
     backend_store_uri: str | None = None  # the local server's store; None: SQLite in home
     pg_port: int | None = None  # the local PostgreSQL's port; None: the last one, or 5432
+    # Monitoring (defaults measured over every month of the mirror; see the README):
+    drift_threshold: float = 0.1  # a column drifts at this KS statistic or JS distance
+    drift_share: float = 0.5  # verdict `drift` from this share of drifted input columns
+    rmse_ratio: float = 1.1  # verdict `degraded` above this RMSE / the version's test RMSE
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -153,6 +192,7 @@ class Settings:
             "pg_port": _env_port("DURATION_PG_PORT", 5432)
             if os.environ.get("DURATION_PG_PORT")
             else None,
+            **_env_thresholds(),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
