@@ -14,6 +14,9 @@ TEST     ?= 2021-03
 FEATURES ?= default
 TRIALS   ?= 30
 SEED     ?= 42
+MONTH    ?= 2021-04
+FROM     ?= 2021-02
+TO       ?= 2023-04
 export MLFLOW_PORT ?= 5000
 export SERVE_PORT ?= 5001
 # Debian packages the project runs, as command:package (installed only where missing).
@@ -30,11 +33,11 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
 .PHONY: help install system download prepare features pipeline test test-fast lint format bench \
         bench-spark bench-serve notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
-        postgres-backup load
+        postgres-backup load monitor monitor-months
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) SEED=$(SEED) MLFLOW_PORT=$(MLFLOW_PORT) SERVE_PORT=$(SERVE_PORT)"
+	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) MLFLOW_PORT=$(MLFLOW_PORT) SERVE_PORT=$(SERVE_PORT)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -109,6 +112,12 @@ deploy: $(STAMP) system ## CD step: serve the Production version after a smoke t
 
 bench-serve: $(STAMP) system ## Benchmark serving: start, smoke test, switch gap, requests/s (reports/)
 	$(BIN)/python scripts/bench_serve.py
+
+monitor: $(STAMP) system ## Monitor Production on MONTH: quality, drift, verdict (reports/monitor-MONTH.json)
+	$(BIN)/duration monitor --color $(COLOR) --month $(MONTH) --summary reports/monitor-$(MONTH).json
+
+monitor-months: $(STAMP) system ## Monitor Production on every month FROM..TO the source has (reports/monitoring.md)
+	$(BIN)/python scripts/monitor_months.py --color $(COLOR) --from $(FROM) --to $(TO)
 
 postgres: $(STAMP) system ## Start a local PostgreSQL on 127.0.0.1 (data in .postgres/); prints the store URI
 	$(BIN)/duration db start

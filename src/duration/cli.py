@@ -387,6 +387,50 @@ def predict(
 
 
 @app.command()
+def monitor(
+    ctx: typer.Context,
+    model: str = typer.Option(
+        f"models:/{MODEL_NAME}@production", "--model", help="A registered version's URI."
+    ),
+    color: Color = ColorOpt,
+    month: str = _opt_month("2021-04", "--month", "Labelled month to monitor."),
+    drift_threshold: float = typer.Option(
+        None, "--drift-threshold", help="Column drift at this KS / JS score [env, default 0.1]."
+    ),
+    drift_share: float = typer.Option(
+        None, "--drift-share", help="Verdict drift from this share of columns [env, 0.5]."
+    ),
+    rmse_ratio: float = typer.Option(
+        None, "--rmse-ratio", help="Verdict degraded above this RMSE / test RMSE [env, 1.1]."
+    ),
+    summary: Path = SummaryOpt,
+) -> None:
+    """Score a labelled month with a version; measure quality, data quality and drift."""
+    from dataclasses import replace
+
+    from duration import monitor as mo
+    from duration.config import check_threshold
+
+    flags = {"drift_threshold": drift_threshold, "drift_share": drift_share}
+    flags["rmse_ratio"] = rmse_ratio
+    given = {
+        k: check_threshold(k, v, "--" + k.replace("_", "-"))
+        for k, v in flags.items()
+        if v is not None
+    }
+    _connect(ctx)
+    r = mo.monitor(replace(_settings(ctx), **given), model, color, month)
+    _write_summary(summary, mo.summary(r))
+    typer.echo(
+        f"{r.model_name} v{r.model_version} on {r.color} {r.month} ({r.rows} rides, "
+        f"{r.months_since_training} months after training): RMSE {r.rmse:.4f} min "
+        f"({r.rmse_ratio:.2f}x its test RMSE {r.reference_rmse:.4f}), drift share "
+        f"{r.drift_share:.2f}, prediction drift {r.prediction_drift:.3f}: {r.verdict}"
+    )
+    typer.echo(f"monitoring run {r.run_id}")
+
+
+@app.command()
 def pipeline(
     ctx: typer.Context,
     color: Color = ColorOpt,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from duration import data, files, tracking
+from duration import data, files, reference, tracking
 from duration.config import (
     EVAL_EXPERIMENT,
     MODEL_NAME,
@@ -260,7 +260,9 @@ def register(
         d.dataset.name: d.dataset.digest
         for d in _client().get_run(parent.info.run_id).inputs.dataset_inputs
     }
-    version = _register_version(name, best, best_run, tags, test_month, test_ds.digest, digests)
+    version = _register_version(
+        settings, name, best, best_run, tags, test_month, test_ds.digest, digests
+    )
     return Registered(
         name,
         version,
@@ -273,8 +275,9 @@ def register(
     )
 
 
-def _register_version(name, best, run, tags, test_month, test_digest, digests) -> str:
-    """Create the version, describe and tag it, and move it to Staging; undo on failure."""
+def _register_version(settings, name, best, run, tags, test_month, test_digest, digests) -> str:
+    """Create the version, describe and tag it, save its reference profile, and move it to
+    Staging; undo on failure."""
     import mlflow
 
     client = _client()
@@ -310,6 +313,7 @@ def _register_version(name, best, run, tags, test_month, test_digest, digests) -
         }
         for k, v in version_tags.items():
             client.set_model_version_tag(name, mv.version, k, v)
+        save_reference(settings, name, mv.version)
         move(name, mv.version, "Staging")
         if previous is not None and previous.version != mv.version:
             client.transition_model_version_stage(name, previous.version, "Archived")
@@ -319,6 +323,24 @@ def _register_version(name, best, run, tags, test_month, test_digest, digests) -
             move(name, previous.version, "Staging")
         raise
     return mv.version
+
+
+def save_reference(settings: Settings, name: str, version: str) -> reference.Profile:
+    """Build a version's reference profile from its training month and log it on its run."""
+    v = check_version(name, version)
+    color, month = v.tags.get("color"), v.tags.get("train_month")
+    if not color or not month or not v.run_id:
+        raise DurationError(
+            f"{name} v{version} has no reference profile, and no run or color and train_month "
+            "tags to rebuild one from: register a new version with `duration register`"
+        )
+    rides = data.load_processed(settings, color, month)
+    sampled = reference.sample(rides)
+    pred = predict_frame(load(f"models:/{name}/{version}"), sampled, color)
+    about = {"model_name": name, "model_version": version, "color": color, "train_month": month}
+    profile = reference.build(rides, sampled, pred, about)
+    reference.save(profile, v.run_id)
+    return profile
 
 
 @dataclass

@@ -1,0 +1,76 @@
+"""Monitor one version on every month the TLC source holds in a range (`make monitor-months`):
+the measurements the monitoring thresholds' defaults were chosen from.
+
+Months the source does not have are skipped with one line. Writes reports/monitoring.json and
+reports/monitoring.md (a table: RMSE, its ratio to the version's test RMSE, drift share,
+prediction drift, data quality, verdict, and seconds per month).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from duration import monitor, tracking
+from duration.config import MODEL_NAME, Settings
+from duration.errors import DurationError
+from duration.files import atomic_path
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+COLUMNS = [
+    "month", "rmse", "rmse_ratio", "drift_share", "prediction_drift", "missing_share",
+    "out_of_range_share", "unseen_zone_share", "verdict", "seconds",
+]  # fmt: skip
+
+
+def markdown(rows: list[dict], model: str, s: Settings) -> str:
+    """The table, with the thresholds it was judged by."""
+
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = [
+        f"Model {model}; thresholds: drift_threshold {s.drift_threshold}, drift_share "
+        f"{s.drift_share}, rmse_ratio {s.rmse_ratio}.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=f"models:/{MODEL_NAME}@production")
+    p.add_argument("--color", default="green")
+    p.add_argument("--from", dest="start", default="2021-02")
+    p.add_argument("--to", dest="end", default="2023-04")
+    args = p.parse_args()
+    s = Settings.from_env()
+    tracking.connect(s)
+    rows = []
+    for month in monitor.months(args.start, args.end):
+        t0 = time.perf_counter()
+        try:
+            r = monitor.monitor(s, args.model, args.color, month)
+        except DurationError as e:
+            print(f"{month}: skipped: {e}", file=sys.stderr)
+            continue
+        row = {c: getattr(r, c, None) for c in COLUMNS[:-1]}
+        rows.append(row | {"seconds": round(time.perf_counter() - t0, 1)})
+        print(" ".join(f"{c}={row[c]:.3f}" if isinstance(row[c], float) else str(row[c])
+                       for c in COLUMNS[:-1]))  # fmt: skip
+    REPORTS.mkdir(exist_ok=True)
+    with atomic_path(REPORTS / "monitoring.json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    with atomic_path(REPORTS / "monitoring.md") as tmp:
+        tmp.write_text(markdown(rows, args.model, s))
+    print(f"wrote {REPORTS / 'monitoring.md'}")
+
+
+if __name__ == "__main__":
+    main()
