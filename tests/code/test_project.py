@@ -27,7 +27,16 @@ def test_python_env_is_pinned_like_pyproject():
 def test_every_entry_point_runs_a_real_command_with_its_parameters():
     commands = {c.name for c in typer.main.get_command(app).commands.values()}
     points = _project()["entry_points"]
-    assert {"main", "pipeline", "train", "tune", "register", "promote", "predict"} <= set(points)
+    assert {
+        "main",
+        "pipeline",
+        "train",
+        "tune",
+        "register",
+        "promote",
+        "predict",
+        "monitor",
+    } <= set(points)
     assert points["main"] == points["pipeline"]
     for name, point in points.items():
         command = point["command"]
