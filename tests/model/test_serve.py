@@ -20,8 +20,8 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from duration import deploy, pipeline, registry, serve, server
-from duration.config import DEPLOY_EXPERIMENT, Settings
+from duration import deploy, estimators, matrices, pipeline, registry, serve, server, train
+from duration.config import DEPLOY_EXPERIMENT, ModelKind, Settings
 from duration.errors import DurationError
 from tests.conftest import assert_one_line_error, free_port, run_cli
 
@@ -37,11 +37,23 @@ def nginx() -> str:
         pytest.skip(str(e))
 
 
+@pytest.fixture(scope="session")
+def trained(vectorized, mlflow_server) -> list[str]:
+    """Two trained runs to serve: xgboost (30 rounds) and the linear baseline. Trained here,
+    not taken from the first pipeline, so these tests need not wait for it."""
+    inp = matrices.load_inputs(vectorized, "green", "default", "2021-01", "2021-02")
+    runs = [
+        train.train_run(inp, ModelKind.xgboost, estimators.round_cap(ModelKind.xgboost, 30), 1),
+        train.train_run(inp, ModelKind.linear, None, 1),
+    ]
+    return [r.run_id for r in runs]
+
+
 @pytest.fixture
-def name(first) -> str:
-    """A model of this test's own: v1 the searched xgboost (Production), v2 a linear baseline."""
+def name(trained) -> str:
+    """A model of this test's own: v1 xgboost (Production), v2 the linear baseline."""
     name = f"serve-{uuid.uuid4().hex[:8]}"
-    sources = [first.registered["run_id"], first.baselines[0]["run_id"]]
+    sources = trained
     client = MlflowClient()
     for run_id in sources:
         uri = client.get_run(run_id).data.tags["model_uri"]
