@@ -13,6 +13,7 @@ VAL      ?= 2021-02
 TEST     ?= 2021-03
 FEATURES ?= default
 TRIALS   ?= 30
+BASELINES ?= all
 SEED     ?= 42
 MONTH    ?= 2021-04
 FROM     ?= 2021-02
@@ -37,7 +38,7 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) MLFLOW_PORT=$(MLFLOW_PORT) SERVE_PORT=$(SERVE_PORT)"
+	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) MLFLOW_PORT=$(MLFLOW_PORT) SERVE_PORT=$(SERVE_PORT)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -65,7 +66,8 @@ features: $(FEATS) ## Fit the DictVectorizer and vectorize the months
 
 pipeline: $(FEATS) system ## Run everything: baselines, search, register, promote (starts the server)
 	$(BIN)/duration pipeline --color $(COLOR) --features $(FEATURES) --train $(TRAIN) \
-	  --val $(VAL) --test $(TEST) --trials $(TRIALS) --seed $(SEED) --summary reports/pipeline.json
+	  --val $(VAL) --test $(TEST) --trials $(TRIALS) --seed $(SEED) --baselines $(BASELINES) \
+	  --summary reports/pipeline.json
 
 test: $(STAMP) system ## Run the test suite in random order, 2 workers (real servers on free ports)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

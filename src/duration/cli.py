@@ -444,6 +444,9 @@ def pipeline(
     backend: str = BackendOpt,
     parallelism: int = ParallelismOpt,
     spark_master: str = MasterOpt,
+    baselines: str = typer.Option(
+        "all", "--baselines", help="all, none, or kinds joined by commas (linear,xgboost)."
+    ),
     summary: Path = SummaryOpt,
 ) -> None:
     """Run download -> prepare -> vectorize -> baselines -> tune -> register -> promote."""
@@ -461,6 +464,7 @@ def pipeline(
         backend=backend,
         parallelism=parallelism,
         spark_master=spark_master,
+        baselines=pl.parse_baselines(baselines),
     )
     req.search_config().check()
     _preflight(ctx, req.search_config())

@@ -38,6 +38,7 @@ class PipelineRequest:
     backend: str = "local"
     parallelism: int = 1
     spark_master: str | None = None
+    baselines: tuple[ModelKind, ...] | None = None  # None: every one of BASELINES
 
     def search_config(self) -> tune.SearchConfig:
         """The search this pipeline runs."""
@@ -89,13 +90,36 @@ class PipelineResult:
         }
 
 
-def _baselines(settings: Settings, req: PipelineRequest, result: PipelineResult):
-    """Train every baseline, one feature set's matrices in memory at a time; return the
-    chosen set's inputs (the search uses them)."""
+def parse_baselines(text: str) -> tuple[ModelKind, ...] | None:
+    """`--baselines`: "all" (None), "none" (no baseline), or model kinds joined by commas."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if words == ["all"]:
+        return None
+    if words == ["none"]:
+        return ()
+    kinds = {k.value for k, _ in BASELINES}
+    if not words or set(words) - kinds:
+        raise DurationError(
+            f"--baselines {text!r}: use all, none, or some of {', '.join(sorted(kinds))} "
+            "joined by commas"
+        )
+    return tuple(ModelKind(w) for w in dict.fromkeys(words))
+
+
+def baseline_groups(req: PipelineRequest) -> dict[FeatureSet, list[ModelKind]]:
+    """The baselines to train, by feature set; the chosen set last (kept for the search)."""
     groups: dict[FeatureSet, list[ModelKind]] = {}
     for kind, feature_set in BASELINES:
-        groups.setdefault(feature_set or req.features, []).append(kind)
-    groups[req.features] = groups.pop(req.features)  # the chosen set last: kept for the search
+        if req.baselines is None or kind in req.baselines:
+            groups.setdefault(feature_set or req.features, []).append(kind)
+    groups[req.features] = groups.pop(req.features, [])
+    return groups
+
+
+def _baselines(settings: Settings, req: PipelineRequest, result: PipelineResult):
+    """Train the baselines, one feature set's matrices in memory at a time; return the
+    chosen set's inputs (the search uses them)."""
+    groups = baseline_groups(req)
     inp = None
     for feature_set, kinds in groups.items():
         inp = None  # free the previous set's matrices first (3M-ride months are big)
@@ -115,7 +139,7 @@ def run(
     """
     start = time.monotonic()
     result = PipelineResult()
-    for feature_set in dict.fromkeys([FeatureSet.course, FeatureSet(req.features)]):
+    for feature_set in baseline_groups(req):
         matrices.vectorize(settings, req.color, feature_set, req.train, [req.val, req.test])
     inp = _baselines(settings, req, result)
     found = tune.search(inp, req.search_config(), stop)

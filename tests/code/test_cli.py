@@ -85,6 +85,8 @@ def test_empty_after_filter(env, site):
         (["tune", "--model", "bogus"], ["--model", "bogus"]),
         (["tune", "--timeout", "0"], ["--timeout 0", "positive"]),
         (["register", "--top-n", "0"], ["--top-n 0"]),
+        (["pipeline", "--baselines", "svm"], ["--baselines 'svm'", "random_forest"]),
+        (["pipeline", "--baselines", "all,none"], ["--baselines 'all,none'"]),
     ],
 )
 def test_bad_flags(env, args, needles):

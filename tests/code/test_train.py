@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from duration import estimators
+from duration.config import ModelKind
 from duration.matrices import Split
 
 
@@ -36,3 +38,24 @@ def test_linear_models_solve_float32_matrices_in_float64():
     ref = estimators.fit("ridge", Split(tr.month, tr32.X.astype(np.float64), tr.y), va)
     assert est.coef_.dtype == np.float64
     np.testing.assert_array_equal(est.coef_, ref.coef_)
+
+
+@pytest.mark.parametrize(
+    "text, kinds, groups",
+    [
+        ("all", None, {"course": ["linear"], "default": ["linear", "ridge", "random_forest",
+                                                          "xgboost"]}),
+        ("none", (), {"default": []}),
+        ("xgboost, linear,linear", ("xgboost", "linear"),
+         {"course": ["linear"], "default": ["linear", "xgboost"]}),
+    ],
+)  # fmt: skip
+def test_baselines_choose_what_the_pipeline_trains(text, kinds, groups):
+    from duration import pipeline
+
+    chosen = pipeline.parse_baselines(text)
+    assert chosen == (None if kinds is None else tuple(ModelKind(k) for k in kinds))
+    req = pipeline.PipelineRequest(baselines=chosen)
+    got = pipeline.baseline_groups(req)
+    assert {fs.value: [k.value for k in ks] for fs, ks in got.items()} == groups
+    assert list(got)[-1] == req.features  # the search's set last: its matrices stay loaded
