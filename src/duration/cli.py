@@ -431,6 +431,49 @@ def monitor(
 
 
 @app.command()
+def cycle(
+    ctx: typer.Context,
+    color: Color = ColorOpt,
+    month: str = _opt_month(None, "--month", "Labelled month to monitor and gate on."),
+    start: str = _opt_month(None, "--from", "Replay: the first month."),
+    end: str = _opt_month(None, "--to", "Replay: the last month."),
+    trials: int = typer.Option(10, "--trials", help="TPE trials when it retrains."),
+    window: int = typer.Option(2, "--window", help="Labelled months before --month to use."),
+    min_improvement: float = typer.Option(
+        0.0, "--min-improvement", help="RMSE the challenger must gain on --month."
+    ),
+    max_rounds: int = typer.Option(None, "--max-rounds", help="Cap xgboost boosting rounds."),
+    seed: int = SeedOpt,
+    name: str = typer.Option(MODEL_NAME, "--name", help="Registered model name."),
+    summary: Path = SummaryOpt,
+) -> None:
+    """Monitor a month with Production; retrain, gate and promote if it drifted or degraded.
+    With --from and --to, replay every month between them in order."""
+    from duration import cycle as cy
+
+    if (month is None) == (start is None and end is None) or (start is None) != (end is None):
+        raise DurationError("give --month M for one month, or --from M1 --to M2 to replay")
+    req = cy.CycleRequest(month or start, color, name, trials=trials, window=window, seed=seed,
+                          min_improvement=min_improvement, max_rounds=max_rounds)  # fmt: skip
+    cy.check(req)
+    uri = _connect_and_reap(ctx)
+    if month is None:
+        typer.echo(cy.row(None))
+        with _stop_on_signals() as stop, _watch_server(ctx, uri):
+            rows = cy.replay(_settings(ctx), req, start, end, stop, say=typer.echo)
+        _write_summary(summary, [asdict(r) for r in rows])
+        return
+    with _stop_on_signals() as stop, _watch_server(ctx, uri):
+        r = cy.run(_settings(ctx), req, stop)
+    _write_summary(summary, asdict(r))
+    again = " (decided before; nothing changed)" if r.repeated else ""
+    typer.echo(
+        f"{r.month}: Production v{r.champion_version} {r.verdict} -> {r.action}{again}: "
+        f"{r.reason}; Production is v{r.production_version}"
+    )
+
+
+@app.command()
 def pipeline(
     ctx: typer.Context,
     color: Color = ColorOpt,

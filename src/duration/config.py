@@ -19,6 +19,7 @@ EVAL_EXPERIMENT = "nyc-taxi-duration-evaluation"
 PROMOTION_EXPERIMENT = "nyc-taxi-duration-promotion"
 DEPLOY_EXPERIMENT = "nyc-taxi-duration-deployments"
 MONITOR_EXPERIMENT = "nyc-taxi-duration-monitoring"
+CYCLE_EXPERIMENT = "nyc-taxi-duration-cycle"
 DEFAULT_SERVE_PORT = 5001
 MODEL_NAME = "nyc-taxi-duration"
 MIN_DURATION, MAX_DURATION = 1.0, 60.0

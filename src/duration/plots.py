@@ -71,6 +71,25 @@ def trials(val_rmse: list[float], title: str = "") -> Figure:
     return fig
 
 
+def history(
+    months: list[str], rmse: list[float], drift: list[float], promoted: list[bool]
+) -> Figure:
+    """RMSE and drift share of Production by month, with the promotions marked."""
+    x = np.arange(len(months))
+    fig, ax = _figure(max(6, len(months) * 0.6), 4)
+    ax.plot(x, rmse, "o-", color="tab:blue", label="Production RMSE")
+    ax.set(xticks=x, ylabel="RMSE (min)")
+    ax.set_xticklabels(months, rotation=45, ha="right")
+    for i in np.flatnonzero(promoted):
+        ax.axvline(i, color="tab:green", ls="--", lw=1)
+    ax2 = ax.twinx()
+    ax2.plot(x, drift, "s:", color="tab:orange", label="drift share")
+    ax2.set(ylabel="drift share", ylim=(0, 1.05))
+    ax.set_title("Monitoring by month (dashed: a promotion)")
+    fig.tight_layout()
+    return fig
+
+
 def log_figure(fig: Figure, path: str, run_id: str | None = None) -> None:
     """Log a figure to a run (by id) or to the active run."""
     import mlflow

@@ -179,8 +179,8 @@ class Registered:
     stage: str
     run_id: str
     val_rmse: float
-    test_rmse: float
-    test_month: str
+    test_rmse: float | None
+    test_month: str | None
     candidates: list
 
 
@@ -233,14 +233,15 @@ def _evaluate(settings: Settings, parent, trials: list, test_month: str, test_ds
 
 def register(
     settings: Settings,
-    test_month: str,
+    test_month: str | None,
     name: str = MODEL_NAME,
     top_n: int = 5,
     parent_run_id: str | None = None,
 ) -> Registered:
     """Register the search's best trial (by validation RMSE) in Staging.
 
-    Its top-N trials are scored on the test month for information (the course's table).
+    Its top-N trials are scored on the test month for information (the course's table);
+    with no test month (the cycle, whose gate month must stay unseen) none is scored.
     The search is `parent_run_id`'s, or the latest on the server when it is None.
     """
     parent = search_run(parent_run_id)
@@ -250,8 +251,16 @@ def register(
             f"search {parent.info.run_id} has no finished trial with a model: run `duration tune`"
         )
     tags = parent.data.tags
-    test_ds = tracking.dataset(settings, tags["color"], data.check_month(test_month, "--test"))
-    candidates = _evaluate(settings, parent, trials, test_month, test_ds)
+    if test_month is None:
+        test_ds = None
+        candidates = [
+            {"run_id": r.info.run_id, "model_uri": r.data.tags["model_uri"],
+             "val_rmse": r.data.metrics["val_rmse"], "test_rmse": None}
+            for r in trials
+        ]  # fmt: skip
+    else:
+        test_ds = tracking.dataset(settings, tags["color"], data.check_month(test_month, "--test"))
+        candidates = _evaluate(settings, parent, trials, test_month, test_ds)
     # Selected by validation RMSE: the test month plays no part in the choice, so the chosen
     # model's test RMSE (and the promotion gate on that month) stays honest.
     best = min(candidates, key=lambda c: c["val_rmse"])
@@ -260,8 +269,9 @@ def register(
         d.dataset.name: d.dataset.digest
         for d in _client().get_run(parent.info.run_id).inputs.dataset_inputs
     }
+    test_digest = test_ds.digest if test_ds is not None else None
     version = _register_version(
-        settings, name, best, best_run, tags, test_month, test_ds.digest, digests
+        settings, name, best, best_run, tags, test_month, test_digest, digests
     )
     return Registered(
         name,
@@ -294,14 +304,22 @@ def _register_version(settings, name, best, run, tags, test_month, test_digest, 
             description=(
                 f"{run.data.tags.get('model')} on {tags['color']} taxi rides, "
                 f"{tags['feature_set']} features; trained on {tags['train_month']}, "
-                f"validated on {tags['val_month']} (val RMSE {best['val_rmse']:.4f} min), "
-                f"tested on {test_month} (test RMSE {best['test_rmse']:.4f} min)."
+                f"validated on {tags['val_month']} (val RMSE {best['val_rmse']:.4f} min)"
+                + (
+                    f", tested on {test_month} (test RMSE {best['test_rmse']:.4f} min)."
+                    if test_month
+                    else "."
+                )
             ),
+        )
+        tested = (
+            {"test_rmse": f"{best['test_rmse']:.6f}", "test_month": test_month}
+            if (test_month)
+            else {}
         )
         version_tags = {
             "val_rmse": f"{best['val_rmse']:.6f}",
-            "test_rmse": f"{best['test_rmse']:.6f}",
-            "test_month": test_month,
+            **tested,
             "feature_set": tags["feature_set"],
             "color": tags["color"],
             "train_month": tags["train_month"],
@@ -309,7 +327,7 @@ def _register_version(settings, name, best, run, tags, test_month, test_digest, 
             "git_commit": run.data.tags.get("git_commit", "unknown"),
             "source_run_id": best["run_id"],
             "data_digests": ", ".join(f"{k}:{v}" for k, v in sorted(digests.items()))
-            + f", test:{test_digest}",
+            + (f", test:{test_digest}" if test_digest else ""),
         }
         for k, v in version_tags.items():
             client.set_model_version_tag(name, mv.version, k, v)
