@@ -89,13 +89,21 @@ def save(profile: Profile, run_id: str) -> None:
         client().log_artifacts(run_id, tmp, ARTIFACTS)
 
 
+def exists(run_id: str) -> bool:
+    """True when the run has a profile logged."""
+    from duration.tracking import client
+
+    files = client().list_artifacts(run_id, ARTIFACTS)
+    return any(f.path == f"{ARTIFACTS}/profile.json" for f in files)
+
+
 def load(run_id: str) -> Profile | None:
     """The profile logged on a run, or None if it has none."""
     from duration.tracking import client
 
-    c = client()
-    if not any(f.path == f"{ARTIFACTS}/profile.json" for f in c.list_artifacts(run_id, ARTIFACTS)):
+    if not exists(run_id):
         return None
+    c = client()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(c.download_artifacts(run_id, ARTIFACTS, tmp))
         frame = pd.read_parquet(folder / "profile.parquet")

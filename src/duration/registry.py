@@ -331,7 +331,8 @@ def _register_version(settings, name, best, run, tags, test_month, test_digest, 
         }
         for k, v in version_tags.items():
             client.set_model_version_tag(name, mv.version, k, v)
-        save_reference(settings, name, mv.version)
+        if not reference.exists(run.info.run_id):  # a run registered before has its own
+            save_reference(settings, name, mv.version)
         move(name, mv.version, "Staging")
         if previous is not None and previous.version != mv.version:
             client.transition_model_version_stage(name, previous.version, "Archived")
@@ -355,7 +356,7 @@ def save_reference(settings: Settings, name: str, version: str) -> reference.Pro
     rides = data.load_processed(settings, color, month)
     sampled = reference.sample(rides)
     pred = predict_frame(load(f"models:/{name}/{version}"), sampled, color)
-    about = {"model_name": name, "model_version": version, "color": color, "train_month": month}
+    about = {"color": color, "train_month": month}  # of the run: versions may share it
     profile = reference.build(rides, sampled, pred, about)
     reference.save(profile, v.run_id)
     return profile

@@ -29,7 +29,7 @@ def test_a_profile_is_saved_at_registration(first):
     v = MlflowClient().get_model_version(NAME, "1")
     p = reference.load(v.run_id)
     assert p is not None
-    assert p.meta["train_month"] == "2021-01" and p.meta["model_version"] == "1"
+    assert (p.meta["train_month"], p.meta["color"]) == ("2021-01", "green")
     assert len(p.frame) == p.meta["sample_rows"] == min(reference.ROWS, p.meta["rows"])
     assert list(p.frame.columns) == [
         *reference.NUMERIC, *reference.CATEGORICAL, "prediction", "duration",

@@ -218,7 +218,7 @@ def test_a_failure_halfway_leaves_the_registry_unchanged(first, vectorized, name
     }
     incomplete_tags = {"color": "green"}  # no feature_set / months: fails after registering
     with pytest.raises(KeyError):
-        registry._register_version(name, best, run, incomplete_tags, "2021-03", "d", {})
+        registry._register_version(vectorized, name, best, run, incomplete_tags, "2021-03", "d", {})
     after = {v: (m.current_stage, dict(m.tags)) for v, m in versions(name).items()}
     assert after == before and list(after) == ["1"]
     assert MlflowClient().get_registered_model(name).aliases == aliases == {"production": "1"}
