@@ -493,6 +493,9 @@ def pipeline(
     summary: Path = SummaryOpt,
 ) -> None:
     """Run download -> prepare -> vectorize -> baselines -> tune -> register -> promote."""
+    from duration.config import parse_baselines
+
+    chosen = parse_baselines(baselines)  # before the ML stack is imported: a bad flag is quick
     from duration import pipeline as pl
 
     req = pl.PipelineRequest(
@@ -507,7 +510,7 @@ def pipeline(
         backend=backend,
         parallelism=parallelism,
         spark_master=spark_master,
-        baselines=pl.parse_baselines(baselines),
+        baselines=chosen,
     )
     req.search_config().check()
     _preflight(ctx, req.search_config())

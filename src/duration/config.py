@@ -54,6 +54,32 @@ class ModelKind(StrEnum):
     xgboost = "xgboost"
 
 
+# The pipeline's baselines: (model, feature set; None = the pipeline's own set).
+BASELINES = [
+    (ModelKind.linear, FeatureSet.course),
+    (ModelKind.linear, None),
+    (ModelKind.ridge, None),
+    (ModelKind.random_forest, None),
+    (ModelKind.xgboost, None),
+]
+
+
+def parse_baselines(text: str) -> tuple[ModelKind, ...] | None:
+    """`--baselines`: "all" (None), "none" (no baseline), or model kinds joined by commas."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if words == ["all"]:
+        return None
+    if words == ["none"]:
+        return ()
+    kinds = {k.value for k, _ in BASELINES}
+    if not words or set(words) - kinds:
+        raise DurationError(
+            f"--baselines {text!r}: use all, none, or some of {', '.join(sorted(kinds))} "
+            "joined by commas"
+        )
+    return tuple(ModelKind(w) for w in dict.fromkeys(words))
+
+
 def check_month(month: str, flag: str = "--month") -> str:
     """Return `month` if it is YYYY-MM, else raise a one-line error naming the flag."""
     if not _MONTH.match(month or ""):

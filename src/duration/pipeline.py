@@ -7,18 +7,11 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from duration import estimators, matrices, registry, train, tune
-from duration.config import MODEL_NAME, Color, FeatureSet, ModelKind, Settings
+from duration.config import BASELINES, MODEL_NAME, Color, FeatureSet, ModelKind, Settings
 from duration.errors import DurationError
 
 # (model, feature set) baselines: the course's own setup first, then each model on the
 # chosen features.
-BASELINES = [
-    (ModelKind.linear, FeatureSet.course),
-    (ModelKind.linear, None),
-    (ModelKind.ridge, None),
-    (ModelKind.random_forest, None),
-    (ModelKind.xgboost, None),
-]
 
 
 @dataclass(frozen=True)
@@ -88,22 +81,6 @@ class PipelineResult:
             "decision": self.decision,
             "deployment": self.deployment,
         }
-
-
-def parse_baselines(text: str) -> tuple[ModelKind, ...] | None:
-    """`--baselines`: "all" (None), "none" (no baseline), or model kinds joined by commas."""
-    words = [w.strip() for w in text.split(",") if w.strip()]
-    if words == ["all"]:
-        return None
-    if words == ["none"]:
-        return ()
-    kinds = {k.value for k, _ in BASELINES}
-    if not words or set(words) - kinds:
-        raise DurationError(
-            f"--baselines {text!r}: use all, none, or some of {', '.join(sorted(kinds))} "
-            "joined by commas"
-        )
-    return tuple(ModelKind(w) for w in dict.fromkeys(words))
 
 
 def baseline_groups(req: PipelineRequest) -> dict[FeatureSet, list[ModelKind]]:

@@ -75,8 +75,9 @@ def test_xdist_groups_keep_their_tests_on_one_worker(tmp_path):
         + "".join(f"def test_{i}(): print(os.environ['PYTEST_XDIST_WORKER'])\n" for i in range(6))
     )
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v", "-p",
-         "no:cacheprovider", "-p", "no:randomly", str(tmp_path / "test_g.py")],
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v",
+         *[a for p in ("cacheprovider", "randomly", "nbmake", "hypothesispytest", "anyio")
+           for a in ("-p", f"no:{p}")], str(tmp_path / "test_g.py")],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     workers = {line.split()[0] for line in out.stdout.splitlines() if "PASSED" in line}

@@ -52,8 +52,9 @@ def test_linear_models_solve_float32_matrices_in_float64():
 )  # fmt: skip
 def test_baselines_choose_what_the_pipeline_trains(text, kinds, groups):
     from duration import pipeline
+    from duration.config import parse_baselines
 
-    chosen = pipeline.parse_baselines(text)
+    chosen = parse_baselines(text)
     assert chosen == (None if kinds is None else tuple(ModelKind(k) for k in kinds))
     req = pipeline.PipelineRequest(baselines=chosen)
     got = pipeline.baseline_groups(req)
