@@ -420,7 +420,7 @@ def monitor(
     }
     _connect(ctx)
     r = mo.monitor(replace(_settings(ctx), **given), model, color, month)
-    _write_summary(summary, mo.summary(r))
+    _write_summary(summary, asdict(r))
     typer.echo(
         f"{r.model_name} v{r.model_version} on {r.color} {r.month} ({r.rows} rides, "
         f"{r.months_since_training} months after training): RMSE {r.rmse:.4f} min "

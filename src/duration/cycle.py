@@ -107,13 +107,13 @@ def gate(
     champion: str, challenger: str, rides: pd.DataFrame, color: str, settings: Settings
 ) -> tuple[float, float, pd.DataFrame]:
     """Both versions' (NAME/VERSION) RMSE on the gate month, and per slice side by side."""
-    boroughs = data.zone_map(data.read_zones(data.download_zones(settings)))
+    zones = monitor.borough_map(settings)
     y = rides["duration"].to_numpy()
     out, tables = [], []
     for role, version in (("champion", champion), ("challenger", challenger)):
         pred = registry.predict_frame(registry.load(f"models:/{version}"), rides, color)
         out.append(tracking.scores(y, pred)["rmse"])
-        t = monitor.slice_table(rides, pred, boroughs).set_index(["slice_by", "slice"])
+        t = monitor.slice_table(rides, pred, zones).set_index(["slice_by", "slice"])
         tables.append(t[["rides", "rmse"]].rename(columns={"rmse": f"rmse_{role}"}))
     slices = tables[0].join(tables[1].drop(columns="rides")).reset_index()
     slices["change"] = slices["rmse_challenger"] / slices["rmse_champion"] - 1

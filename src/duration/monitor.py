@@ -143,6 +143,11 @@ def slice_table(rides: pd.DataFrame, pred: np.ndarray, boroughs: dict[int, str])
     return pd.DataFrame(rows)
 
 
+def borough_map(settings: Settings) -> dict[int, str]:
+    """Zone ID -> pickup borough, from the zone table (the slices' first key)."""
+    return data.zone_map(data.read_zones(data.download_zones(settings)))
+
+
 def verdict(rmse_ratio: float, drift_share: float, prediction_drift: float, s: Settings) -> str:
     """`degraded` when RMSE passed `rmse_ratio` times the version's test RMSE; else `drift`
     when `drift_share` of the inputs or the predictions drifted; else `ok`."""
@@ -199,14 +204,13 @@ def measure(settings: Settings, model_uri: str, color: Color | str, month: str) 
     ref_rmse = float(mv.tags.get("test_rmse", "nan"))
     ratio = scores["rmse"] / ref_rmse if ref_rmse > 0 else math.nan
     share = float(drift["drifted"].mean())
-    boroughs = data.zone_map(data.read_zones(data.download_zones(settings)))
     return Report(
         "", mv.name, mv.version, month, str(Color(color).value), train_month,
         months_between(train_month, month), len(rides), scores["rmse"], scores["mae"], ref_rmse,
         ratio, share, pred_drift, **data_quality(profile, cur),
         verdict=verdict(ratio, share, pred_drift, settings),
         drift=drift.to_dict("records"),
-        slices=slice_table(rides, pred, boroughs).to_dict("records"),
+        slices=slice_table(rides, pred, borough_map(settings)).to_dict("records"),
     )  # fmt: skip
 
 
@@ -272,11 +276,3 @@ def monitor(settings: Settings, model_uri: str, color: Color | str, month: str) 
     r = measure(settings, model_uri, color, month)
     r.run_id = log(r)
     return r
-
-
-def summary(r: Report) -> dict:
-    """The JSON summary: the figures and verdict, without the per-column and slice rows."""
-    return {k: v for k, v in asdict(r).items() if k not in ("drift", "slices")} | {
-        "slices": r.slices,
-        "drift": r.drift,
-    }
