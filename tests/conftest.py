@@ -167,6 +167,42 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     )
 
 
+def invoke(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the `duration` CLI's `main` in this process, where its imports are already warm
+    (a new process spends 3-7 s importing MLflow and the ML stack).
+
+    Same code as the console script: the exit code, stdout and stderr (MLflow's log lines
+    included) come back as from `run_cli`. `env` is applied for the call only. Use `run_cli`
+    where the process itself matters: signals, or Python warnings on stderr.
+    """
+    import contextlib
+    import io
+    import signal
+
+    import mlflow
+
+    from duration.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_uri = dict(os.environ), mlflow.get_tracking_uri()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for key, value in (env or {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        mlflow.set_tracking_uri(saved_uri)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return subprocess.CompletedProcess(["duration", *args], rc, out.getvalue(), err.getvalue())
+
+
 def assert_one_line_error(proc, *needles: str) -> None:
     """A failed command printed one clear line on stderr, no traceback, naming `needles`."""
     assert proc.returncode != 0, proc.stdout

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from duration import deploy, estimators, matrices, pipeline, registry, serve, server, train
 from duration.config import DEPLOY_EXPERIMENT, ModelKind, Settings
 from duration.errors import DurationError
-from tests.conftest import assert_one_line_error, free_port, run_cli
+from tests.conftest import assert_one_line_error, free_port, invoke, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -276,19 +276,19 @@ def test_a_taken_port_is_refused(home, name):
 def test_no_production_version(home, name):
     registry.move(name, "1", "Archived")
     MlflowClient().delete_registered_model_alias(name, "production")
-    proc = run_cli("deploy", "--name", name, env=env(home))
+    proc = invoke("deploy", "--name", name, env=env(home))
     assert_one_line_error(proc, name, "no Production version")
     with pytest.raises(DurationError, match="no Production version"):
         deploy.start(home, name)
-    proc = run_cli("deploy", "--name", "no-such-model", env=env(home))
+    proc = invoke("deploy", "--name", "no-such-model", env=env(home))
     assert_one_line_error(proc, "no registered model named 'no-such-model'")
 
 
 def test_an_unknown_version_or_no_smoke_rides_is_one_line(home, name, tmp_path):
-    proc = run_cli("deploy", "--name", name, "--version", "99", env=env(home))
+    proc = invoke("deploy", "--name", name, "--version", "99", env=env(home))
     assert_one_line_error(proc, f"{name} has no version 99")
     empty = {**env(home), "DURATION_DATA_DIR": str(tmp_path / "empty")}
-    proc = run_cli("deploy", "--name", name, env=empty)
+    proc = invoke("deploy", "--name", name, env=empty)
     assert_one_line_error(proc, "no prepared green month", "duration prepare")
     assert serve.read_state(home) is None and not running(f"models:/{name}/")
 
@@ -304,7 +304,7 @@ def test_a_second_deploy_never_interleaves(home, name):
 
 def test_bad_deploy_flags(home):
     for args, needle in ((["--version", "two"], "--version 'two'"), (["--rows", "0"], "--rows")):
-        assert_one_line_error(run_cli("deploy", *args, env=env(home)), needle)
+        assert_one_line_error(invoke("deploy", *args, env=env(home)), needle)
 
 
 def test_nginx_config_binds_loopback_only(tmp_path):

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from duration import matrices, spark, tune
 from duration.config import Settings
 from duration.errors import DurationError
-from tests.conftest import assert_one_line_error, free_port, run_cli
+from tests.conftest import assert_one_line_error, free_port, invoke
 
 pytestmark = pytest.mark.spark
 
@@ -168,7 +168,7 @@ def test_executors_that_cannot_read_the_data_are_one_line(inputs, tmp_path):
 )  # fmt: skip
 def test_bad_spark_input(vectorized, cli_env, args, env, needles):
     args = [a.format(port=free_port()) for a in args]
-    proc = run_cli("tune", "--trials", "2", *args, env={**cli_env, **env})
+    proc = invoke("tune", "--trials", "2", *args, env={**cli_env, **env})
     assert_one_line_error(proc, *needles)
 
 
