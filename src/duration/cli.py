@@ -29,7 +29,7 @@ from duration.config import (
     Settings,
     check_month,
 )
-from duration.errors import DurationError
+from duration.errors import DurationError, Stopped
 
 app = typer.Typer(
     add_completion=False,
@@ -438,7 +438,9 @@ def cycle(
     start: str = _opt_month(None, "--from", "Replay: the first month."),
     end: str = _opt_month(None, "--to", "Replay: the last month."),
     trials: int = typer.Option(10, "--trials", help="TPE trials when it retrains."),
-    window: int = typer.Option(2, "--window", help="Labelled months before --month to use."),
+    window: int = typer.Option(
+        2, "--window", help="Labelled months to retrain on: the newest validates (2-12)."
+    ),
     min_improvement: float = typer.Option(
         0.0, "--min-improvement", help="RMSE the challenger must gain on --month."
     ),
@@ -830,6 +832,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, typer.Abort):
         print("duration: interrupted", file=sys.stderr)
+        return 130
+    except Stopped as e:
+        print(f"duration: stopped: {_one_line(e)}", file=sys.stderr)
         return 130
     except DurationError as e:
         print(f"duration: error: {_one_line(e)}", file=sys.stderr)

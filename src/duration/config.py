@@ -87,6 +87,16 @@ def check_month(month: str, flag: str = "--month") -> str:
     return month
 
 
+def span_months(train: str) -> list[str]:
+    """The months of a training span: one month, or several joined by "+" (oldest first)."""
+    return train.split("+")
+
+
+def last_month(train: str) -> str:
+    """The newest month of a training span."""
+    return span_months(train)[-1]
+
+
 def _env_port(name: str = "MLFLOW_PORT", default: int = DEFAULT_PORT) -> int:
     raw = os.environ.get(name, str(default))
     if not raw.isdigit() or not 0 < int(raw) < 65536:

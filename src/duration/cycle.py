@@ -24,9 +24,10 @@ from duration.config import (
     Settings,
     check_month,
 )
-from duration.errors import DurationError, Stopped
+from duration.errors import DurationError, NotPublished, Stopped
 
 LOOKBACK = 36  # months searched back for labelled months the source has
+MAX_WINDOW = 12  # labelled months a retrain may use (all but the newest train)
 MIN_SLICE_RIDES = 500  # slices smaller than this are too noisy to veto a promotion
 
 
@@ -76,8 +77,8 @@ def labelled_months(settings: Settings, color: Color | str, before: str, count: 
         month = f"{y - 1:04d}-12" if m == 1 else f"{y:04d}-{m - 1:02d}"
         try:
             data.prepare(settings, color, month)
-        except DurationError:
-            continue  # not published, or no usable rides: not a labelled month
+        except NotPublished:
+            continue  # a gap in the source: a broken download or file still fails here
         found.append(month)
         if len(found) == count:
             return found[::-1]
@@ -141,29 +142,32 @@ def decide(cp: float, ch: float, slices: pd.DataFrame, req: CycleRequest) -> tup
 def retrain(
     settings: Settings, req: CycleRequest, stop: threading.Event | None
 ) -> tuple[registry.Registered, list[str], str]:
-    """Search on the window before the month (the newest as validation), register the best
-    by validation RMSE in Staging, never looking at the month itself."""
+    """Search on the window before the month (the older months train, the newest validates),
+    register the best by validation RMSE in Staging, never looking at the month itself."""
     window = labelled_months(settings, req.color, req.month, req.window)
-    train_month, val = window[0], window[-1]
-    matrices.vectorize(settings, req.color, req.features, train_month, [val])
-    inp = matrices.load_inputs(settings, req.color, req.features, train_month, val)
+    train, val = "+".join(window[:-1]), window[-1]
+    matrices.vectorize(settings, req.color, req.features, train, [val])
+    inp = matrices.load_inputs(settings, req.color, req.features, train, val)
     config = tune.SearchConfig(
         ModelKind.xgboost, req.trials, req.seed, max_rounds=req.max_rounds, progress=False
     )
     found = tune.search(inp, config, stop)
     if found.status == "KILLED":
-        raise DurationError(f"the retraining search for {req.month} was stopped: nothing changed")
+        raise Stopped(
+            f"the retraining search for {req.month} was stopped ({found.stopped}): no version "
+            "was registered and no decision recorded; run the month again to decide it"
+        )
     reg = registry.register(settings, None, req.name, parent_run_id=found.parent_run_id)
-    return reg, [train_month], val
+    return reg, window[:-1], val
 
 
 def check(req: CycleRequest) -> None:
     """One line for a cycle that cannot run as asked."""
     check_month(req.month)
-    if req.window != 2:
+    if not 2 <= req.window <= MAX_WINDOW:
         raise DurationError(
-            f"--window {req.window}: only 2 works today (train on the older month, validate "
-            "on the newer one)"
+            f"--window {req.window}: give 2 to {MAX_WINDOW} labelled months (the older ones "
+            "train, the newest validates)"
         )
     if req.trials < 1:
         raise DurationError(f"--trials {req.trials}: the search needs at least 1 trial")
@@ -200,11 +204,12 @@ def replay(
     results, status = [], "FAILED"
     try:
         for month in monitor.months(start, end):
+            if stop is not None and stop.is_set():
+                raise Stopped(f"the replay was stopped before {month}: the months before it "
+                              "are decided; replay from it to go on")  # fmt: skip
             try:
                 data.download(settings, req.color, month, progress=False)
-            except DurationError as e:
-                if "is not available" not in str(e):
-                    raise  # a broken download is not a missing month
+            except NotPublished:
                 say(f"{month}: skipped: {settings.tlc_url} has no {req.color.value} {month}")
                 continue
             results.append(run(settings, replace(req, month=month), stop, parent))

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from duration.config import MAX_DURATION, MIN_DURATION, Color, Settings, check_month
-from duration.errors import DurationError
+from duration.config import MAX_DURATION, MIN_DURATION, Color, Settings, check_month, span_months
+from duration.errors import DurationError, NotPublished
 from duration.files import atomic_path
 
 ZONES_FILE = "taxi_zone_lookup.csv"
@@ -179,7 +179,7 @@ def download(settings: Settings, color: Color | str, month: str, progress: bool 
             with_retries(lambda: _fetch(url, tmp, progress), f"download {url}")
             verify_parquet(tmp, expected)
     except FileNotFoundError as e:
-        raise DurationError(
+        raise NotPublished(
             f"{color.value} {month} is not available at {settings.tlc_url} ({url} not found): "
             "pick a published month or check DURATION_TLC_URL"
         ) from e
@@ -387,7 +387,12 @@ def prepare(settings: Settings, color: Color | str, month: str) -> Path:
 def load_processed(
     settings: Settings, color: Color | str, month: str, columns: list[str] | None = None
 ) -> pd.DataFrame:
-    """Read a prepared month (those of `columns` it has), preparing it first if needed."""
+    """Read a prepared month (those of `columns` it has), preparing it first if needed.
+
+    A training span ("2021-02+2021-03") reads its months one after another, in order."""
+    if "+" in month:
+        parts = [load_processed(settings, color, m, columns) for m in span_months(month)]
+        return pd.concat(parts, ignore_index=True)
     path = prepare(settings, color, month)
     if columns is not None:
         present = set(pq.read_schema(path).names)

@@ -17,6 +17,10 @@ class DurationError(Exception):
     """A problem the user can fix; its message says what is wrong and what to do."""
 
 
+class NotPublished(DurationError):
+    """The source has no file for the month asked for (a gap, or a month not out yet)."""
+
+
 class Stopped(BaseException):
     """Work stopped on request (Ctrl-C, SIGTERM or a timeout); its message says which.
 

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction import DictVectorizer
 
 from duration import data
-from duration.config import Color, FeatureSet, Settings, check_month
+from duration.config import Color, FeatureSet, Settings, check_month, span_months
 from duration.errors import DurationError
 from duration.featurize import (
     DTYPES,
@@ -97,7 +97,9 @@ def load_split(
 ) -> Split:
     """A vectorized month, or a one-line error saying which command makes it."""
     out = features_dir(settings, color, fs, train)
-    xp, yp = out / f"X_{check_month(month)}.npz", out / f"y_{month}.npy"
+    for m in span_months(month):
+        check_month(m)
+    xp, yp = out / f"X_{month}.npz", out / f"y_{month}.npy"
     if not (xp.exists() and yp.exists()):
         val = f" --val {month}" if month != train else ""
         raise DurationError(
@@ -136,14 +138,16 @@ def _columns(fs: FeatureSet) -> list[str]:
 def vectorize(
     settings: Settings, color: Color | str, fs: FeatureSet | str, train: str, months: list[str]
 ) -> Path:
-    """Fit the DictVectorizer on the training month and transform the other months.
+    """Fit the DictVectorizer on the training month (or span: "2021-02+2021-03") and
+    transform the other months.
 
     Downloads and prepares what is missing; months already vectorized are skipped. One
-    month is in memory at a time.
+    month is in memory at a time after the fit.
     """
     fs = FeatureSet(fs)
     out = features_dir(settings, color, fs, train)
-    fresh = _current(out, data.prepare(settings, color, train))
+    sources = [data.prepare(settings, color, check_month(m, "--train")) for m in span_months(train)]
+    fresh = _current(out, max(sources, key=lambda p: p.stat().st_mtime))
     if fresh:
         dv, featurizer = load_dv(out), load_featurizer(out / "featurizer.json")
     else:

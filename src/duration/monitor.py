@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from duration import data, reference, registry, tracking
-from duration.config import MONITOR_EXPERIMENT, Color, Settings, check_month
+from duration.config import MONITOR_EXPERIMENT, Color, Settings, check_month, last_month
 from duration.errors import DurationError
 
 VERDICTS = ("ok", "drift", "degraded")
@@ -178,7 +178,7 @@ def profile_of(settings: Settings, mv) -> reference.Profile:
 
 def _check_after(mv, month: str, train_month: str) -> None:
     """A month at or before the version's training month is refused in one line."""
-    if train_month and months_between(train_month, month) <= 0:
+    if train_month and months_between(last_month(train_month), month) <= 0:
         raise DurationError(
             f"--month {month} is not after {mv.name} v{mv.version}'s training month "
             f"{train_month}: monitor a later month"
@@ -204,9 +204,10 @@ def measure(settings: Settings, model_uri: str, color: Color | str, month: str) 
     ref_rmse = float(mv.tags.get("test_rmse", "nan"))
     ratio = scores["rmse"] / ref_rmse if ref_rmse > 0 else math.nan
     share = float(drift["drifted"].mean())
+    since = months_between(last_month(train_month), month)
     return Report(
         "", mv.name, mv.version, month, str(Color(color).value), train_month,
-        months_between(train_month, month), len(rides), scores["rmse"], scores["mae"], ref_rmse,
+        since, len(rides), scores["rmse"], scores["mae"], ref_rmse,
         ratio, share, pred_drift, **data_quality(profile, cur),
         verdict=verdict(ratio, share, pred_drift, settings),
         drift=drift.to_dict("records"),

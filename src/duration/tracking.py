@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from duration import server
-from duration.config import Color, ModelKind, Settings
+from duration.config import Color, ModelKind, Settings, span_months
 from duration.errors import DurationError, Stopped
 
 if TYPE_CHECKING:
@@ -245,7 +245,8 @@ def log_dataset(run_id: str, ds, context: str, uri: str | None = None, attempts:
 def log_data(run_id: str, inp: Inputs, uri: str | None = None) -> None:
     """Log the fitted DictVectorizer artifact and the input datasets (digests, no data)."""
     client(uri).log_artifact(run_id, str(inp.stage / "preprocessor.b"), "preprocessor")
-    log_dataset(run_id, dataset(inp.settings, inp.color, inp.train), "training", uri)
+    for month in span_months(inp.train):
+        log_dataset(run_id, dataset(inp.settings, inp.color, month), "training", uri)
     log_dataset(run_id, dataset(inp.settings, inp.color, inp.val), "validation", uri)
 
 

@@ -5,38 +5,26 @@ without changing anything, and replays a range."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
-import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from duration import cycle as cy
+from duration import data, matrices
 from duration.config import CYCLE_EXPERIMENT
-from tests.conftest import assert_one_line_error, run_cli
-
-# Uses the first pipeline's runs: on the group's worker, where it is built once.
-pytestmark = pytest.mark.xdist_group("first")
-
-
-@pytest.fixture
-def weak(first) -> str:
-    """A model of its own whose Production v1 is the course's linear baseline (trained on
-    2021-01, no reference profile yet): any searched xgboost beats it."""
-    name = f"cycle-{uuid.uuid4().hex[:8]}"
-    base = first.baselines[0]
-    uri = MlflowClient().get_run(base["run_id"]).data.tags["model_uri"]
-    mv = mlflow.register_model(uri, name)
-    client = MlflowClient()
-    tags = {"color": "green", "train_month": "2021-01", "test_rmse": f"{base['val_rmse']:.6f}"}
-    for k, v in tags.items():
-        client.set_model_version_tag(name, mv.version, k, v)
-    client.transition_model_version_stage(name, mv.version, "Production")
-    client.set_registered_model_alias(name, "production", mv.version)
-    return name
+from tests.conftest import assert_one_line_error, invoke
 
 
 def cycle(name, env, *args, ratio="10"):
-    return run_cli("cycle", "--name", name, "--trials", "1", "--max-rounds", "30", *args,
+    return invoke("cycle", "--name", name, "--trials", "1", "--max-rounds", "30", *args,
                    env={**env, "DURATION_RMSE_RATIO": ratio})  # fmt: skip
 
 
@@ -46,6 +34,12 @@ def versions(name: str) -> dict:
 
 def test_keep_promote_repeat_and_reject(weak, cli_env, tmp_path):
     client = MlflowClient()
+    # drifted (every column, at a threshold of 0.001), but nothing labelled before 2021-01 to
+    # train on: one line, nothing changed
+    early = cycle(weak, {**cli_env, "DURATION_DRIFT_THRESHOLD": "0.001"}, "--month", "2021-02")
+    assert_one_line_error(early, "only 1 labelled month(s) before 2021-02", "--window")
+    assert set(versions(weak)) == {"1"} and cy.recorded(weak, "2021-02") is None
+
     kept = cycle(weak, cli_env, "--month", "2021-02", "--summary", str(tmp_path / "k.json"))
     assert kept.returncode == 0, kept.stderr
     k = json.loads((tmp_path / "k.json").read_text())
@@ -103,22 +97,86 @@ def test_keep_promote_repeat_and_reject(weak, cli_env, tmp_path):
     assert files == {"plots/history.png"}
 
 
+def test_a_wider_window_trains_on_all_its_older_months(weak, cli_env, settings, tmp_path):
+    client, out = MlflowClient(), tmp_path / "w.json"
+    proc = cycle(weak, cli_env, "--month", "2021-04", "--window", "3", "--summary", str(out),
+                 ratio="1.0001")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    w = json.loads(out.read_text())
+    assert w["train_months"] == ["2021-01", "2021-02"] and w["val_month"] == "2021-03"
+    version = versions(weak)[w["challenger_version"]]
+    search = client.get_run(client.get_run(version.run_id).data.tags["mlflow.parentRunId"])
+    assert search.data.tags["train_month"] == version.tags["train_month"] == "2021-01+2021-02"
+    contexts = {
+        d.dataset.name: [t.value for t in d.tags if t.key == "mlflow.data.context"][0]
+        for d in search.inputs.dataset_inputs
+    }
+    assert contexts == {
+        "green_tripdata_2021-01": "training",
+        "green_tripdata_2021-02": "training",
+        "green_tripdata_2021-03": "validation",
+    }
+    # the training matrix holds both months' rides, and the vectorizer saw both
+    stage = matrices.features_dir(settings, "green", "default", "2021-01+2021-02")
+    rides = [data.load_processed(settings, "green", m) for m in ("2021-01", "2021-02")]
+    assert len(np.load(stage / "y_2021-01+2021-02.npy")) == sum(len(r) for r in rides)
+
+    # monitoring counts months from the newest training month and refuses one inside the span
+    uri = f"models:/{weak}/{version.version}"
+    mon = invoke("monitor", "--model", uri, "--month", "2021-05", "--summary",
+                  str(tmp_path / "m.json"), env=cli_env)  # fmt: skip
+    assert mon.returncode == 0, mon.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["months_since_training"] == 3
+    inside = invoke("monitor", "--model", uri, "--month", "2021-02", env=cli_env)
+    assert_one_line_error(inside, "--month 2021-02", "2021-01+2021-02", "monitor a later month")
+
+
 @pytest.mark.parametrize(
     "args, needles",
     [
-        (["--month", "2021-04", "--window", "3"], ["--window 3"]),
+        (["--month", "2021-04", "--window", "1"], ["--window 1", "2 to 12"]),
+        (["--month", "2021-04", "--window", "13"], ["--window 13", "2 to 12"]),
+        (["--month", "2021-04", "--min-improvement", "-0.5"], ["--min-improvement -0.5"]),
         (["--from", "2021-05", "--to", "2021-02"], ["--from 2021-05 is after --to 2021-02"]),
         (["--month", "2021-04", "--from", "2021-05", "--to", "2021-06"], ["--month", "--from"]),
         ([], ["--month", "--from"]),
         (["--month", "2021-04", "--trials", "0"], ["--trials 0"]),
     ],
 )
-def test_bad_cycle_input(first, cli_env, args, needles):
-    assert_one_line_error(run_cli("cycle", *args, env=cli_env), *needles)
+def test_bad_cycle_input(cli_env, args, needles):
+    assert_one_line_error(invoke("cycle", *args, env=cli_env), *needles)
 
 
-def test_no_production_version_is_one_line(first, cli_env):
+def test_no_production_version_is_one_line(cli_env):
     name = f"cycle-empty-{uuid.uuid4().hex[:6]}"
     MlflowClient().create_registered_model(name)
-    proc = run_cli("cycle", "--name", name, "--month", "2021-04", env=cli_env)
+    proc = invoke("cycle", "--name", name, "--month", "2021-04", env=cli_env)
     assert_one_line_error(proc, name, "no Production version", "make pipeline")
+
+
+def test_ctrl_c_during_the_retrain_records_nothing(weak, cli_env):
+    exe = Path(sys.executable).with_name("duration")
+    args = [str(exe), "cycle", "--name", weak, "--month", "2021-04", "--trials", "40",
+            "--max-rounds", "30"]  # fmt: skip
+    env = {**os.environ, **cli_env, "DURATION_RMSE_RATIO": "1.0001"}
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    client, deadline = MlflowClient(), time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # until the search runs trials
+        exps = [e.experiment_id for e in client.search_experiments()]
+        search = "attributes.status = 'RUNNING' and tags.search = 'hyperopt-tpe'"
+        parents = client.search_runs(exps, search)
+        done = "attributes.status = 'FINISHED' and tags.mlflow.parentRunId = '{}'"
+        if parents and client.search_runs(exps, done.format(parents[0].info.run_id)):
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "retraining search for 2021-04 was stopped" in lines[0] and "run the month" in lines[0]
+    assert set(versions(weak)) == {"1"} and cy.recorded(weak, "2021-04") is None
+    exps = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(exps, "attributes.status = 'RUNNING'") == []

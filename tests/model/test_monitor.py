@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from duration import monitor, reference
 from duration.config import MONITOR_EXPERIMENT
-from tests.conftest import assert_one_line_error, run_cli
+from duration.errors import DurationError
+from tests.conftest import assert_one_line_error, invoke, run_cli
 from tests.model.conftest import NAME
 
 # The first pipeline's v1 is what these tests monitor: built once, on the group's worker.
@@ -82,7 +83,8 @@ def test_monitor_equals_predict_and_keeps_one_run_per_month(first, cli_env, tmp_
 @pytest.fixture
 def shifted(vectorized, mirror_path, tmp_path):
     """A mirror of two made-up months: 2030-01 is green 2021-02 with every trip distance
-    scaled by 1.5, 2030-02 is 2021-02 unchanged; settings that read from it."""
+    scaled by 1.5, 2030-02 is 2021-02 unchanged, 2030-03 has no rides; settings that read
+    from it."""
     trips = tmp_path / "tlc" / "trip-data"
     trips.mkdir(parents=True)
     os.symlink(mirror_path / "misc", tmp_path / "tlc" / "misc")
@@ -91,6 +93,7 @@ def shifted(vectorized, mirror_path, tmp_path):
     scaled = t.set_column(i, "trip_distance", pc.multiply(t["trip_distance"], 1.5))
     pq.write_table(scaled, trips / "green_tripdata_2030-01.parquet")
     pq.write_table(t, trips / "green_tripdata_2030-02.parquet")
+    pq.write_table(t.slice(0, 0), trips / "green_tripdata_2030-03.parquet")
     return replace(vectorized, data_dir=tmp_path / "data", tlc_url=f"file://{tmp_path}/tlc")
 
 
@@ -109,6 +112,16 @@ def test_a_shifted_month_drifts_and_an_unchanged_one_does_not(first, shifted):
     assert verdict == "degraded"
 
 
+def test_a_month_without_rides_is_one_line_and_logs_nothing(first, shifted):
+    exp = MlflowClient().get_experiment_by_name(MONITOR_EXPERIMENT)
+    before = MlflowClient().search_runs([exp.experiment_id]) if exp else []
+    with pytest.raises(DurationError, match="green 2030-03: none of 0 rides") as e:
+        monitor.monitor(shifted, V1, "green", "2030-03")
+    assert "pick another month" in str(e.value) and "\n" not in str(e.value)
+    exp = MlflowClient().get_experiment_by_name(MONITOR_EXPERIMENT)
+    assert len(MlflowClient().search_runs([exp.experiment_id]) if exp else []) == len(before)
+
+
 def test_a_version_without_a_profile_or_a_way_to_rebuild_one_is_one_line(first, cli_env):
     """The search's other trial, registered by hand: its run has no profile, and the version
     has no color or train_month tag to rebuild one from."""
@@ -116,7 +129,7 @@ def test_a_version_without_a_profile_or_a_way_to_rebuild_one_is_one_line(first, 
 
     other = [c for c in first.registered["candidates"] if c["run_id"] != first.registered["run_id"]]
     bare = mlflow.register_model(other[0]["model_uri"], f"{NAME}-bare")
-    proc = run_cli("monitor", "--model", f"models:/{NAME}-bare/{bare.version}", "--month",
+    proc = invoke("monitor", "--model", f"models:/{NAME}-bare/{bare.version}", "--month",
                    "2021-04", env=cli_env)  # fmt: skip
     assert_one_line_error(proc, f"v{bare.version}", "no reference profile", "duration register")
 
@@ -137,4 +150,4 @@ def test_a_version_without_a_profile_or_a_way_to_rebuild_one_is_one_line(first, 
 )
 def test_bad_monitor_input(first, cli_env, args, env, needles):
     base = ["monitor", "--model", V1, "--month", "2021-04"]
-    assert_one_line_error(run_cli(*base, *args, env={**cli_env, **env}), *needles)
+    assert_one_line_error(invoke(*base, *args, env={**cli_env, **env}), *needles)

@@ -1,4 +1,4 @@
-"""Both notebooks execute top to bottom against the test server and the mirror."""
+"""The notebooks execute top to bottom against the test server and the mirror."""
 
 from __future__ import annotations
 
@@ -9,23 +9,28 @@ from nbclient import NotebookClient
 from tests.conftest import ROOT
 from tests.model.conftest import NAME
 
-# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
-# so its expensive session fixture (the first pipeline) is built once.
-pytestmark = pytest.mark.xdist_group("first")
-
 # What each notebook must show once run: text from its own outputs, not from the test.
 SHOWS = {
     "01-explore-data.ipynb": ["kept by the 1-60 minute filter", "Manhattan"],
     "02-experiment-tracking.ipynb": ["Production", "trial-", "by_alias"],
+    "03-monitoring.ipynb": ["2021-04", "promoted", "degraded", "trip_distance", "borough"],
+}
+# Notebook 03 replays two months on a model of its own (the linear baseline in Production),
+# with every month degraded (RMSE ratio 1.0001) and 1-trial searches: 2021-04 retrains and
+# promotes, so the history shows a promotion.
+REPLAY = {
+    "DURATION_REPLAY_FROM": "2021-04",
+    "DURATION_REPLAY_TO": "2021-05",
+    "DURATION_CYCLE_TRIALS": "1",
+    "DURATION_CYCLE_MAX_ROUNDS": "30",
+    "DURATION_RMSE_RATIO": "1.0001",
 }
 
 
-@pytest.mark.parametrize("name", sorted(SHOWS))
-def test_notebook_executes(name, first, settings, monkeypatch):
-    monkeypatch.setenv("DURATION_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("DURATION_TLC_URL", settings.tlc_url)
-    monkeypatch.setenv("DURATION_MODEL_NAME", NAME)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+def execute(name: str, env: dict[str, str], monkeypatch) -> None:
+    """Run the notebook in a fresh kernel and check what it shows."""
+    for key, value in {**env, "MPLBACKEND": "Agg"}.items():
+        monkeypatch.setenv(key, value)
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     NotebookClient(
         nb,
@@ -42,3 +47,20 @@ def test_notebook_executes(name, first, settings, monkeypatch):
     )
     for needle in SHOWS[name]:
         assert needle in text, f"{name} did not show {needle!r}"
+
+
+def data_env(settings) -> dict[str, str]:
+    return {"DURATION_DATA_DIR": str(settings.data_dir), "DURATION_TLC_URL": settings.tlc_url}
+
+
+# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) these run on the first pipeline's
+# worker, so that expensive session fixture is built once.
+@pytest.mark.xdist_group("first")
+@pytest.mark.parametrize("name", ["01-explore-data.ipynb", "02-experiment-tracking.ipynb"])
+def test_notebook_executes(name, first, settings, monkeypatch):
+    execute(name, {**data_env(settings), "DURATION_MODEL_NAME": NAME}, monkeypatch)
+
+
+def test_monitoring_notebook_replays_and_shows_the_history(weak, settings, monkeypatch):
+    env = {**data_env(settings), **REPLAY, "DURATION_MODEL_NAME": weak}
+    execute("03-monitoring.ipynb", env, monkeypatch)
