@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -59,6 +58,7 @@ def worker(variant: str, path: Path, out: Path) -> None:
     import duration.data
     import duration.featurize
     import duration.vectorizer  # noqa: F401
+    from duration.resources import peak_rss_mb
 
     start = time.perf_counter()
     dv, x = (project_approach if variant == "project" else course_approach)(path)
@@ -67,14 +67,6 @@ def worker(variant: str, path: Path, out: Path) -> None:
     sp.save_npz(out.with_suffix(".npz"), x.tocsr(), compressed=False)
     out.with_suffix(".names.json").write_text(json.dumps(dv.feature_names_))
     print(json.dumps({"seconds": seconds, "rss_mb": rss_mb, "rows": x.shape[0]}))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM). Unlike ru_maxrss, it does not inherit the parent's."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_worker(variant: str, path: Path, out: Path) -> dict:

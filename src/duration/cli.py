@@ -528,7 +528,8 @@ def pipeline(
         )
         raise typer.Exit(130 if r.search["stopped"] == "interrupted" else 1)
     typer.echo(r.decision["reason"])
-    typer.echo(f"pipeline took {r.wall_s:.0f} s. In the MLflow UI:")
+    typer.echo(_table(_timing_rows(r.timings), ["stage", "seconds", "peak_rss_mb"]))
+    typer.echo(f"pipeline took {r.wall_s:.0f} s (run {r.run_id}). In the MLflow UI:")
     for link in _links(uri, req.name):
         typer.echo(f"  {link}")
     _report_deployment(r.deployment)
@@ -549,6 +550,14 @@ def _links(uri: str, name: str) -> list[str]:
     from duration.config import EXPERIMENT, SEARCH_EXPERIMENT
 
     return tracking.ui_links(uri, EXPERIMENT) + tracking.ui_links(uri, SEARCH_EXPERIMENT, name)
+
+
+def _timing_rows(timings: dict) -> list[dict]:
+    """The pipeline's stages: seconds and peak RSS (MB) of each, in the order they ran."""
+    return [
+        {"stage": name, "seconds": f"{t['seconds']:.1f}", "peak_rss_mb": f"{t['peak_rss_mb']:.0f}"}
+        for name, t in timings.items()
+    ]
 
 
 def _pipeline_rows(r) -> list[dict]:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from duration import estimators, matrices, registry, train, tune
-from duration.config import BASELINES, MODEL_NAME, Color, FeatureSet, ModelKind, Settings
-from duration.errors import DurationError
+from duration import data, estimators, matrices, registry, resources, tracking, train, tune
+from duration.config import (
+    BASELINES,
+    EXPERIMENT,
+    MODEL_NAME,
+    Color,
+    FeatureSet,
+    ModelKind,
+    Settings,
+)
+from duration.errors import DurationError, Stopped
 
 # (model, feature set) baselines: the course's own setup first, then each model on the
 # chosen features.
@@ -57,6 +67,8 @@ class PipelineResult:
     decision: dict = field(default_factory=dict)
     deployment: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    timings: dict = field(default_factory=dict)  # stage -> seconds and peak RSS (MB)
+    run_id: str = ""  # the pipeline's parent run (the baselines are its children)
 
     @property
     def stopped(self) -> bool:
@@ -75,6 +87,8 @@ class PipelineResult:
             else "Staging",
             "production_version": self.decision.get("production"),
             "wall_s": self.wall_s,
+            "timings": self.timings,
+            "pipeline_run_id": self.run_id,
             "baselines": self.baselines,
             "search": self.search,
             "registered": self.registered,
@@ -93,17 +107,24 @@ def baseline_groups(req: PipelineRequest) -> dict[FeatureSet, list[ModelKind]]:
     return groups
 
 
-def _baselines(settings: Settings, req: PipelineRequest, result: PipelineResult):
+def _baselines(
+    settings: Settings, req: PipelineRequest, result: PipelineResult, watch: resources.Stopwatch
+):
     """Train the baselines, one feature set's matrices in memory at a time; return the
     chosen set's inputs (the search uses them)."""
     groups = baseline_groups(req)
     inp = None
     for feature_set, kinds in groups.items():
         inp = None  # free the previous set's matrices first (3M-ride months are big)
-        inp = matrices.load_inputs(settings, req.color, feature_set, req.train, req.val)
+        with watch.stage(f"load {feature_set.value}"):
+            inp = matrices.load_inputs(settings, req.color, feature_set, req.train, req.val)
         for kind in kinds:
-            r = train.train_run(inp, kind, estimators.round_cap(kind, req.max_rounds), req.seed)
+            with watch.stage(f"baseline {kind.value} {feature_set.value}"):
+                cap = estimators.round_cap(kind, req.max_rounds)
+                r = train.train_run(inp, kind, cap, req.seed)
             result.baselines.append(asdict(r))
+            if result.run_id:
+                tracking.client().set_tag(r.run_id, "mlflow.parentRunId", result.run_id)
     return inp
 
 
@@ -115,23 +136,105 @@ def run(
     A stopped search (`stop` set, or Ctrl-C) ends the pipeline before registering.
     """
     start = time.monotonic()
-    result = PipelineResult()
-    for feature_set in baseline_groups(req):
-        matrices.vectorize(settings, req.color, feature_set, req.train, [req.val, req.test])
-    inp = _baselines(settings, req, result)
-    found = tune.search(inp, req.search_config(), stop)
-    result.search = asdict(found)
-    del inp  # registering reads the test month; the training matrices are no longer needed
-    if not result.stopped:
-        registered = registry.register(
-            settings, req.test, req.name, parent_run_id=found.parent_run_id
-        )
-        result.registered = asdict(registered)
-        result.decision = asdict(registry.promote(settings, req.name))
-        if result.decision["promoted"]:
-            result.deployment = deploy_if_serving(settings, req.name)
-    result.wall_s = time.monotonic() - start
+    result, watch = PipelineResult(), resources.Stopwatch()
+    months = list(dict.fromkeys([req.train, req.val, req.test]))
+    with _pipeline_run(req, result, watch, start):
+        with watch.stage("download"):
+            for month in months:
+                data.download(settings, req.color, month, progress=req.progress)
+        with watch.stage("prepare"):
+            for month in months:
+                data.prepare(settings, req.color, month)
+        with watch.stage("vectorize"):
+            for feature_set in baseline_groups(req):
+                matrices.vectorize(settings, req.color, feature_set, req.train, [req.val, req.test])
+        inp = _baselines(settings, req, result, watch)
+        with watch.stage("search"):
+            found = tune.search(inp, req.search_config(), stop)
+        result.search = asdict(found)
+        del inp  # registering reads the test month; the training matrices are not needed
+        if not result.stopped:
+            with watch.stage("register"):
+                registered = registry.register(
+                    settings, req.test, req.name, parent_run_id=found.parent_run_id
+                )
+            result.registered = asdict(registered)
+            with watch.stage("promote"):
+                result.decision = asdict(registry.promote(settings, req.name))
+            if result.decision["promoted"] and serving(settings):
+                with watch.stage("deploy"):
+                    result.deployment = deploy_if_serving(settings, req.name)
     return result
+
+
+@contextmanager
+def _pipeline_run(
+    req: PipelineRequest, result: PipelineResult, watch: resources.Stopwatch, start: float
+) -> Iterator[None]:
+    """The pipeline's parent run: the baselines nest under it, and it ends with every
+    stage's time and peak memory (metrics, and `timings.json`), whatever the outcome."""
+    exp = tracking.experiment_id(EXPERIMENT)
+    tags = {
+        "mlflow.runName": f"pipeline-{req.color.value}-{req.train}",
+        "pipeline": "true",
+        "color": req.color.value,
+        "train_month": req.train,
+        "val_month": req.val,
+        "test_month": req.test,
+        **tracking.process_tags(),
+    }
+    c = tracking.client()
+    result.run_id = c.create_run(exp, tags=tags).info.run_id
+    status = "FAILED"
+    try:
+        yield
+        status = "KILLED" if result.stopped else "FINISHED"
+    except (KeyboardInterrupt, Stopped):
+        status = "KILLED"
+        raise
+    finally:
+        result.wall_s = time.monotonic() - start
+        result.timings = watch.as_dict()
+        try:
+            _log_timings(result, status)
+        except Exception:
+            if status == "FINISHED":
+                raise  # else the failure that ended the pipeline is the one to report
+
+
+def _log_timings(result: PipelineResult, status: str) -> None:
+    """Every stage's seconds and peak RSS, the links to what the pipeline made, its status."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from mlflow.entities import Metric
+
+    c, now = tracking.client(), int(time.time() * 1000)
+    metrics = [Metric("pipeline_s", result.wall_s, now, 0)]
+    for name, t in result.timings.items():
+        key = name.replace(" ", "_")
+        metrics += [
+            Metric(f"seconds_{key}", t["seconds"], now, 0),
+            Metric(f"peak_rss_mb_{key}", t["peak_rss_mb"], now, 0),
+        ]
+    c.log_batch(result.run_id, metrics=metrics)
+    if result.search:
+        c.set_tag(result.run_id, "search_run_id", result.search["parent_run_id"])
+    if result.registered:
+        c.set_tag(result.run_id, "model_version", result.registered["model_version"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "timings.json"
+        path.write_text(json.dumps(result.timings, indent=1))
+        c.log_artifact(result.run_id, str(path))
+    c.set_terminated(result.run_id, status)
+
+
+def serving(settings: Settings) -> bool:
+    """True when `make serve` (or `duration serve start`) runs for this home."""
+    from duration import serve
+
+    return serve.read_state(settings) is not None and serve.proxy_pid(settings) is not None
 
 
 def deploy_if_serving(settings: Settings, name: str) -> dict:
@@ -140,9 +243,9 @@ def deploy_if_serving(settings: Settings, name: str) -> dict:
     Returns the deployment (empty when nothing serves); a failed deploy is reported in it,
     and the old version keeps serving.
     """
-    from duration import deploy, serve
+    from duration import deploy
 
-    if serve.read_state(settings) is None or serve.proxy_pid(settings) is None:
+    if not serving(settings):
         return {}
     try:
         return asdict(deploy.deploy(settings, name, wait=600))

@@ -55,6 +55,29 @@ def test_first_pipeline_ends_in_production(first):
     assert first.registered["run_id"] == first.search["best_run_id"]
 
 
+def test_the_first_pipeline_times_its_stages_on_a_parent_run(first):
+    s = first.summary()
+    stages = list(s["timings"])
+    assert stages[:4] == ["download", "prepare", "vectorize", "load course"]
+    assert stages[-3:] == ["search", "register", "promote"]
+    assert "baseline linear course" in stages and "baseline xgboost default" in stages
+    assert all(t["seconds"] >= 0 and t["peak_rss_mb"] > 0 for t in s["timings"].values())
+    assert sum(t["seconds"] for t in s["timings"].values()) <= s["wall_s"]
+    run = MlflowClient().get_run(s["pipeline_run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "pipeline-green-2021-01"
+    assert run.data.tags["search_run_id"] == first.search["parent_run_id"]
+    assert run.data.tags["model_version"] == "1"
+    assert run.data.metrics["seconds_search"] == pytest.approx(s["timings"]["search"]["seconds"])
+    assert run.data.metrics["peak_rss_mb_register"] > 0
+    kids = mlflow.search_runs(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+    )
+    assert sorted(kids["run_id"]) == sorted(b["run_id"] for b in first.baselines)
+    names = {f.path for f in MlflowClient().list_artifacts(run.info.run_id)}
+    assert names == {"timings.json"}
+
+
 def _search(inputs, rounds: int, seed: int) -> str:
     config = tune.SearchConfig(trials=1, seed=seed, max_rounds=rounds, progress=False)
     return tune.search(inputs, config).parent_run_id

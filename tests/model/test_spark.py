@@ -46,22 +46,20 @@ def running(parent_id: str) -> list:
     return [k for k in children(parent_id) if k.info.status == "RUNNING"]
 
 
-def test_local_mode_search_gives_one_child_per_trial(inputs):
-    r = search(
-        inputs, trials=2, seed=5, max_rounds=5, backend="spark", parallelism=2,
-        spark_master="local[2]",
-    )  # fmt: skip
-    assert r.status == "FINISHED" and r.completed == 2
+def assert_spark_search(r, trials: int, rounds: int, parallelism: int) -> None:
+    """Every trial finished as a child run, in a Spark Python worker, on one core."""
+    assert r.status == "FINISHED" and r.completed == trials
     kids = children(r.parent_run_id)
-    assert [k.info.status for k in kids] == ["FINISHED"] * 2
-    assert sorted(k.data.tags["trial"] for k in kids) == ["1", "2"]
+    assert [k.info.status for k in kids] == ["FINISHED"] * trials
+    assert sorted(k.data.tags["trial"] for k in kids) == [str(n) for n in range(1, trials + 1)]
     for kid in kids:
-        assert kid.data.params["n_estimators"] == "5"
+        assert kid.data.params["n_estimators"] == str(rounds)
         assert 4 < kid.data.metrics["val_rmse"] < 10
         assert kid.data.tags["pid"] != str(os.getpid())  # it ran in a Spark Python worker
         assert kid.data.params["n_jobs"] == "1"  # spark.task.cpus, not os.cpu_count()
     parent = MlflowClient().get_run(r.parent_run_id)
-    assert parent.data.params["backend"] == "spark" and parent.data.params["parallelism"] == "2"
+    assert parent.data.params["backend"] == "spark"
+    assert parent.data.params["parallelism"] == str(parallelism)
     assert parent.data.metrics["best_val_rmse"] == pytest.approx(r.best_val_rmse)
 
 
@@ -71,6 +69,7 @@ def test_parallelism_one_on_spark_equals_the_local_backend(inputs):
         inputs, trials=2, seed=9, max_rounds=8, backend="spark", parallelism=1,
         spark_master="local[1]",
     )  # fmt: skip
+    assert_spark_search(remote, trials=2, rounds=8, parallelism=1)
     assert remote.history == pytest.approx(local.history, abs=1e-4)
     strip = {"seed", "n_jobs"}
     pl = [{k: v for k, v in c.data.params.items() if k not in strip} for c in children(
@@ -102,7 +101,7 @@ def test_a_standalone_master_and_worker_on_loopback(inputs, tmp_path):
             inputs, trials=2, seed=3, max_rounds=5, backend="spark", parallelism=2,
             spark_master=cluster.master_url,
         )  # fmt: skip
-        assert r.completed == 2 and len(children(r.parent_run_id)) == 2
+        assert_spark_search(r, trials=2, rounds=5, parallelism=2)
         tree = [
             p for pid in pids for p in [psutil.Process(pid), *psutil.Process(pid).children(True)]
         ]

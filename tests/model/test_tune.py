@@ -63,7 +63,7 @@ def test_a_search_ignores_the_callers_active_experiment(inputs):
     assert children(r.parent_run_id)[0].info.status == "FINISHED"
 
 
-def test_small_search_creates_parent_and_children(inputs):
+def test_a_search_logs_a_parent_and_its_trials_and_the_same_seed_repeats_it(inputs):
     r = search(inputs, trials=3, seed=7, max_rounds=8)
     assert r.status == "FINISHED" and r.completed == 3
     kids = children(r.parent_run_id)
@@ -84,15 +84,10 @@ def test_small_search_creates_parent_and_children(inputs):
     assert parent.data.params["best_max_depth"] == str(r.best_params["max_depth"])
     assert isinstance(r.best_params["max_depth"], int)
 
-
-def test_same_seed_same_search(inputs):
-    a = search(inputs, trials=3, seed=11, max_rounds=10)
-    b = search(inputs, trials=3, seed=11, max_rounds=10)
-    assert a.history == pytest.approx(b.history, abs=1e-6)
-    assert a.best_params == b.best_params
-    pa = [k.data.params for k in children(a.parent_run_id)]
-    pb = [k.data.params for k in children(b.parent_run_id)]
-    assert pa == pb
+    again = search(inputs, trials=3, seed=7, max_rounds=8)  # the same seed: the same search
+    assert again.history == pytest.approx(r.history, abs=1e-6)
+    assert again.best_params == r.best_params
+    assert [k.data.params for k in children(again.parent_run_id)] == [k.data.params for k in kids]
 
 
 def test_random_forest_search(inputs):
