@@ -209,6 +209,7 @@ def scale_run(real_months: list[Path], rows: int, server_uri: str) -> dict:
         },
         "best_val_rmse": round(result["best_val_rmse"], 4),
         "test_rmse": round(result["test_rmse"], 4),
+        "timings": result["timings"],  # stage -> seconds and peak RSS, from the pipeline
     }
 
 
@@ -357,9 +358,22 @@ def main() -> None:
         f"(limit 4096 MB); best val RMSE {scale['best_val_rmse']}, "
         f"test RMSE {scale['test_rmse']}."
     )
+    lines += ["", *stage_table(scale["timings"], scale["pipeline_s"])]
     (REPORTS / "benchmark.md").write_text("\n".join(lines) + "\n")
     plot(results, REPORTS / "benchmark.png")
     print("\n".join(lines))
+
+
+def stage_table(timings: dict, total_s: float) -> list[str]:
+    """Markdown rows: each pipeline stage's seconds, its share of the whole, its peak RSS."""
+    lines = ["| stage | seconds | share | peak RSS (MB) |", "|---|---|---|---|"]
+    for name, t in timings.items():
+        share = t["seconds"] / total_s if total_s else 0.0
+        lines.append(f"| {name} | {t['seconds']:.1f} | {share:.0%} | {t['peak_rss_mb']:.0f} |")
+    rest = total_s - sum(t["seconds"] for t in timings.values())
+    lines.append(f"| (start-up, connecting, outside the stages) | {rest:.1f} | "
+                 f"{rest / total_s if total_s else 0:.0%} | |")  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":

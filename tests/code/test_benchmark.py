@@ -26,3 +26,19 @@ def test_sizes_that_do_not_fit_are_refused_with_the_estimate(flag, value, needle
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "MB" in lines[0], proc.stderr
+
+
+def test_the_stage_table_adds_up_to_the_whole_run():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    timings = {
+        "prepare": {"seconds": 30.0, "peak_rss_mb": 900.0},
+        "search": {"seconds": 60.0, "peak_rss_mb": 3100.4},
+    }
+    lines = bench.stage_table(timings, 100.0)
+    assert lines[2] == "| prepare | 30.0 | 30% | 900 |"
+    assert lines[3] == "| search | 60.0 | 60% | 3100 |"
+    assert lines[4].startswith("| (start-up, connecting, outside the stages) | 10.0 | 10% |")
