@@ -19,6 +19,7 @@ MONTH    ?= 2021-04
 FROM     ?= 2021-02
 TO       ?= 2023-04
 CYCLE_TRIALS ?= 10
+CYCLE_WINDOW ?= 2
 export MLFLOW_PORT ?= 5000
 export SERVE_PORT ?= 5001
 # Debian packages the project runs, as command:package (installed only where missing).
@@ -39,7 +40,7 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS=$(CYCLE_TRIALS) MLFLOW_PORT=$(MLFLOW_PORT) SERVE_PORT=$(SERVE_PORT)"
+	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS=$(CYCLE_TRIALS) CYCLE_WINDOW=$(CYCLE_WINDOW) MLFLOW_PORT=$(MLFLOW_PORT) SERVE_PORT=$(SERVE_PORT)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -120,10 +121,10 @@ monitor: $(STAMP) system ## Monitor Production on MONTH: quality, drift, verdict
 	$(BIN)/duration monitor --color $(COLOR) --month $(MONTH) --summary reports/monitor-$(MONTH).json
 
 cycle: $(STAMP) system ## Monitor MONTH; retrain, gate on MONTH and promote if it drifted (reports/cycle-MONTH.json)
-	$(BIN)/duration cycle --color $(COLOR) --month $(MONTH) --trials $(CYCLE_TRIALS) --summary reports/cycle-$(MONTH).json
+	$(BIN)/duration cycle --color $(COLOR) --month $(MONTH) --trials $(CYCLE_TRIALS) --window $(CYCLE_WINDOW) --summary reports/cycle-$(MONTH).json
 
 replay: $(STAMP) system ## The cycle for every month FROM..TO the source has, in order (reports/replay.json)
-	$(BIN)/duration cycle --color $(COLOR) --from $(FROM) --to $(TO) --trials $(CYCLE_TRIALS) --summary reports/replay.json
+	$(BIN)/duration cycle --color $(COLOR) --from $(FROM) --to $(TO) --trials $(CYCLE_TRIALS) --window $(CYCLE_WINDOW) --summary reports/replay.json
 
 monitor-months: $(STAMP) system ## Monitor Production on every month FROM..TO the source has (reports/monitoring.md)
 	$(BIN)/python scripts/monitor_months.py --color $(COLOR) --from $(FROM) --to $(TO)
