@@ -186,3 +186,63 @@ def test_a_backup_with_no_cluster_running_is_one_line(tmp_path):
     out = run_cli("db", "backup", env=home_env(tmp_path), cwd=tmp_path)
     assert_one_line_error(out, "PostgreSQL is not running", "duration db start")
     assert not (tmp_path / ".postgres" / "backups").exists()
+
+
+def test_a_busy_db_lock_is_one_line_and_starts_nothing(tmp_path):
+    """Another `duration db` command (another process) holds the cluster's lock: this one
+    waits, then says so in one line, and has initialised nothing."""
+    import sys
+
+    from duration.config import Settings
+    from duration.errors import DurationError
+
+    s = Settings(home=tmp_path)
+    lock = db.Cluster(s).lock
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+         "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)",
+         str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DurationError, match="another `duration db` command holds") as e:
+            db.start(s, wait=0.5)
+        assert str(lock) in str(e.value) and "try again" in str(e.value)
+        assert not db.Cluster(s).initialised()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.server  # MLflow's own schema migrations, as a server start runs them (20 s)
+def test_a_failed_schema_upgrade_keeps_the_backup_and_says_where(tmp_path):
+    """A SQLite store whose bookkeeping says one MLflow schema back, but whose tables are
+    already at the latest: the upgrade fails. One line names the cause and the backup, the
+    backup holds the store as it was, and the next start checks again (no marker)."""
+    import sqlite3
+    from importlib.util import find_spec
+
+    from alembic.script import ScriptDirectory
+
+    from duration.errors import DurationError
+
+    store, state = tmp_path / "mlflow.db", tmp_path / "state"
+    assert server.prepare_store(store, tmp_path / "art", state) is None  # created at head
+    migrations = Path(find_spec("mlflow").submodule_search_locations[0]) / "store/db_migrations"
+    script = ScriptDirectory(str(migrations))
+    older = script.get_revision(script.get_current_head()).down_revision
+    with sqlite3.connect(store) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (older,))
+    for marker in state.glob("store-*.checked"):
+        marker.unlink()  # as on a machine that never checked this store
+    with pytest.raises(DurationError) as e:
+        server.prepare_store(store, tmp_path / "art", state)
+    message = str(e.value)
+    assert "\n" not in message and f"upgrading the MLflow schema of sqlite:///{store}" in message
+    saved = Path(message.rsplit("the store as it was is saved at ", 1)[1])
+    assert saved.parent == (state / "backups").resolve() and saved.suffix == ".db"
+    with sqlite3.connect(saved) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (older,)
+    assert not list(state.glob("store-*.checked"))
