@@ -198,6 +198,23 @@ def initialise(c: Cluster, user: str | None) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def last_error(log: Path) -> str:
+    """Why the server would not start, from its log: the last FATAL or PANIC line, with the
+    line before it (PostgreSQL puts the cause there: "invalid value for parameter ...")."""
+    import re
+
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "nothing (no log)"
+    lines = [re.sub(r"^\S+ \S+ \S+ \[\d+\] ", "", ln) for ln in lines]  # time, zone, pid
+    fatal = [i for i, ln in enumerate(lines) if ln.startswith(("FATAL:", "PANIC:"))]
+    if not fatal:
+        return (lines or ["nothing"])[-1][:200]
+    i = fatal[-1]
+    return " / ".join(lines[max(i - 1, 0) : i + 1])[:300]
+
+
 def choose_port(c: Cluster) -> int:
     """DURATION_PG_PORT if set (it must be free); else the port used last, else 5432; a free
     port when that one is taken."""
@@ -254,13 +271,16 @@ def start(settings: Settings, wait: float = 60.0) -> DbState:
                 pass
             entry = pwd.getpwnam(user)
             os.chown(c.log, entry.pw_uid, entry.pw_gid)
-        _run(
-            user,
-            [str(bin_dir() / "pg_ctl"), "-D", str(c.data), "-l", str(c.log), "-o",
-             f"-p {port}", "-w", "-t", "60", "start"],
-            f"starting PostgreSQL on 127.0.0.1:{port} (see {c.log})",
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        try:
+            _run(
+                user,
+                [str(bin_dir() / "pg_ctl"), "-D", str(c.data), "-l", str(c.log), "-o",
+                 f"-p {port}", "-w", "-t", "60", "start"],
+                f"starting PostgreSQL on 127.0.0.1:{port}",
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        except DurationError as e:
+            raise DurationError(f"{e}; the server's log says: {last_error(c.log)} ({c.log})") from e
         _ensure_database(c, port)
         state = _state(c, port, user, started=True)
         with atomic_path(c.state_file) as tmp:

@@ -246,3 +246,32 @@ def test_a_failed_schema_upgrade_keeps_the_backup_and_says_where(tmp_path):
     with sqlite3.connect(saved) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (older,)
     assert not list(state.glob("store-*.checked"))
+
+
+@pytest.mark.server  # initdb and pg_ctl: a real PostgreSQL cluster
+def test_a_cluster_that_will_not_start_says_why_from_its_log():
+    """A hand-edited postgresql.conf with a bad value: `db start` gives one line with the
+    server log's own reason and the log's path, and leaves nothing running."""
+    import shutil
+    import tempfile
+
+    from duration.config import Settings
+    from duration.errors import DurationError
+
+    home = Path(tempfile.mkdtemp(prefix="duration-pg-bad-"))
+    os.chmod(home, 0o711)  # as root the cluster's user must enter it (pytest's are 0700)
+    try:
+        s = Settings(home=home, pg_port=free_port())
+        c = db.Cluster(s)
+        db.initialise(c, db.os_user())
+        with open(c.data / "postgresql.conf", "a") as conf:
+            conf.write("shared_buffers = 'plenty'\n")
+        with pytest.raises(DurationError) as e:
+            db.start(s)
+        message = str(e.value)
+        assert "\n" not in message and f"starting PostgreSQL on 127.0.0.1:{s.pg_port}" in message
+        assert 'invalid value for parameter "shared_buffers": "plenty"' in message
+        assert str(c.log) in message
+        assert c.running_pid() is None and not c.state_file.exists()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
