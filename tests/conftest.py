@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -109,17 +111,26 @@ def use_tracking(uri: str | None) -> str | None:
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A real PostgreSQL (`duration db start`) on a free port, in a home of its own. As root
-    it runs as the unprivileged user, so the home is made enterable (pytest's are 0700)."""
+    """A real PostgreSQL (`duration db start`) on a free port, in a home of its own."""
     from duration import db
 
-    home = Path(tempfile.mkdtemp(prefix="duration-pg-"))
+    with pg_home() as home:
+        s = Settings(home=home, pg_port=free_port())
+        state = db.start(s)
+        yield s, state
+        db.stop(s)
+
+
+@contextmanager
+def pg_home(prefix: str = "duration-pg-") -> Iterator[Path]:
+    """A home for a PostgreSQL cluster, removed afterwards. As root the cluster runs as the
+    unprivileged user, so the home is made enterable (pytest's are 0700)."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(home, 0o711)
-    s = Settings(home=home, pg_port=free_port())
-    state = db.start(s)
-    yield s, state
-    db.stop(s)
-    shutil.rmtree(home, ignore_errors=True)
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -87,9 +87,14 @@ def check_month(month: str, flag: str = "--month") -> str:
     return month
 
 
-def span_months(train: str) -> list[str]:
-    """The months of a training span: one month, or several joined by "+" (oldest first)."""
-    return train.split("+")
+def span_months(train: str, flag: str | None = None) -> list[str]:
+    """The months of a training span: one month, or several joined by "+" (oldest first).
+    With `flag`, each must be YYYY-MM, else a one-line error naming the flag."""
+    months = train.split("+")
+    if flag is not None:
+        for month in months:
+            check_month(month, flag)
+    return months
 
 
 def last_month(train: str) -> str:

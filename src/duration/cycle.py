@@ -201,8 +201,8 @@ def replay(
         )
         .info.run_id
     )
-    results, status = [], "FAILED"
-    try:
+    results: list[CycleResult] = []
+    with tracking.ended(lambda status: tracking.client().set_terminated(parent, status)):
         for month in monitor.months(start, end):
             if stop is not None and stop.is_set():
                 raise Stopped(f"the replay was stopped before {month}: the months before it "
@@ -215,12 +215,6 @@ def replay(
             results.append(run(settings, replace(req, month=month), stop, parent))
             say(row(results[-1]))
         _log_history(parent, results)
-        status = "FINISHED"
-    except (KeyboardInterrupt, Stopped):
-        status = "KILLED"
-        raise
-    finally:
-        tracking.client().set_terminated(parent, status)
     return results
 
 

@@ -97,8 +97,7 @@ def load_split(
 ) -> Split:
     """A vectorized month, or a one-line error saying which command makes it."""
     out = features_dir(settings, color, fs, train)
-    for m in span_months(month):
-        check_month(m)
+    span_months(month, "--month")
     xp, yp = out / f"X_{month}.npz", out / f"y_{month}.npy"
     if not (xp.exists() and yp.exists()):
         val = f" --val {month}" if month != train else ""
@@ -146,7 +145,7 @@ def vectorize(
     """
     fs = FeatureSet(fs)
     out = features_dir(settings, color, fs, train)
-    sources = [data.prepare(settings, color, check_month(m, "--train")) for m in span_months(train)]
+    sources = [data.prepare(settings, color, m) for m in span_months(train, "--train")]
     fresh = _current(out, max(sources, key=lambda p: p.stat().st_mtime))
     if fresh:
         dv, featurizer = load_dv(out), load_featurizer(out / "featurizer.json")

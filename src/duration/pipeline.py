@@ -18,10 +18,7 @@ from duration.config import (
     ModelKind,
     Settings,
 )
-from duration.errors import DurationError, Stopped
-
-# (model, feature set) baselines: the course's own setup first, then each model on the
-# chosen features.
+from duration.errors import DurationError
 
 
 @dataclass(frozen=True)
@@ -123,8 +120,7 @@ def _baselines(
                 cap = estimators.round_cap(kind, req.max_rounds)
                 r = train.train_run(inp, kind, cap, req.seed)
             result.baselines.append(asdict(r))
-            if result.run_id:
-                tracking.client().set_tag(r.run_id, "mlflow.parentRunId", result.run_id)
+            tracking.client().set_tag(r.run_id, "mlflow.parentRunId", result.run_id)
     return inp
 
 
@@ -183,23 +179,15 @@ def _pipeline_run(
         "test_month": req.test,
         **tracking.process_tags(),
     }
-    c = tracking.client()
-    result.run_id = c.create_run(exp, tags=tags).info.run_id
-    status = "FAILED"
-    try:
-        yield
-        status = "KILLED" if result.stopped else "FINISHED"
-    except (KeyboardInterrupt, Stopped):
-        status = "KILLED"
-        raise
-    finally:
+    result.run_id = tracking.client().create_run(exp, tags=tags).info.run_id
+
+    def finish(status: str) -> None:
         result.wall_s = time.monotonic() - start
         result.timings = watch.as_dict()
-        try:
-            _log_timings(result, status)
-        except Exception:
-            if status == "FINISHED":
-                raise  # else the failure that ended the pipeline is the one to report
+        _log_timings(result, "KILLED" if result.stopped else status)
+
+    with tracking.ended(finish):
+        yield
 
 
 def _log_timings(result: PipelineResult, status: str) -> None:

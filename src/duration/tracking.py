@@ -5,6 +5,7 @@ Cheap to import (the CLI connects before loading the ML stack): heavy imports ar
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,21 +39,34 @@ def connect(settings: Settings) -> str:
 
 
 @contextmanager
+def ended(finish: Callable[[str], None]) -> Iterator[None]:
+    """Run the block, then `finish(status)`: FINISHED, FAILED on an error, or KILLED when the
+    work is stopped (Ctrl-C, SIGTERM, a timeout). When the block failed, a failure to finish
+    (the server gone too) does not hide the block's own; `runs reap` ends the run later."""
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except (KeyboardInterrupt, Stopped):
+        status = "KILLED"
+        raise
+    finally:
+        if status == "FINISHED":
+            finish(status)
+        else:
+            with contextlib.suppress(Exception):
+                finish(status)
+
+
+@contextmanager
 def active_run(**kwargs) -> Iterator:
     """`mlflow.start_run(**kwargs)` that ends FINISHED, FAILED on an error, or KILLED when
     the work is stopped (Ctrl-C, SIGTERM, a timeout): never left RUNNING."""
     import mlflow
 
     run = mlflow.start_run(**kwargs)
-    status = "FAILED"
-    try:
+    with ended(lambda status: mlflow.end_run(status=status)):
         yield run
-        status = "FINISHED"
-    except (KeyboardInterrupt, Stopped):
-        status = "KILLED"
-        raise
-    finally:
-        mlflow.end_run(status=status)
 
 
 def resume_run(run_id: str) -> None:

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from duration import db, server
-from tests.conftest import assert_one_line_error, free_port, run_cli
+from tests.conftest import assert_one_line_error, free_port, pg_home, run_cli
 
 # Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
 # so its expensive session fixture (the PostgreSQL cluster and its server) is built once.
@@ -252,15 +252,10 @@ def test_a_failed_schema_upgrade_keeps_the_backup_and_says_where(tmp_path):
 def test_a_cluster_that_will_not_start_says_why_from_its_log():
     """A hand-edited postgresql.conf with a bad value: `db start` gives one line with the
     server log's own reason and the log's path, and leaves nothing running."""
-    import shutil
-    import tempfile
-
     from duration.config import Settings
     from duration.errors import DurationError
 
-    home = Path(tempfile.mkdtemp(prefix="duration-pg-bad-"))
-    os.chmod(home, 0o711)  # as root the cluster's user must enter it (pytest's are 0700)
-    try:
+    with pg_home("duration-pg-bad-") as home:
         s = Settings(home=home, pg_port=free_port())
         c = db.Cluster(s)
         db.initialise(c, db.os_user())
@@ -273,5 +268,3 @@ def test_a_cluster_that_will_not_start_says_why_from_its_log():
         assert 'invalid value for parameter "shared_buffers": "plenty"' in message
         assert str(c.log) in message
         assert c.running_pid() is None and not c.state_file.exists()
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
