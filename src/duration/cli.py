@@ -21,8 +21,10 @@ import typer
 from typer.exceptions import TyperException
 
 from duration.config import (
+    BUDGET_ROWS,
     MLFLOW_CLIENT_ENV,
     MODEL_NAME,
+    REFIT,
     Color,
     FeatureSet,
     ModelKind,
@@ -63,6 +65,14 @@ BackendOpt = typer.Option(
 ParallelismOpt = typer.Option(1, "--parallelism", help="Trials at once (spark backend).")
 MasterOpt = typer.Option(
     None, "--spark-master", help="Spark master [env DURATION_SPARK_MASTER, default local[*]]."
+)
+BudgetOpt = typer.Option(
+    BUDGET_ROWS,
+    "--budget-rows",
+    help="Trials (and tree baselines) fit on a sample of at most this many rides; 0: all.",
+)
+RefitOpt = typer.Option(
+    REFIT, "--refit", help="Under the budget: the best trials refit on every ride."
 )
 
 
@@ -276,6 +286,8 @@ def tune(
     backend: str = BackendOpt,
     parallelism: int = ParallelismOpt,
     spark_master: str = MasterOpt,
+    budget_rows: int = BudgetOpt,
+    refit: int = RefitOpt,
     summary: Path = SummaryOpt,
 ) -> None:
     """Search hyperparameters with hyperopt (TPE); one parent run, one child run per trial."""
@@ -284,8 +296,9 @@ def tune(
     from duration import tune as tn
 
     config = tn.SearchConfig(
-        model, trials, seed, timeout, max_rounds, True, backend, parallelism, spark_master
-    )
+        model, trials, seed, timeout, max_rounds, True, backend, parallelism, spark_master,
+        budget_rows, refit,
+    )  # fmt: skip
     config.check()
     from duration import estimators, matrices
 
@@ -492,6 +505,8 @@ def pipeline(
     baselines: str = typer.Option(
         "all", "--baselines", help="all, none, or kinds joined by commas (linear,xgboost)."
     ),
+    budget_rows: int = BudgetOpt,
+    refit: int = RefitOpt,
     summary: Path = SummaryOpt,
 ) -> None:
     """Run download -> prepare -> vectorize -> baselines -> tune -> register -> promote."""
@@ -513,6 +528,8 @@ def pipeline(
         parallelism=parallelism,
         spark_master=spark_master,
         baselines=chosen,
+        budget_rows=budget_rows,
+        refit=refit,
     )
     req.search_config().check()
     _preflight(ctx, req.search_config())

@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass, field
 from duration import data, estimators, matrices, registry, resources, tracking, train, tune
 from duration.config import (
     BASELINES,
+    BUDGET_ROWS,
     EXPERIMENT,
     MODEL_NAME,
+    REFIT,
     Color,
     FeatureSet,
     ModelKind,
@@ -39,6 +41,8 @@ class PipelineRequest:
     parallelism: int = 1
     spark_master: str | None = None
     baselines: tuple[ModelKind, ...] | None = None  # None: every one of BASELINES
+    budget_rows: int = BUDGET_ROWS  # trials and tree baselines fit on a sample this size
+    refit: int = REFIT
 
     def search_config(self) -> tune.SearchConfig:
         """The search this pipeline runs."""
@@ -51,6 +55,8 @@ class PipelineRequest:
             backend=self.backend,
             parallelism=self.parallelism,
             spark_master=self.spark_master,
+            budget_rows=self.budget_rows,
+            refit=self.refit,
         )
 
 
@@ -118,7 +124,7 @@ def _baselines(
         for kind in kinds:
             with watch.stage(f"baseline {kind.value} {feature_set.value}"):
                 cap = estimators.round_cap(kind, req.max_rounds)
-                r = train.train_run(inp, kind, cap, req.seed)
+                r = train.train_run(inp, kind, cap, req.seed, budget_rows=req.budget_rows)
             result.baselines.append(asdict(r))
             tracking.client().set_tag(r.run_id, "mlflow.parentRunId", result.run_id)
     return inp

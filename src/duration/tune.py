@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from duration import tracking
-from duration.config import SEARCH_EXPERIMENT, ModelKind, Settings
+from duration.config import BUDGET_ROWS, REFIT, SEARCH_EXPERIMENT, ModelKind, Settings
 from duration.errors import DurationError, Stopped
 
 if TYPE_CHECKING:
-    from duration.matrices import Inputs
+    from duration.matrices import Inputs, Split
 
 # The search space of each model, declared once: name -> (distribution, low, high[, step]).
 # "log" draws log-uniformly; "int" draws integers low..high in steps.
@@ -89,6 +89,8 @@ class SearchConfig:
     backend: str = "local"  # "local": one trial after another; "spark": hyperopt's SparkTrials
     parallelism: int = 1  # trials at once (Spark only)
     spark_master: str | None = None  # default: the settings' (DURATION_SPARK_MASTER)
+    budget_rows: int = BUDGET_ROWS  # trials fit on at most this many rides (0: every ride)
+    refit: int = REFIT  # sampled trials refit on every ride, the best first
 
     def check(self) -> None:
         """One clear line for a search that cannot run as asked."""
@@ -103,6 +105,13 @@ class SearchConfig:
                 f"--parallelism {self.parallelism} needs --backend spark: the local backend "
                 "runs one trial at a time (on every core)"
             )
+        if self.budget_rows < 0 or 0 < self.budget_rows < 1000:
+            raise DurationError(
+                f"--budget-rows {self.budget_rows}: give 0 (trials fit on every ride) or at "
+                "least 1000 rides"
+            )
+        if self.refit < 1:
+            raise DurationError(f"--refit {self.refit}: refit at least the best trial")
 
 
 @dataclass
@@ -123,6 +132,7 @@ class SearchResult:
     stopped: str = ""
     failed: int = 0
     history: list[float] = field(default_factory=list)
+    budget: dict = field(default_factory=dict)  # how the trials and refits spent their time
 
 
 @dataclass
@@ -148,6 +158,7 @@ class TrialContext:
     val: str
     deadline: float | None = None  # time.time() after which a trial stops
     n_jobs: int | None = None
+    budget_rows: int = 0  # trials fit on a sample of at most this many rides (0: all)
     inputs: Inputs | None = None
     stop: threading.Event | None = None
 
@@ -168,6 +179,32 @@ class TrialContext:
         if self.inputs is None:
             self.inputs = _load(self.settings, self.color, self.features, self.train, self.val)
         return self.inputs
+
+    def trial_data(self) -> tuple[Split, Split, tuple | None]:
+        """The training and validation rides a trial fits on (samples under the budget) and
+        xgboost's matrices of them: built once per process and search, shared by its trials."""
+        if self.parent_run_id not in _TRIAL_DATA:
+            _TRIAL_DATA.clear()  # one search's matrices at a time
+            from duration import estimators
+
+            inp = self.load()
+            tr = estimators.sample(inp.tr, self.budget_rows, self.seed)
+            va = estimators.sample(inp.va, self.budget_rows, self.seed + 1)
+            xgboost = ModelKind(self.kind) is ModelKind.xgboost
+            _TRIAL_DATA[self.parent_run_id] = (
+                tr,
+                va,
+                estimators.xgb_data(tr, va) if xgboost else None,
+            )
+        return _TRIAL_DATA[self.parent_run_id]
+
+    def sampled(self) -> bool:
+        """True when trials fit on a sample of the training month (the budget applies)."""
+        return 0 < self.budget_rows < self.load().tr.X.shape[0]
+
+
+# Per process: the trial matrices of the search in progress (see TrialContext.trial_data).
+_TRIAL_DATA: dict[str, tuple] = {}
 
 
 @functools.lru_cache(maxsize=1)
@@ -206,30 +243,68 @@ def _in_top(client, ctx: TrialContext, rmse: float) -> bool:
     return len(best) < TOP_N or rmse < best[-1].data.metrics["val_rmse"]
 
 
-def _fit_and_log(params: dict, ctx: TrialContext, client, n: int) -> float:
-    """Fit one trial in the active (child) run, log it, return its val RMSE."""
+def _fit_and_log(params: dict, ctx: TrialContext, client, n: int) -> tuple[float, int | None]:
+    """Fit one trial in the active (child) run, log it; return its val RMSE and best round.
+
+    Under the budget it fits and stops early on samples, and logs no model: only the refits
+    on every ride may be registered.
+    """
     import mlflow
 
     from duration import estimators, model, plots
 
     kind = ModelKind(ctx.kind)
     inp = ctx.load()
+    tr, va, data = ctx.trial_data()
     n_jobs = ctx.n_jobs or os.cpu_count()  # a Spark task's own cores, else this machine's
-    mlflow.log_params({**params, "seed": ctx.seed, "n_jobs": n_jobs})
+    mlflow.log_params(
+        {**params, "seed": ctx.seed, "n_jobs": n_jobs, "train_rows": tr.X.shape[0],
+         "val_rows": va.X.shape[0]}
+    )  # fmt: skip
     callbacks = [_stop_callback(ctx)] if kind is ModelKind.xgboost else None
-    est = estimators.fit(kind, inp.tr, inp.va, params, ctx.seed, callbacks, n_jobs)
+    est = estimators.fit(kind, tr, va, params, ctx.seed, callbacks, n_jobs, data)
     if reason := ctx.stopping():
         raise SearchStopped(reason)  # a stopped trial is not scored: it ends KILLED
-    pred = est.predict(inp.va.X)
-    s = tracking.scores(inp.va.y, pred)
+    pred = est.predict(va.X)
+    s = tracking.scores(va.y, pred)
     metrics = {"val_rmse": s["rmse"], "val_mae": s["mae"]}
     if (best_it := estimators.best_iteration(est)) is not None:
         metrics["best_iteration"] = best_it
     mlflow.log_metrics(metrics)
-    if _in_top(client, ctx, s["rmse"]):
+    if not ctx.sampled() and _in_top(client, ctx, s["rmse"]):
         model.log_fitted(inp, est)
         plots.log_diagnostics(inp.hours_va, inp.va.y, pred, f"{kind.value} trial {n}")
-    return s["rmse"]
+    return s["rmse"], best_it
+
+
+@contextmanager
+def _child_run(client, ctx: TrialContext, name: str, tags: dict) -> Iterator[str]:
+    """A child run of the search, opened by the parent's id and made active: it ends
+    FINISHED, KILLED when the search stops or is interrupted, or FAILED."""
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    run_id = client.create_run(
+        ctx.experiment_id,
+        tags={
+            **ctx.tags,
+            **tracking.process_tags(),  # the process this runs in (a Spark worker's)
+            MLFLOW_PARENT_RUN_ID: ctx.parent_run_id,
+            **tags,
+        },
+        run_name=name,
+    ).info.run_id
+    status = "FAILED"
+    tracking.resume_run(run_id)
+    try:
+        yield run_id
+        status = "FINISHED"
+    except (SearchStopped, KeyboardInterrupt):
+        status = "KILLED"
+        raise
+    finally:
+        mlflow.end_run(status=status)
 
 
 def objective(params: dict, ctx: TrialContext) -> dict:
@@ -239,41 +314,71 @@ def objective(params: dict, ctx: TrialContext) -> dict:
     and returns STATUS_FAIL; the search goes on. A stopped trial ends KILLED and raises
     SearchStopped.
     """
-    import mlflow
     from hyperopt import STATUS_FAIL, STATUS_OK
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     if reason := ctx.stopping():
         raise SearchStopped(reason)
-    mlflow.set_tracking_uri(ctx.tracking_uri)
     client = tracking.client(ctx.tracking_uri)
     params = {**params, **ctx.fixed}
     n = len(_children(client, ctx)) + 1
-    run_id = client.create_run(
-        ctx.experiment_id,
-        tags={
-            **ctx.tags,
-            **tracking.process_tags(),  # the process this trial runs in (a Spark worker's)
-            MLFLOW_PARENT_RUN_ID: ctx.parent_run_id,
-            "trial": str(n),
-        },
-        run_name=f"trial-{n:03d}",
-    ).info.run_id
-    status = "FAILED"
-    tracking.resume_run(run_id)
+    start = time.monotonic()
+    run_id = ""
     try:
-        rmse = _fit_and_log(params, ctx, client, n)
-        status = "FINISHED"
+        with _child_run(client, ctx, f"trial-{n:03d}", {"trial": str(n)}) as run_id:
+            rmse, rounds = _fit_and_log(params, ctx, client, n)
     except (SearchStopped, KeyboardInterrupt):
-        status = "KILLED"
-        raise
-    except Exception as e:  # noqa: BLE001 - a failed trial is recorded, not fatal
+        raise  # the trial ended KILLED
+    except Exception as e:  # the trial ended FAILED: recorded, not fatal
+        if not run_id:
+            raise
         error = f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
-        mlflow.set_tag("error", error)
+        client.set_tag(run_id, "error", error)
         return {"status": STATUS_FAIL, "error": error, "run_id": run_id}
-    finally:
-        mlflow.end_run(status=status)
-    return {"loss": rmse, "status": STATUS_OK, "run_id": run_id, "params": params}
+    return {"loss": rmse, "status": STATUS_OK, "run_id": run_id, "params": params,
+            "seconds": time.monotonic() - start, "rounds": rounds}  # fmt: skip
+
+
+def _refit(client, ctx: TrialContext, ok: list[dict], k: int) -> list[dict]:
+    """Refit the best `k` sampled trials on every training ride, each in its own child run
+    that stops early on and is scored on the whole validation month, and logs its model."""
+    import mlflow
+    from hyperopt import STATUS_OK
+
+    from duration import estimators, model, plots
+
+    kind = ModelKind(ctx.kind)
+    inp = ctx.load()
+    _TRIAL_DATA.clear()  # the samples' matrices go before the full ones are built
+    data = estimators.xgb_data(inp.tr, inp.va) if kind is ModelKind.xgboost else None
+    callbacks = [_stop_callback(ctx)] if kind is ModelKind.xgboost else None
+    out = []
+    for i, trial in enumerate(sorted(ok, key=lambda r: r["loss"])[:k], start=1):
+        if reason := ctx.stopping():
+            raise SearchStopped(reason)
+        start = time.monotonic()
+        tags = {"refit_of": trial["run_id"], "rung": "full"}
+        with _child_run(client, ctx, f"refit-{i}", tags) as run_id:
+            params = trial["params"]
+            mlflow.log_params(
+                {**params, "seed": ctx.seed, "n_jobs": os.cpu_count(),
+                 "train_rows": inp.tr.X.shape[0], "val_rows": inp.va.X.shape[0]}
+            )  # fmt: skip
+            est = estimators.fit(kind, inp.tr, inp.va, params, ctx.seed, callbacks, None, data)
+            if reason := ctx.stopping():
+                raise SearchStopped(reason)
+            pred = est.predict(inp.va.X)
+            s = tracking.scores(inp.va.y, pred)
+            rounds = estimators.best_iteration(est)
+            metrics = {"val_rmse": s["rmse"], "val_mae": s["mae"], "sample_val_rmse": trial["loss"]}
+            mlflow.log_metrics(
+                {**metrics, **({"best_iteration": rounds} if rounds is not None else {})}
+            )
+            model.log_fitted(inp, est)
+            plots.log_diagnostics(inp.hours_va, inp.va.y, pred, f"{kind.value} refit {i}")
+        out.append({"loss": s["rmse"], "status": STATUS_OK, "run_id": run_id, "params": params,
+                    "seconds": time.monotonic() - start, "rounds": rounds,
+                    "trial_run_id": trial["run_id"], "sample_loss": trial["loss"]})  # fmt: skip
+    return out
 
 
 def _start_parent(client, inp: Inputs, config: SearchConfig) -> tuple[str, str]:
@@ -295,6 +400,8 @@ def _start_parent(client, inp: Inputs, config: SearchConfig) -> tuple[str, str]:
             "trials": config.trials,
             "backend": config.backend,
             "parallelism": config.parallelism,
+            "budget_rows": config.budget_rows,
+            "refit": config.refit,
             "search_space": json.dumps(SPACES[kind])[:6000],
         }
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -321,6 +428,7 @@ def _tidy_children(client, ctx: TrialContext) -> None:
     """End KILLED any trial a cancelled Spark task left RUNNING, and number the trials in the
     order they started (trials started at once on Spark may have counted the same number)."""
     kids = _children(client, ctx, order_by=["attributes.start_time ASC"])
+    kids = [k for k in kids if "refit_of" not in k.data.tags]  # refits are numbered apart
     for n, kid in enumerate(kids, start=1):
         if kid.info.status == "RUNNING":
             client.set_tag(kid.info.run_id, "stopped", "cancelled with its Spark task")
@@ -330,17 +438,53 @@ def _tidy_children(client, ctx: TrialContext) -> None:
             client.set_tag(kid.info.run_id, "mlflow.runName", f"trial-{n:03d}")
 
 
-def _finish(client, ctx: TrialContext, trials, status: str, stopped: str) -> tuple[dict, str]:
-    """Tag the best trial and log the summary on the parent; end it with `status`."""
+def _budget(ctx: TrialContext, ok: list[dict], refits: list[dict] | None) -> dict:
+    """How the search spent its time: rides per trial, seconds in trials and in refits."""
+    inp = ctx.load()
+    rows = ctx.budget_rows if ctx.sampled() else None  # estimators.sample draws exactly this
+    return {
+        "budget_rows": ctx.budget_rows,
+        "sampled": ctx.sampled(),
+        "train_rows": inp.tr.X.shape[0],
+        "val_rows": inp.va.X.shape[0],
+        "trials_s": round(sum(r.get("seconds", 0.0) for r in ok), 2),
+        "trial_rounds": sum(r.get("rounds") or 0 for r in ok),
+        "refit_s": round(sum(r["seconds"] for r in refits or []), 2),
+        "refit_rounds": sum(r.get("rounds") or 0 for r in refits or []),
+        "refits": [
+            {
+                k: r[k]
+                for k in ("run_id", "trial_run_id", "sample_loss", "loss", "rounds", "seconds")
+            }
+            for r in refits or []
+        ],
+        "trial_train_rows": min(rows or inp.tr.X.shape[0], inp.tr.X.shape[0]),
+        "trial_val_rows": min(rows or inp.va.X.shape[0], inp.va.X.shape[0]),
+    }
+
+
+def _finish(
+    client, ctx: TrialContext, trials, status: str, stopped: str, refits: list[dict] | None = None
+) -> tuple[dict, str, dict]:
+    """Tag the best run and log the summary on the parent; end it with `status`.
+
+    The best is the best trial, or under the budget the best refit (`refits`; None when the
+    trials were not sampled).
+    """
     from mlflow.entities import Metric, Param
 
     from duration import plots
 
     ok, failed = _results(trials)
-    best: dict = min(ok, key=lambda r: r["loss"]) if ok else {}
+    pool = ok if refits is None else refits
+    best: dict = min(pool, key=lambda r: r["loss"]) if pool else {}
     _tidy_children(client, ctx)
+    budget = _budget(ctx, ok, refits)
+    client.log_dict(ctx.parent_run_id, budget, "budget.json")
     now = int(time.time() * 1000)
-    metrics = {"completed_trials": len(ok), "failed_trials": len(failed)}
+    metrics = {"completed_trials": len(ok), "failed_trials": len(failed),
+               "budget_trials_s": budget["trials_s"], "budget_refit_s": budget["refit_s"],
+               "refits": len(refits or [])}  # fmt: skip
     if best:
         client.set_tag(best["run_id"], "best_trial", "true")
         client.set_tag(ctx.parent_run_id, "best_run_id", best["run_id"])
@@ -357,7 +501,7 @@ def _finish(client, ctx: TrialContext, trials, status: str, stopped: str) -> tup
     if failed and not ok and not stopped:
         status = "FAILED"
     client.set_terminated(ctx.parent_run_id, status)
-    return best, status
+    return best, status, budget
 
 
 def _context(client, inp: Inputs, config: SearchConfig, stop, where: dict) -> TrialContext:
@@ -382,6 +526,7 @@ def _context(client, inp: Inputs, config: SearchConfig, stop, where: dict) -> Tr
         val=inp.val,
         deadline=time.time() + config.timeout if config.timeout else None,
         n_jobs=where["n_jobs"],
+        budget_rows=config.budget_rows,
         inputs=inp,
         stop=stop,
     )
@@ -476,24 +621,36 @@ def search(inp: Inputs, config: SearchConfig, stop: threading.Event | None = Non
     client = tracking.client()
     with _trials(config, inp) as (trials, where):
         ctx = _context(client, inp, config, stop, where)
+        refits = [] if ctx.sampled() else None  # under the budget, only refits are chosen
         start = time.monotonic()
+        trials_wall = 0.0
         try:
             status, stopped = _run_fmin(ctx, config, trials)
+            trials_wall = time.monotonic() - start
+            if refits is not None and status == "FINISHED" and _results(trials)[0]:
+                refits = _refit(client, ctx, _results(trials)[0], config.refit)
+        except SearchStopped as e:  # stopped during the refits: the refit in flight is KILLED
+            status, stopped = "KILLED", str(e)
         except KeyboardInterrupt:
-            _finish(client, ctx, trials, "KILLED", "interrupted")
+            _finish(client, ctx, trials, "KILLED", "interrupted", refits)
             raise
         except BaseException:
-            _finish(client, ctx, trials, "FAILED", "")
+            _finish(client, ctx, trials, "FAILED", "", refits)
             raise
+        finally:
+            _TRIAL_DATA.clear()
         wall = time.monotonic() - start
-        best, status = _finish(client, ctx, trials, status, stopped)
+        best, status, budget = _finish(client, ctx, trials, status, stopped, refits)
         ok, failed = _results(trials)
     if status == "FAILED":
         raise DurationError(
             f"all {len(failed)} trials failed; the first said: {failed[0]['error'][:200]} "
             f"(see run {ctx.parent_run_id})"
         )
-    return _result(ctx, config, (ok, failed), best, status, stopped, wall)
+    result = _result(ctx, config, (ok, failed), best, status, stopped, wall)
+    result.seconds_per_trial = trials_wall / max(len(ok), 1)
+    result.budget = budget
+    return result
 
 
 def _result(ctx, config, outcome: tuple, best: dict, status: str, stopped: str, wall: float):

@@ -60,3 +60,31 @@ def test_baselines_choose_what_the_pipeline_trains(text, kinds, groups):
     got = pipeline.baseline_groups(req)
     assert {fs.value: [k.value for k in ks] for fs, ks in got.items()} == groups
     assert list(got)[-1] == req.features  # the search's set last: its matrices stay loaded
+
+
+def test_xgboost_on_prebuilt_matrices_is_the_estimators_own_fit():
+    """The search's shared matrices train exactly the model XGBRegressor.fit trains."""
+    tr, va = _split(400), _split(100, 1)
+    params = {"n_estimators": 300, "max_depth": 3}
+    ours = estimators.fit("xgboost", tr, va, params, seed=3)
+    own = estimators.make_estimator("xgboost", params, seed=3)
+    own.fit(tr.X, tr.y, eval_set=[(va.X, va.y)], verbose=False)
+    assert ours.best_iteration == own.best_iteration < 299  # it stopped early, the same round
+    np.testing.assert_array_equal(ours.predict(va.X), own.predict(va.X))
+    shared = estimators.xgb_data(tr, va)  # built once, used twice: the same model both times
+    again = estimators.fit("xgboost", tr, va, params, seed=3, data=shared)
+    twice = estimators.fit("xgboost", tr, va, params, seed=3, data=shared)
+    np.testing.assert_array_equal(again.predict(va.X), twice.predict(va.X))
+    np.testing.assert_array_equal(again.predict(va.X), own.predict(va.X))
+
+
+def test_a_sample_is_seeded_ordered_and_only_drawn_above_its_size():
+    split = _split(50)
+    assert estimators.sample(split, 50, 1) is split and estimators.sample(split, 0, 1) is split
+    a, b = estimators.sample(split, 20, 1), estimators.sample(split, 20, 1)
+    assert a.X.shape == (20, 3) and a.y.shape == (20,)
+    np.testing.assert_array_equal(a.y, b.y)  # the same seed, the same rides
+    rows = [int(np.flatnonzero(split.y == v)[0]) for v in a.y]
+    assert rows == sorted(set(rows))  # distinct rides, in the month's order
+    np.testing.assert_array_equal(a.X.toarray(), split.X[rows].toarray())
+    assert not np.array_equal(estimators.sample(split, 20, 2).y, a.y)

@@ -60,7 +60,12 @@ def test_a_search_ignores_the_callers_active_experiment(inputs):
         fluent._active_experiment_id = None  # leave no active experiment to other tests
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment exports it too
     assert r.status == "FINISHED" and r.completed == 1
-    assert children(r.parent_run_id)[0].info.status == "FINISHED"
+    (kid,) = children(r.parent_run_id)
+    assert kid.info.status == "FINISHED"
+    # a green month is under the default budget: searched whole, the trial is registrable
+    assert kid.data.params["train_rows"] == str(inputs.tr.X.shape[0])
+    assert kid.data.tags["model_uri"].startswith("models:/") and r.budget["refits"] == []
+    assert r.best_run_id == kid.info.run_id and not r.budget["sampled"]
 
 
 def test_a_search_logs_a_parent_and_its_trials_and_the_same_seed_repeats_it(inputs):
@@ -88,6 +93,44 @@ def test_a_search_logs_a_parent_and_its_trials_and_the_same_seed_repeats_it(inpu
     assert again.history == pytest.approx(r.history, abs=1e-6)
     assert again.best_params == r.best_params
     assert [k.data.params for k in children(again.parent_run_id)] == [k.data.params for k in kids]
+
+
+def test_a_budgeted_search_refits_its_best_trials_on_every_ride(inputs):
+    """Trials fit on samples and log no model; the best two refit on every ride, and only
+    those may be registered; the best refit is the search's best."""
+    from duration import registry
+
+    n_train, n_val = inputs.tr.X.shape[0], inputs.va.X.shape[0]
+    r = search(inputs, trials=4, seed=11, max_rounds=12, budget_rows=20_000, refit=2)
+    assert r.status == "FINISHED" and r.completed == 4
+    kids = children(r.parent_run_id)
+    trials = [k for k in kids if "refit_of" not in k.data.tags]
+    refits = [k for k in kids if "refit_of" in k.data.tags]
+    assert [k.data.tags["trial"] for k in trials] == ["1", "2", "3", "4"]
+    assert [k.info.run_name for k in refits] == ["refit-1", "refit-2"]
+    for t in trials:
+        assert t.data.params["train_rows"] == "20000" and t.data.params["val_rows"] == "20000"
+        assert "model_uri" not in t.data.tags  # fitted on a sample: never registered
+    by_score = sorted(trials, key=lambda t: t.data.metrics["val_rmse"])
+    assert [k.data.tags["refit_of"] for k in refits] == [t.info.run_id for t in by_score[:2]]
+    for k, t in zip(refits, by_score, strict=False):
+        assert k.info.status == "FINISHED" and k.data.tags["model_uri"].startswith("models:/")
+        assert k.data.params["train_rows"] == str(n_train)
+        assert k.data.params["val_rows"] == str(n_val)
+        assert k.data.params["max_depth"] == t.data.params["max_depth"]
+        assert k.data.metrics["sample_val_rmse"] == t.data.metrics["val_rmse"]
+    best = min(refits, key=lambda k: k.data.metrics["val_rmse"])
+    parent = MlflowClient().get_run(r.parent_run_id)
+    assert parent.data.tags["best_run_id"] == best.info.run_id == r.best_run_id
+    assert r.best_val_rmse == pytest.approx(best.data.metrics["val_rmse"])
+    assert parent.data.params["budget_rows"] == "20000" and parent.data.metrics["refits"] == 2
+    assert r.budget["trial_train_rows"] == 20_000 and r.budget["train_rows"] == n_train
+    assert r.budget["refit_s"] > 0 and r.budget["trials_s"] > 0
+    assert [x["run_id"] for x in r.budget["refits"]] == [k.info.run_id for k in refits]
+    logged = mlflow.artifacts.load_dict(f"runs:/{r.parent_run_id}/budget.json")
+    assert logged == json.loads(json.dumps(r.budget))
+    found = registry.top_trials(parent, 5)
+    assert sorted(x.info.run_id for x in found) == sorted(k.info.run_id for k in refits)
 
 
 def test_random_forest_search(inputs):
