@@ -33,7 +33,7 @@ PROCESSED := $(foreach m,$(MONTHS),$(DATA)/processed/$(COLOR)_tripdata_$(m).parq
 FEATDIR   := $(DATA)/features/$(COLOR)-$(FEATURES)-train-$(TRAIN)
 FEATS     := $(FEATDIR)/X_$(TEST).npz
 
-.PHONY: help install system download prepare features pipeline test test-fast lint format bench \
+.PHONY: help install system download prepare features pipeline test test-fast lint format bench bench-scale \
         bench-spark bench-serve notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
         postgres-backup load monitor monitor-months cycle replay
@@ -87,6 +87,9 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 
 bench: $(STAMP) ## Benchmark prepare+vectorize against the course's approach (reports/)
 	$(BIN)/python scripts/benchmark.py
+
+bench-scale: $(STAMP) ## Benchmark the whole pipeline at yellow scale, 30 trials, against a full-data reference (reports/)
+	$(BIN)/python scripts/bench_scale.py
 
 bench-spark: $(STAMP) ## Benchmark the search: local against Spark, green and yellow scale (reports/)
 	$(BIN)/python scripts/bench_spark.py

@@ -157,53 +157,67 @@ def server_figures(root: Path) -> dict:
 SCALE_TRIALS, SCALE_ROUNDS = 2, 100
 
 
+YELLOW_MONTHS = ["2021-01", "2021-02", "2021-03"]
+
+
+def yellow_site(real_months: list[Path], rows: int) -> Path:
+    """A TLC-like site of yellow-sized months (`rows` rides each, resampled from the real
+    green months and renamed to tpep_ columns) with the zone table; built once, then kept."""
+    site = WORK / "yellow-site"
+    (site / "trip-data").mkdir(parents=True, exist_ok=True)
+    (site / "misc").mkdir(exist_ok=True)
+    for i, (src, month) in enumerate(zip(real_months, YELLOW_MONTHS, strict=True)):
+        dest = site / "trip-data" / f"yellow_tripdata_{month}.parquet"
+        resample(src, rows, dest, seed=42 + i, yellow=True)
+    zones = real_months[0].with_name("taxi_zone_lookup.csv")
+    (site / "misc" / "taxi_zone_lookup.csv").write_bytes(zones.read_bytes())
+    return site
+
+
+def run_pipeline(args: list[str], env: dict, summary: Path, what: str) -> tuple[dict, float, float]:
+    """`duration pipeline ARGS` in its own process: its summary, wall seconds and peak RSS (MB)."""
+    cmd = [str(Path(sys.executable).with_name("duration")), "pipeline", *args]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [*cmd, "--summary", str(summary)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"benchmark: the {what} pipeline failed: {proc.stderr.read()[-300:]!r}")
+    return json.loads(summary.read_text()), time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
 def scale_run(real_months: list[Path], rows: int, server_uri: str) -> dict:
-    """The whole `duration pipeline` on yellow-sized months (`rows` rides each, resampled
-    from green and renamed to tpep_ columns), from an empty data folder, in one process.
+    """The whole `duration pipeline` on yellow-sized months, from an empty data folder, in
+    one process.
 
     Every stage runs at full size; only the search is shortened (SCALE_TRIALS trials, boosting
     capped at SCALE_ROUNDS rounds), which bounds the time and not the memory.
     """
     import shutil
 
-    site = WORK / "yellow-site"
-    (site / "trip-data").mkdir(parents=True, exist_ok=True)
-    (site / "misc").mkdir(exist_ok=True)
-    months = ["2021-01", "2021-02", "2021-03"]
-    for i, (src, month) in enumerate(zip(real_months, months, strict=True)):
-        dest = site / "trip-data" / f"yellow_tripdata_{month}.parquet"
-        resample(src, rows, dest, seed=42 + i, yellow=True)
-    zones = WORK / "data" / "raw" / "taxi_zone_lookup.csv"
-    (site / "misc" / "taxi_zone_lookup.csv").write_bytes(zones.read_bytes())
+    site = yellow_site(real_months, rows)
     env = {
-        **os.environ,
         "DURATION_TLC_URL": f"file://{site}",
         "DURATION_DATA_DIR": str(WORK / "yellow-data"),
         "MLFLOW_TRACKING_URI": server_uri,
     }
-    summary = WORK / "yellow-pipeline.json"
-    cmd = [
-        str(Path(sys.executable).with_name("duration")),
-        "pipeline",
-        "--color",
-        "yellow",
-        *("--train", months[0], "--val", months[1], "--test", months[2]),
+    args = [
+        *("--color", "yellow", "--train", YELLOW_MONTHS[0], "--val", YELLOW_MONTHS[1]),
+        *("--test", YELLOW_MONTHS[2]),
         *("--trials", str(SCALE_TRIALS), "--max-rounds", str(SCALE_ROUNDS)),
-        *("--summary", str(summary)),
     ]
     shutil.rmtree(WORK / "yellow-data", ignore_errors=True)  # measure the work, not a cache
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"benchmark: the yellow-scale pipeline failed: {proc.stderr.read()[-300:]!r}")
-    result = json.loads(summary.read_text())
+    result, seconds, rss_mb = run_pipeline(args, env, WORK / "yellow-pipeline.json", "yellow")
     return {
         "rows": rows,
         "trials": SCALE_TRIALS,
         "max_rounds": SCALE_ROUNDS,
-        "pipeline_s": round(time.perf_counter() - start, 1),
-        "pipeline_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "pipeline_s": round(seconds, 1),
+        "pipeline_peak_rss_mb": round(rss_mb, 1),
         "baselines": {
             f"{b['model']}/{b['features']}": round(b["val_rmse"], 4) for b in result["baselines"]
         },
@@ -211,6 +225,19 @@ def scale_run(real_months: list[Path], rows: int, server_uri: str) -> dict:
         "test_rmse": round(result["test_rmse"], 4),
         "timings": result["timings"],  # stage -> seconds and peak RSS, from the pipeline
     }
+
+
+def check_memory(rows: int, flag: str) -> None:
+    """Refuse, in one line, a yellow-scale pipeline this machine has no memory for."""
+    import psutil
+
+    available_mb = psutil.virtual_memory().available / 2**20
+    need = PIPELINE_MB_PER_MROW * rows / 1e6 * 1.2
+    if need > available_mb * 0.8:
+        sys.exit(
+            f"benchmark: a {rows:,}-ride pipeline needs about {need:,.0f} MB, but "
+            f"{available_mb:,.0f} MB are available: choose a smaller {flag}"
+        )
 
 
 def pq_rows(path: Path) -> int:
@@ -267,12 +294,7 @@ def main() -> None:
                 f"benchmark: {n:,} rows need about {need:,.0f} MB for the course's approach, "
                 f"but {available_mb:,.0f} MB are available: choose smaller --sizes"
             )
-    need = PIPELINE_MB_PER_MROW * args.scale_rows / 1e6 * 1.2
-    if need > available_mb * 0.8:
-        sys.exit(
-            f"benchmark: a {args.scale_rows:,}-ride pipeline needs about {need:,.0f} MB, but "
-            f"{available_mb:,.0f} MB are available: choose a smaller --scale-rows"
-        )
+    check_memory(args.scale_rows, "--scale-rows")
     WORK.mkdir(parents=True, exist_ok=True)
     settings = Settings.from_env(data_dir=WORK / "data")
     try:

@@ -318,6 +318,8 @@ def tune(
         )
     )
     typer.echo(f"best params: {json.dumps(result.best_params)}")
+    if line := _budget_line(result.budget):
+        typer.echo(line)
     if result.status == "KILLED":
         typer.echo(
             f"search stopped early ({result.stopped}) after {result.completed} of {trials} "
@@ -545,6 +547,8 @@ def pipeline(
         )
         raise typer.Exit(130 if r.search["stopped"] == "interrupted" else 1)
     typer.echo(r.decision["reason"])
+    if line := _budget_line(r.search.get("budget", {})):
+        typer.echo(line)
     typer.echo(_table(_timing_rows(r.timings), ["stage", "seconds", "peak_rss_mb"]))
     typer.echo(f"pipeline took {r.wall_s:.0f} s (run {r.run_id}). In the MLflow UI:")
     for link in _links(uri, req.name):
@@ -577,6 +581,17 @@ def _timing_rows(timings: dict) -> list[dict]:
     ]
 
 
+def _budget_line(budget: dict) -> str:
+    """How a search under the budget spent it ('' when its trials fit on every ride)."""
+    if not budget.get("sampled"):
+        return ""
+    return (
+        f"budget: the trials fit on {budget['trial_train_rows']:,} of {budget['train_rows']:,} "
+        f"rides ({budget['trials_s']:.0f} s); the best {len(budget['refits'])} were refit on "
+        f"every ride ({budget['refit_s']:.0f} s), and only those may be registered"
+    )
+
+
 def _pipeline_rows(r) -> list[dict]:
     """The pipeline's table: each baseline, the search's best and the registered version."""
     rows = [
@@ -588,9 +603,11 @@ def _pipeline_rows(r) -> list[dict]:
         }
         for b in r.baselines
     ]
+    refits = len(r.search.get("budget", {}).get("refits", []))
     rows.append(
         {
-            "step": f"search best of {r.search['completed']}",
+            "step": f"search best of {r.search['completed']}"
+            + (f" (then {refits} refits)" if refits else ""),
             "features": r.search["features"],
             "val_rmse": r.search["best_val_rmse"],
             "run": r.search["best_run_id"],

@@ -26,8 +26,8 @@ MODEL_NAME = "nyc-taxi-duration"
 # tree baselines) fit on a seeded sample of BUDGET_ROWS rides and stop early on as many
 # validation rides; the best REFIT trials are then refit on every ride and scored on the whole
 # validation month, and only those refits log a model. A green month (~70k rides) is whole.
-BUDGET_ROWS = 300_000
-REFIT = 3
+BUDGET_ROWS = 150_000
+REFIT = 2
 MIN_DURATION, MAX_DURATION = 1.0, 60.0
 
 LOCK_DIR = Path(tempfile.gettempdir()) / "duration-locks"

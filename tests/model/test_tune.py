@@ -98,7 +98,7 @@ def test_a_search_logs_a_parent_and_its_trials_and_the_same_seed_repeats_it(inpu
 def test_a_budgeted_search_refits_its_best_trials_on_every_ride(inputs):
     """Trials fit on samples and log no model; the best two refit on every ride, and only
     those may be registered; the best refit is the search's best."""
-    from duration import registry
+    from duration import cli, registry
 
     n_train, n_val = inputs.tr.X.shape[0], inputs.va.X.shape[0]
     r = search(inputs, trials=4, seed=11, max_rounds=12, budget_rows=20_000, refit=2)
@@ -129,6 +129,8 @@ def test_a_budgeted_search_refits_its_best_trials_on_every_ride(inputs):
     assert [x["run_id"] for x in r.budget["refits"]] == [k.info.run_id for k in refits]
     logged = mlflow.artifacts.load_dict(f"runs:/{r.parent_run_id}/budget.json")
     assert logged == json.loads(json.dumps(r.budget))
+    line = cli._budget_line(r.budget)  # what `tune` and `pipeline` print
+    assert f"fit on 20,000 of {n_train:,} rides" in line and "the best 2 were refit" in line
     found = registry.top_trials(parent, 5)
     assert sorted(x.info.run_id for x in found) == sorted(k.info.run_id for k in refits)
 
