@@ -72,7 +72,7 @@ pipeline: $(FEATS) system ## Run everything: baselines, search, register, promot
 	  --summary reports/pipeline.json
 
 test: $(STAMP) system ## Run the test suite in random order, 2 workers (real servers on free ports)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
 
 test-fast: $(STAMP) ## The fast loop: no server, no mirror (under a minute)
 	$(BIN)/python -m pytest -m "not server and not mirror"

@@ -161,10 +161,13 @@ def settings(mirror_url, data_dir) -> Settings:
     return Settings(data_dir=data_dir, tlc_url=mirror_url)
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout=600):
+def run_cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout=600, preexec_fn=None
+):
     """Run the real `duration` console script; return the CompletedProcess.
 
     `env` is added to this process's environment; a variable set to None is removed.
+    `preexec_fn` runs in the child before it starts (to set a resource limit).
     """
     exe = Path(sys.executable).with_name("duration")
     merged = {**os.environ, **(env or {})}
@@ -175,6 +178,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
         env={k: v for k, v in merged.items() if v is not None},
         cwd=cwd,
         timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 

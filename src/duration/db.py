@@ -85,11 +85,13 @@ def _as(user: str | None, cmd: list[str]) -> list[str]:
     return ["runuser", "-u", user, "--", *cmd] if user else cmd
 
 
-def _run(user: str | None, cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
+def _run(
+    user: str | None, cmd: list[str], what: str, hint: str = "", **kw
+) -> subprocess.CompletedProcess:
+    """Run a PostgreSQL program (as `user`); one line with its own reason if it fails."""
     proc = subprocess.run(_as(user, cmd), capture_output=True, text=True, **kw)
     if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        raise DurationError(f"{what} failed: {' '.join(lines[-2:])[:300]}")
+        raise DurationError(f"{what} failed: {reason(proc.stderr or proc.stdout)}{hint}")
     return proc
 
 
@@ -184,6 +186,8 @@ def initialise(c: Cluster, user: str | None) -> None:
             [str(bin_dir() / "initdb"), "-D", str(data), "-U", ROLE, "--pwfile", str(pwfile),
              "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"],
             "initdb",
+            f"; nothing was kept: fix that (free space under {c.root}?) and run "
+            "`duration db start` again",
         )  # fmt: skip
         with open(data / "postgresql.conf", "a") as conf:
             conf.write(
@@ -198,21 +202,29 @@ def initialise(c: Cluster, user: str | None) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def last_error(log: Path) -> str:
-    """Why the server would not start, from its log: the last FATAL or PANIC line, with the
-    line before it (PostgreSQL puts the cause there: "invalid value for parameter ...")."""
+def reason(text: str, fallback: int = 2) -> str:
+    """Why a PostgreSQL program or server failed, from its output: the last FATAL, PANIC or
+    "error:" line, with the line before it (where PostgreSQL puts the cause, as in "invalid
+    value for parameter ..."); else the last `fallback` lines."""
     import re
 
-    try:
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "nothing (no log)"
+    lines = [" ".join(ln.split()) for ln in text.splitlines() if ln.strip()]
     lines = [re.sub(r"^\S+ \S+ \S+ \[\d+\] ", "", ln) for ln in lines]  # time, zone, pid
-    fatal = [i for i, ln in enumerate(lines) if ln.startswith(("FATAL:", "PANIC:"))]
+    fatal = [
+        i for i, ln in enumerate(lines) if ln.startswith(("FATAL:", "PANIC:")) or ": error: " in ln
+    ]
     if not fatal:
-        return (lines or ["nothing"])[-1][:200]
+        return " ".join(lines[-fallback:])[:300] or "no output"
     i = fatal[-1]
     return " / ".join(lines[max(i - 1, 0) : i + 1])[:300]
+
+
+def last_error(log: Path) -> str:
+    """Why the server would not start, from its log (see `reason`)."""
+    try:
+        return reason(log.read_text(errors="replace"), fallback=1)
+    except OSError:
+        return "nothing (no log)"
 
 
 def choose_port(c: Cluster) -> int:

@@ -38,3 +38,23 @@ def test_start_answers_under_home_and_stop_ends_the_process_group(tmp_path):
     assert not server.is_healthy(uri) and not _alive(pid)  # workers included
     assert not (tmp_path / ".mlflow" / "server.pid").exists()
     assert run_cli("server", "stop", env=env).stdout.strip() == "no background server was running"
+
+
+def test_a_postgres_programs_reason_is_its_fatal_line_and_the_cause_before_it():
+    from duration import db
+
+    log = (
+        '2026-11-30 10:00:00.1 UTC [12] LOG:  invalid value for parameter "shared_buffers"\n'
+        "2026-11-30 10:00:00.1 UTC [12] FATAL:  configuration file contains errors\n"
+        "2026-11-30 10:00:00.2 UTC [12] LOG:  database system is shut down\n"
+    )
+    assert db.reason(log) == (
+        'LOG: invalid value for parameter "shared_buffers" / '
+        "FATAL: configuration file contains errors"
+    )
+    initdb = 'initdb: error: directory "/x" exists but is not empty\ninitdb: hint: remove it\n'
+    assert db.reason(initdb) == 'initdb: error: directory "/x" exists but is not empty'
+    assert db.reason("pg_ctl: could not start server\nExamine the log output.\n") == (
+        "pg_ctl: could not start server Examine the log output."
+    )
+    assert db.reason("") == "no output"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import socket
 import subprocess
 import uuid
@@ -81,6 +83,26 @@ def test_a_home_the_cluster_user_cannot_enter_is_one_line(tmp_path):
     assert_one_line_error(out, "cannot enter", "chmod o+x", "DURATION_HOME")
     assert not (home / ".postgres" / "data").exists()  # nothing half-initialised
     assert not list((home / ".postgres").glob(".data.partial*"))
+
+
+def _file_size_limit() -> None:
+    """In the child: files stop at 4 MB, as on a full disk (a write past it fails, EFBIG)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_an_initdb_that_fails_is_one_line_and_keeps_nothing():
+    """A real initdb that cannot write its first 16 MB WAL segment: one line with initdb's own
+    reason and what to do; no cluster, no scratch folder and no password are left."""
+    with pg_home("duration-pg-initdb-") as home:
+        env = home_env(home, DURATION_PG_PORT=str(free_port()))
+        out = run_cli("db", "start", env=env, cwd=home, preexec_fn=_file_size_limit)
+        assert_one_line_error(out, "initdb failed", "File too large", "duration db start")
+        root = home / ".postgres"
+        assert not (root / "data").exists() and not list(root.glob(".data.partial*"))
+        assert not db.Cluster(db.Settings(home=home)).pgpass.exists()
+        assert not [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"
+                    and str(home) in " ".join(p.cmdline())]  # fmt: skip
 
 
 def test_a_taken_port_is_one_line(tmp_path):
