@@ -539,6 +539,11 @@ def pipeline(
     with _stop_on_signals() as stop, _watch_server(ctx, uri):
         r = pl.run(_settings(ctx), req, stop)
     _write_summary(summary, r.summary())
+    _report_pipeline(r, uri, req.name)
+
+
+def _report_pipeline(r, uri: str, name: str) -> None:
+    """The pipeline's tables, its decision, how its search spent the budget and UI links."""
     typer.echo(_table(_pipeline_rows(r), ["step", "features", "val_rmse", "test_rmse", "run"]))
     if r.stopped:
         typer.echo(
@@ -551,7 +556,7 @@ def pipeline(
         typer.echo(line)
     typer.echo(_table(_timing_rows(r.timings), ["stage", "seconds", "peak_rss_mb"]))
     typer.echo(f"pipeline took {r.wall_s:.0f} s (run {r.run_id}). In the MLflow UI:")
-    for link in _links(uri, req.name):
+    for link in _links(uri, name):
         typer.echo(f"  {link}")
     _report_deployment(r.deployment)
 

@@ -28,6 +28,32 @@ class TrainResult:
     best_iteration: int | None = None
 
 
+def _fit(inp: Inputs, kind: ModelKind, params: dict | None, seed: int, budget_rows: int):
+    """Fit `kind`: a tree model on a seeded sample of at most `budget_rows` rides (0: every
+    ride), xgboost stopping early on as many validation rides. Returns the estimator and the
+    training and validation rides it used."""
+    tr, va = inp.tr, inp.va
+    if kind in TREES:
+        tr = estimators.sample(inp.tr, budget_rows, seed)
+        va = estimators.sample(inp.va, budget_rows, seed + 1)
+    return estimators.fit(kind, tr, va, params, seed), tr, va
+
+
+def _params(inp: Inputs, kind: ModelKind, seed: int, budget_rows: int, est, tr, va) -> dict:
+    """What the run logs as params: the setup, the rides used and the estimator's own."""
+    return {
+        "model": kind.value,
+        "features": inp.features.value,
+        "seed": seed,
+        "n_train": tr.X.shape[0],  # the rides it was fitted on
+        "n_val": inp.va.X.shape[0],
+        "budget_rows": budget_rows,
+        **({"n_val_early_stopping": va.X.shape[0]} if kind is ModelKind.xgboost else {}),
+        "n_features": inp.tr.X.shape[1],
+        **estimators.estimator_params(est),
+    }
+
+
 def train_run(
     inp: Inputs,
     kind: ModelKind | str,
@@ -38,36 +64,19 @@ def train_run(
 ) -> TrainResult:
     """Train one model in its own MLflow run; the run ends FAILED if anything raises.
 
-    A tree model (forest, xgboost) fits on a seeded sample of at most `budget_rows` rides
-    (0: every ride), and xgboost stops early on as many validation rides; it is scored on
-    the whole validation month either way.
+    A tree model fits on a sample under `budget_rows` (see `_fit`); every model is scored
+    on the whole validation month.
     """
     import mlflow
 
     kind = ModelKind(kind)
-    tr, va = inp.tr, inp.va
-    if kind in TREES:
-        tr = estimators.sample(inp.tr, budget_rows, seed)
-        va = estimators.sample(inp.va, budget_rows, seed + 1)
     with tracking.active_run(
         experiment_id=tracking.experiment_id(experiment),
         run_name=f"{kind.value}-{inp.features.value}",
         tags=tracking.run_tags(inp, kind),
     ) as run:
-        est = estimators.fit(kind, tr, va, params, seed)
-        mlflow.log_params(
-            {
-                "model": kind.value,
-                "features": inp.features.value,
-                "seed": seed,
-                "n_train": tr.X.shape[0],  # the rides it was fitted on
-                "n_val": inp.va.X.shape[0],
-                "budget_rows": budget_rows,
-                **({"n_val_early_stopping": va.X.shape[0]} if kind is ModelKind.xgboost else {}),
-                "n_features": inp.tr.X.shape[1],
-                **estimators.estimator_params(est),
-            }
-        )
+        est, tr, va = _fit(inp, kind, params, seed, budget_rows)
+        mlflow.log_params(_params(inp, kind, seed, budget_rows, est, tr, va))
         pred_va = est.predict(inp.va.X)
         s_tr = tracking.scores(tr.y, est.predict(tr.X))
         s_va = tracking.scores(inp.va.y, pred_va)
