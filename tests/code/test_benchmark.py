@@ -81,6 +81,9 @@ def test_the_bench_scale_report_compares_each_run_with_its_target():
     text = "\n".join(lines)
     assert "pipeline 700.0 s (target ≤ 900 s)" in text
     assert "test RMSE 6.5 = 1.0078 × the reference's 6.45 (≤ 1.01)" in text
+    del report["reference"], report["yellow_scale"]["reference_test_rmse"]
+    pending = "\n".join(bench_scale.markdown(report))
+    assert "test RMSE 6.5 = (the reference has not run yet)" in pending
     assert "Green: val RMSE 5.28 (≤ 5.3), pipeline 550.0 s" in text
     assert "30 trials on 300,000 of 2,900,000 rides (300.0 s, 4000 rounds), then 3 refits" in text
     assert text.count("| search | 500.0 |") == 3  # one stage table per run
