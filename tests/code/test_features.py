@@ -228,7 +228,7 @@ def frames(draw):
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # huge floats -> float32 inf
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(frames(), st.sampled_from([np.float64, np.float32]))
 def test_vectorizer_equals_dictvectorizer_property(pair, dtype):
     fit, new = pair
