@@ -56,24 +56,29 @@ import sqlalchemy
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from importlib.util import find_spec
-uri, artifacts, action = sys.argv[1:4]
-if action == "init":
+uri, artifacts = sys.argv[1:3]
+def state():
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as conn:
+        tables = sqlalchemy.inspect(conn).get_table_names()
+        current = MigrationContext.configure(conn).get_current_revision()
+    engine.dispose()
+    return all(t.startswith("alembic_") for t in tables), current
+empty, current = state()
+if empty:  # a new store: MLflow creates its schema at head
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     SqlAlchemyStore(uri, artifacts)
-engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
-with engine.connect() as conn:
-    tables = sqlalchemy.inspect(conn).get_table_names()
-    current = MigrationContext.configure(conn).get_current_revision()
 mlflow_dir = find_spec("mlflow").submodule_search_locations[0]  # without importing mlflow
 head = ScriptDirectory(os.path.join(mlflow_dir, "store", "db_migrations")).get_current_head()
-empty = all(t.startswith("alembic_") for t in tables)
-print(json.dumps({"empty": empty, "current": current, "head": head}))
+print(json.dumps({"created": empty, "current": current, "head": head}))
 """
 
 
-def _store(uri: str, artifacts: Path, action: str, env: dict) -> dict:
+def _store(uri: str, artifacts: Path, env: dict) -> dict:
+    """In a child process (MLflow's store modules are slow to import): create the schema of
+    an empty store, and report its revision and this MLflow's head."""
     proc = subprocess.run(
-        [sys.executable, "-c", _STORE, uri, str(artifacts.resolve()), action],
+        [sys.executable, "-c", _STORE, uri, str(artifacts.resolve())],
         capture_output=True,
         text=True,
         env=env,
@@ -140,11 +145,8 @@ def prepare_store(
 def _prepare(
     uri: str, artifacts: Path, backups: Path, settings: Settings | None, env: dict
 ) -> str | None:
-    info = _store(uri, artifacts, "check", env)
-    if info["empty"]:
-        _store(uri, artifacts, "init", env)
-        return None
-    if info["current"] == info["head"]:
+    info = _store(uri, artifacts, env)
+    if info["created"] or info["current"] == info["head"]:
         return None
     saved = backup_store(settings, uri, backups)
     proc = subprocess.run(

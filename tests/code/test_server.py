@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from duration import server
-from tests.conftest import free_port, run_cli
+from tests.conftest import assert_one_line_error, free_port, invoke, run_cli
 
 pytestmark = pytest.mark.server
 
@@ -17,6 +17,10 @@ def _alive(pid: int) -> bool:
 
 
 def test_start_answers_under_home_and_stop_ends_the_process_group(tmp_path):
+    """A new user's first server: it starts under DURATION_HOME, `register` before any
+    search says what to run first, a second start reuses it, and stop ends its workers."""
+    from mlflow.tracking import MlflowClient
+
     port = free_port()
     env = {"DURATION_HOME": str(tmp_path), "MLFLOW_PORT": str(port), "MLFLOW_TRACKING_URI": None}
     uri = f"http://127.0.0.1:{port}"
@@ -28,6 +32,9 @@ def test_start_answers_under_home_and_stop_ends_the_process_group(tmp_path):
         assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
         assert f"{uri}/#/experiments/" not in started.stdout  # no experiment yet: no dead link
         assert f"{uri}/#/models/nyc-taxi-duration" in started.stdout
+        early = invoke("register", env=env)  # before any search
+        assert_one_line_error(early, "no hyperparameter search", "duration tune")
+        assert MlflowClient(uri).search_registered_models() == []
         again = run_cli("server", "start", env=env)  # already answering: nothing new starts
         assert (
             again.returncode == 0 and int((tmp_path / ".mlflow" / "server.pid").read_text()) == pid

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from duration import monitor, reference
 from duration.config import MONITOR_EXPERIMENT
 from duration.errors import DurationError
-from tests.conftest import assert_one_line_error, invoke, run_cli
+from tests.conftest import assert_one_line_error, invoke
 from tests.model.conftest import NAME
 
 # The first pipeline's v1 is what these tests monitor: built once, on the group's worker.
@@ -42,7 +42,7 @@ def test_a_profile_is_saved_at_registration(first):
 
 def test_monitor_equals_predict_and_keeps_one_run_per_month(first, cli_env, tmp_path):
     out = tmp_path / "pred.parquet"
-    pred = run_cli("predict", "--model", V1, "--month", "2021-04", "--output", str(out),
+    pred = invoke("predict", "--model", V1, "--month", "2021-04", "--output", str(out),
                    env=cli_env)  # fmt: skip
     assert pred.returncode == 0, pred.stderr
     df = pd.read_parquet(out)
@@ -50,7 +50,7 @@ def test_monitor_equals_predict_and_keeps_one_run_per_month(first, cli_env, tmp_
     runs = []
     for i in range(2):
         summary = tmp_path / f"s{i}.json"
-        proc = run_cli("monitor", "--model", V1, "--month", "2021-04", "--summary", str(summary),
+        proc = invoke("monitor", "--model", V1, "--month", "2021-04", "--summary", str(summary),
                        env=cli_env)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         s = json.loads(summary.read_text())

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from duration import data, matrices, registry, server, tune
+from duration import data, matrices, registry, tune
 from duration.errors import DurationError
-from tests.conftest import assert_one_line_error, free_port, invoke, run_cli
+from tests.conftest import assert_one_line_error, invoke
 from tests.model.conftest import NAME
 
 # Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
@@ -149,7 +149,7 @@ def test_stage_and_alias_uris_load_the_same_version(first, vectorized):
 
 def test_predict_writes_the_file(first, cli_env, tmp_path):
     out = tmp_path / "pred.parquet"
-    proc = run_cli(
+    proc = invoke(
         "predict",
         "--model",
         f"models:/{NAME}@production",
@@ -211,19 +211,6 @@ def test_promote_with_no_staging_version(cli_env, name):
         "no version in Staging",
         "duration register",
     )
-
-
-def test_register_with_no_search(tmp_path, settings, cli_env):
-    port = free_port()
-    proc = server.start_server(tmp_path / "db.sqlite", tmp_path / "art", port, tmp_path / "st")
-    try:
-        out = run_cli(
-            "register", env={**cli_env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-        )
-        assert_one_line_error(out, "no hyperparameter search", "duration tune")
-        assert MlflowClient(f"http://127.0.0.1:{port}").search_registered_models() == []
-    finally:
-        server.stop_pid(proc.pid)
 
 
 def test_a_failure_halfway_leaves_the_registry_unchanged(first, vectorized, name):

@@ -21,7 +21,9 @@ from duration.config import Settings
 from duration.errors import DurationError
 from tests.conftest import assert_one_line_error, free_port, invoke
 
-pytestmark = pytest.mark.spark
+# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker, so
+# this process starts its Spark JVM once and its later sessions reuse it.
+pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark")]
 
 
 @pytest.fixture(scope="module")

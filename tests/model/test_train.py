@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from duration import data, matrices, registry, train
-from tests.conftest import run_cli
+from tests.conftest import invoke
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_logged_model_predicts_from_raw_records(course_linear, vectorized, mirro
 
 def test_xgboost_default_with_summary_via_cli(vectorized, cli_env, tmp_path):
     out = tmp_path / "summary.json"
-    proc = run_cli(
+    proc = invoke(
         "train",
         "--model",
         "xgboost",

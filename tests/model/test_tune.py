@@ -136,7 +136,7 @@ def test_a_budgeted_search_refits_its_best_trials_on_every_ride(inputs):
 
 
 def test_random_forest_search(inputs):
-    r = search(inputs, "random_forest", trials=1, seed=1)
+    r = search(inputs, "random_forest", trials=1, seed=9)  # 40 trees of depth 10: a quick draw
     assert r.completed == 1 and 4 < r.best_val_rmse < 9
 
 
