@@ -90,6 +90,12 @@ def load_vocabulary(path: Path) -> DictVectorizer:
 
 
 # Logged as a file (MLflow "models from code"), so the model holds no pickled Python object.
+# The package modules the logged model imports when it loads (model.py and what it imports,
+# transitively). Only these travel with the model as its code: a load downloads each file.
+MODEL_MODULES = (
+    "__init__", "config", "data", "errors", "featurize", "files", "model", "vectorizer",
+)  # fmt: skip
+
 MODEL_CODE = """from mlflow.models import set_model
 
 from duration.model import DurationModel
@@ -161,11 +167,19 @@ def log_model(
         name="model",
         python_model=str(code),
         artifacts=artifacts,
-        code_paths=[str(Path(duration.__file__).parent)],
+        code_paths=[str(model_code(workdir / "duration"))],
         signature=sig,
         input_example=example,
         pip_requirements=_requirements(),
     )
+
+
+def model_code(dest: Path) -> Path:
+    """A copy of the package holding only MODEL_MODULES: the code the logged model carries."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_MODULES:
+        shutil.copy(Path(duration.__file__).with_name(f"{name}.py"), dest / f"{name}.py")
+    return dest
 
 
 def log_fitted(inp: Inputs, estimator) -> str:

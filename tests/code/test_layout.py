@@ -34,6 +34,39 @@ def test_the_tracking_helpers_do_not_depend_on_the_stages():
     assert _imports(SRC / "tracking.py") <= {"config", "data", "errors", "matrices", "server"}
 
 
+def _runtime_imports(path: Path) -> set[str]:
+    """The duration modules a file imports when it runs (`if TYPE_CHECKING:` blocks aside)."""
+    found: set[str] = set()
+
+    class Visitor(ast.NodeVisitor):
+        def visit_If(self, node: ast.If) -> None:
+            if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                self.generic_visit(node)
+
+        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+            if node.module == "duration":
+                found.update(a.name for a in node.names)
+            elif (node.module or "").startswith("duration."):
+                found.add(node.module.split(".")[1])
+
+    Visitor().visit(ast.parse(path.read_text()))
+    return found
+
+
+def test_the_logged_model_carries_exactly_the_modules_it_imports():
+    """A model loads from the code it was logged with: MODEL_MODULES is model.py's import
+    closure (function-level imports included), and nothing more."""
+    from duration.model import MODEL_MODULES
+
+    seen, todo = {"__init__"}, ["model"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += _runtime_imports(SRC / f"{module}.py")
+    assert seen == set(MODEL_MODULES)
+
+
 def test_no_function_is_longer_than_sixty_lines():
     long = []
     for path in sorted(SRC.glob("*.py")):
