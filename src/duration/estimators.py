@@ -96,16 +96,27 @@ def make_estimator(
     )
 
 
+def sample_size(n: int, rows: int) -> int:
+    """How many of `n` rides a sample of at most `rows` keeps (`rows` 0: every ride)."""
+    return n if not rows or n <= rows else rows
+
+
 def sample(split: Split, rows: int, seed: int) -> Split:
     """At most `rows` of the split's rides, drawn without replacement (seeded), in order.
 
     The split itself when it has no more rides than that (or `rows` is 0: every ride).
     """
     n = split.X.shape[0]
-    if not rows or n <= rows:
+    if sample_size(n, rows) == n:
         return split
     idx = np.sort(np.random.default_rng(seed).choice(n, rows, replace=False))
     return Split(split.month, split.X[idx], split.y[idx])
+
+
+def budget_splits(train: Split, val: Split, rows: int, seed: int) -> tuple[Split, Split]:
+    """The rides a fit on a budget uses: at most `rows` training rides, and as many
+    validation rides to stop early on (each drawn with its own seed)."""
+    return sample(train, rows, seed), sample(val, rows, seed + 1)
 
 
 def xgb_data(train: Split, val: Split) -> tuple:

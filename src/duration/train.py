@@ -34,8 +34,7 @@ def _fit(inp: Inputs, kind: ModelKind, params: dict | None, seed: int, budget_ro
     training and validation rides it used."""
     tr, va = inp.tr, inp.va
     if kind in TREES:
-        tr = estimators.sample(inp.tr, budget_rows, seed)
-        va = estimators.sample(inp.va, budget_rows, seed + 1)
+        tr, va = estimators.budget_splits(inp.tr, inp.va, budget_rows, seed)
     return estimators.fit(kind, tr, va, params, seed), tr, va
 
 

@@ -188,8 +188,7 @@ class TrialContext:
             from duration import estimators
 
             inp = self.load()
-            tr = estimators.sample(inp.tr, self.budget_rows, self.seed)
-            va = estimators.sample(inp.va, self.budget_rows, self.seed + 1)
+            tr, va = estimators.budget_splits(inp.tr, inp.va, self.budget_rows, self.seed)
             xgboost = ModelKind(self.kind) is ModelKind.xgboost
             _TRIAL_DATA[self.parent_run_id] = (
                 tr,
@@ -243,38 +242,53 @@ def _in_top(client, ctx: TrialContext, rmse: float) -> bool:
     return len(best) < TOP_N or rmse < best[-1].data.metrics["val_rmse"]
 
 
+def _fit_scored(
+    ctx: TrialContext, params: dict, tr: Split, va: Split, data, n_jobs: int | None, extra: dict
+) -> tuple[object, np.ndarray, float, int | None]:
+    """In the active child run: log the params, fit on `tr` stopping early on `va`, score on
+    `va` and log the metrics (with `extra`). Returns the estimator, its predictions on `va`,
+    its RMSE there and its best round (None but for xgboost)."""
+    import mlflow
+
+    from duration import estimators
+
+    kind = ModelKind(ctx.kind)
+    mlflow.log_params(
+        {**params, "seed": ctx.seed, "n_jobs": n_jobs or os.cpu_count(),
+         "train_rows": tr.X.shape[0], "val_rows": va.X.shape[0]}
+    )  # fmt: skip
+    callbacks = [_stop_callback(ctx)] if kind is ModelKind.xgboost else None
+    est = estimators.fit(kind, tr, va, params, ctx.seed, callbacks, n_jobs, data)
+    if reason := ctx.stopping():
+        raise SearchStopped(reason)  # a stopped fit is not scored: its run ends KILLED
+    pred = est.predict(va.X)
+    s = tracking.scores(va.y, pred)
+    rounds = estimators.best_iteration(est)
+    metrics = {"val_rmse": s["rmse"], "val_mae": s["mae"], **extra}
+    mlflow.log_metrics({**metrics, **({"best_iteration": rounds} if rounds is not None else {})})
+    return est, pred, s["rmse"], rounds
+
+
+def _log_model(inp: Inputs, est, pred: np.ndarray, label: str) -> None:
+    """Log the fitted model of the active run, with its diagnostics on the validation month."""
+    from duration import model, plots
+
+    model.log_fitted(inp, est)
+    plots.log_diagnostics(inp.hours_va, inp.va.y, pred, label)
+
+
 def _fit_and_log(params: dict, ctx: TrialContext, client, n: int) -> tuple[float, int | None]:
     """Fit one trial in the active (child) run, log it; return its val RMSE and best round.
 
     Under the budget it fits and stops early on samples, and logs no model: only the refits
     on every ride may be registered.
     """
-    import mlflow
-
-    from duration import estimators, model, plots
-
-    kind = ModelKind(ctx.kind)
-    inp = ctx.load()
     tr, va, data = ctx.trial_data()
     n_jobs = ctx.n_jobs or os.cpu_count()  # a Spark task's own cores, else this machine's
-    mlflow.log_params(
-        {**params, "seed": ctx.seed, "n_jobs": n_jobs, "train_rows": tr.X.shape[0],
-         "val_rows": va.X.shape[0]}
-    )  # fmt: skip
-    callbacks = [_stop_callback(ctx)] if kind is ModelKind.xgboost else None
-    est = estimators.fit(kind, tr, va, params, ctx.seed, callbacks, n_jobs, data)
-    if reason := ctx.stopping():
-        raise SearchStopped(reason)  # a stopped trial is not scored: it ends KILLED
-    pred = est.predict(va.X)
-    s = tracking.scores(va.y, pred)
-    metrics = {"val_rmse": s["rmse"], "val_mae": s["mae"]}
-    if (best_it := estimators.best_iteration(est)) is not None:
-        metrics["best_iteration"] = best_it
-    mlflow.log_metrics(metrics)
-    if not ctx.sampled() and _in_top(client, ctx, s["rmse"]):
-        model.log_fitted(inp, est)
-        plots.log_diagnostics(inp.hours_va, inp.va.y, pred, f"{kind.value} trial {n}")
-    return s["rmse"], best_it
+    est, pred, rmse, rounds = _fit_scored(ctx, params, tr, va, data, n_jobs, {})
+    if not ctx.sampled() and _in_top(client, ctx, rmse):
+        _log_model(ctx.load(), est, pred, f"{ModelKind(ctx.kind).value} trial {n}")
+    return rmse, rounds
 
 
 @contextmanager
@@ -341,16 +355,14 @@ def objective(params: dict, ctx: TrialContext) -> dict:
 def _refit(client, ctx: TrialContext, ok: list[dict], k: int) -> list[dict]:
     """Refit the best `k` sampled trials on every training ride, each in its own child run
     that stops early on and is scored on the whole validation month, and logs its model."""
-    import mlflow
     from hyperopt import STATUS_OK
 
-    from duration import estimators, model, plots
+    from duration import estimators
 
     kind = ModelKind(ctx.kind)
     inp = ctx.load()
     _TRIAL_DATA.clear()  # the samples' matrices go before the full ones are built
     data = estimators.xgb_data(inp.tr, inp.va) if kind is ModelKind.xgboost else None
-    callbacks = [_stop_callback(ctx)] if kind is ModelKind.xgboost else None
     out = []
     for i, trial in enumerate(sorted(ok, key=lambda r: r["loss"])[:k], start=1):
         if reason := ctx.stopping():
@@ -359,23 +371,10 @@ def _refit(client, ctx: TrialContext, ok: list[dict], k: int) -> list[dict]:
         tags = {"refit_of": trial["run_id"], "rung": "full"}
         with _child_run(client, ctx, f"refit-{i}", tags) as run_id:
             params = trial["params"]
-            mlflow.log_params(
-                {**params, "seed": ctx.seed, "n_jobs": os.cpu_count(),
-                 "train_rows": inp.tr.X.shape[0], "val_rows": inp.va.X.shape[0]}
-            )  # fmt: skip
-            est = estimators.fit(kind, inp.tr, inp.va, params, ctx.seed, callbacks, None, data)
-            if reason := ctx.stopping():
-                raise SearchStopped(reason)
-            pred = est.predict(inp.va.X)
-            s = tracking.scores(inp.va.y, pred)
-            rounds = estimators.best_iteration(est)
-            metrics = {"val_rmse": s["rmse"], "val_mae": s["mae"], "sample_val_rmse": trial["loss"]}
-            mlflow.log_metrics(
-                {**metrics, **({"best_iteration": rounds} if rounds is not None else {})}
-            )
-            model.log_fitted(inp, est)
-            plots.log_diagnostics(inp.hours_va, inp.va.y, pred, f"{kind.value} refit {i}")
-        out.append({"loss": s["rmse"], "status": STATUS_OK, "run_id": run_id, "params": params,
+            extra = {"sample_val_rmse": trial["loss"]}
+            est, pred, rmse, rounds = _fit_scored(ctx, params, inp.tr, inp.va, data, None, extra)
+            _log_model(inp, est, pred, f"{kind.value} refit {i}")
+        out.append({"loss": rmse, "status": STATUS_OK, "run_id": run_id, "params": params,
                     "seconds": time.monotonic() - start, "rounds": rounds,
                     "trial_run_id": trial["run_id"], "sample_loss": trial["loss"]})  # fmt: skip
     return out
@@ -440,13 +439,15 @@ def _tidy_children(client, ctx: TrialContext) -> None:
 
 def _budget(ctx: TrialContext, ok: list[dict], refits: list[dict] | None) -> dict:
     """How the search spent its time: rides per trial, seconds in trials and in refits."""
+    from duration.estimators import sample_size
+
     inp = ctx.load()
-    rows = ctx.budget_rows if ctx.sampled() else None  # estimators.sample draws exactly this
+    n_train, n_val = inp.tr.X.shape[0], inp.va.X.shape[0]
     return {
         "budget_rows": ctx.budget_rows,
         "sampled": ctx.sampled(),
-        "train_rows": inp.tr.X.shape[0],
-        "val_rows": inp.va.X.shape[0],
+        "train_rows": n_train,
+        "val_rows": n_val,
         "trials_s": round(sum(r.get("seconds", 0.0) for r in ok), 2),
         "trial_rounds": sum(r.get("rounds") or 0 for r in ok),
         "refit_s": round(sum(r["seconds"] for r in refits or []), 2),
@@ -458,8 +459,8 @@ def _budget(ctx: TrialContext, ok: list[dict], refits: list[dict] | None) -> dic
             }
             for r in refits or []
         ],
-        "trial_train_rows": min(rows or inp.tr.X.shape[0], inp.tr.X.shape[0]),
-        "trial_val_rows": min(rows or inp.va.X.shape[0], inp.va.X.shape[0]),
+        "trial_train_rows": sample_size(n_train, ctx.budget_rows),
+        "trial_val_rows": sample_size(n_val, ctx.budget_rows),
     }
 
 
@@ -627,8 +628,8 @@ def search(inp: Inputs, config: SearchConfig, stop: threading.Event | None = Non
         try:
             status, stopped = _run_fmin(ctx, config, trials)
             trials_wall = time.monotonic() - start
-            if refits is not None and status == "FINISHED" and _results(trials)[0]:
-                refits = _refit(client, ctx, _results(trials)[0], config.refit)
+            if refits is not None and status == "FINISHED" and (done := _results(trials)[0]):
+                refits = _refit(client, ctx, done, config.refit)
         except SearchStopped as e:  # stopped during the refits: the refit in flight is KILLED
             status, stopped = "KILLED", str(e)
         except KeyboardInterrupt:

@@ -88,3 +88,13 @@ def test_a_sample_is_seeded_ordered_and_only_drawn_above_its_size():
     assert rows == sorted(set(rows))  # distinct rides, in the month's order
     np.testing.assert_array_equal(a.X.toarray(), split.X[rows].toarray())
     assert not np.array_equal(estimators.sample(split, 20, 2).y, a.y)
+
+
+def test_a_budget_samples_both_months_each_with_its_own_seed():
+    tr, va = _split(50), _split(30)
+    a, b = estimators.budget_splits(tr, va, 20, 7)
+    np.testing.assert_array_equal(a.y, estimators.sample(tr, 20, 7).y)
+    np.testing.assert_array_equal(b.y, estimators.sample(va, 20, 8).y)
+    sampled, whole = estimators.budget_splits(tr, va, 40, 7)  # 30 validation rides: all kept
+    assert sampled.X.shape[0] == 40 and whole is va
+    assert [estimators.sample_size(50, r) for r in (0, 20, 50, 80)] == [50, 20, 50, 50]
