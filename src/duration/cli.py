@@ -300,10 +300,10 @@ def tune(
         budget_rows, refit,
     )  # fmt: skip
     config.check()
+    tn.space(model)  # before the ML stack is imported: a bad flag is quick
     from duration import estimators, matrices
 
     estimators.round_cap(model, max_rounds)  # refuses a cap below 1
-    tn.space(model)
     _preflight(ctx, config)
     inputs = matrices.load_inputs(_settings(ctx), color, features, train_month, val)
     uri = _connect_and_reap(ctx)
@@ -514,8 +514,8 @@ def pipeline(
     """Run download -> prepare -> vectorize -> baselines -> tune -> register -> promote."""
     from duration.config import parse_baselines
 
-    chosen = parse_baselines(baselines)  # before the ML stack is imported: a bad flag is quick
-    from duration import pipeline as pl
+    chosen = parse_baselines(baselines)
+    from duration import pipeline as pl  # light: the ML stack loads when it runs
 
     req = pl.PipelineRequest(
         color,

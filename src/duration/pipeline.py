@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from duration import data, estimators, matrices, registry, resources, tracking, train, tune
+from duration import resources, tracking, tune  # the ML stages load when run: a bad flag is quick
 from duration.config import (
     BASELINES,
     BUDGET_ROWS,
@@ -115,6 +115,8 @@ def _baselines(
 ):
     """Train the baselines, one feature set's matrices in memory at a time; return the
     chosen set's inputs (the search uses them)."""
+    from duration import estimators, matrices, train
+
     groups = baseline_groups(req)
     inp = None
     for feature_set, kinds in groups.items():
@@ -137,6 +139,8 @@ def run(
 
     A stopped search (`stop` set, or Ctrl-C) ends the pipeline before registering.
     """
+    from duration import data, matrices, registry
+
     start = time.monotonic()
     result, watch = PipelineResult(), resources.Stopwatch()
     months = list(dict.fromkeys([req.train, req.val, req.test]))

@@ -57,14 +57,14 @@ SearchStopped = Stopped  # raised inside a trial when the search must stop
 
 def space(kind: ModelKind | str) -> dict:
     """The hyperopt space built from the declaration in SPACES."""
-    from hyperopt import hp
-    from hyperopt.pyll import scope
-
     kind = ModelKind(kind)
     if kind not in SPACES:
         raise DurationError(
             f"--model {kind.value} has no search space: tune one of {[k.value for k in SPACES]}"
         )
+    from hyperopt import hp
+    from hyperopt.pyll import scope
+
     out = {}
     for name, (dist, low, high, *step) in SPACES[kind].items():
         if dist == "int":
