@@ -89,13 +89,13 @@ def load_vocabulary(path: Path) -> DictVectorizer:
     return dv
 
 
-# Logged as a file (MLflow "models from code"), so the model holds no pickled Python object.
 # The package modules the logged model imports when it loads (model.py and what it imports,
 # transitively). Only these travel with the model as its code: a load downloads each file.
 MODEL_MODULES = (
     "__init__", "config", "data", "errors", "featurize", "files", "model", "vectorizer",
 )  # fmt: skip
 
+# Logged as a file (MLflow "models from code"), so the model holds no pickled Python object.
 MODEL_CODE = """from mlflow.models import set_model
 
 from duration.model import DurationModel

@@ -57,14 +57,12 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from importlib.util import find_spec
 uri, artifacts = sys.argv[1:3]
-def state():
-    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
-    with engine.connect() as conn:
-        tables = sqlalchemy.inspect(conn).get_table_names()
-        current = MigrationContext.configure(conn).get_current_revision()
-    engine.dispose()
-    return all(t.startswith("alembic_") for t in tables), current
-empty, current = state()
+engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+with engine.connect() as conn:
+    tables = sqlalchemy.inspect(conn).get_table_names()
+    current = MigrationContext.configure(conn).get_current_revision()
+engine.dispose()
+empty = all(t.startswith("alembic_") for t in tables)
 if empty:  # a new store: MLflow creates its schema at head
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     SqlAlchemyStore(uri, artifacts)

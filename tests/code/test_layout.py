@@ -13,14 +13,24 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "duration"
 MAX_LINES = 60
 
 
-def _imports(path: Path) -> set[str]:
-    """The duration modules a file imports (`from duration import x` and `duration.x`)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == "duration":
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("duration."):
-            found.add(node.module.split(".")[1])
+def _imports(path: Path, runtime: bool = False) -> set[str]:
+    """The duration modules a file imports (`from duration import x` and `duration.x`);
+    with `runtime`, only those it imports when it runs (`if TYPE_CHECKING:` blocks aside)."""
+    found: set[str] = set()
+
+    class Visitor(ast.NodeVisitor):
+        def visit_If(self, node: ast.If) -> None:
+            type_only = isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+            if not (runtime and type_only):
+                self.generic_visit(node)
+
+        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+            if node.module == "duration":
+                found.update(a.name for a in node.names)
+            elif (node.module or "").startswith("duration."):
+                found.add(node.module.split(".")[1])
+
+    Visitor().visit(ast.parse(path.read_text()))
     return found
 
 
@@ -34,25 +44,6 @@ def test_the_tracking_helpers_do_not_depend_on_the_stages():
     assert _imports(SRC / "tracking.py") <= {"config", "data", "errors", "matrices", "server"}
 
 
-def _runtime_imports(path: Path) -> set[str]:
-    """The duration modules a file imports when it runs (`if TYPE_CHECKING:` blocks aside)."""
-    found: set[str] = set()
-
-    class Visitor(ast.NodeVisitor):
-        def visit_If(self, node: ast.If) -> None:
-            if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
-                self.generic_visit(node)
-
-        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-            if node.module == "duration":
-                found.update(a.name for a in node.names)
-            elif (node.module or "").startswith("duration."):
-                found.add(node.module.split(".")[1])
-
-    Visitor().visit(ast.parse(path.read_text()))
-    return found
-
-
 def test_the_logged_model_carries_exactly_the_modules_it_imports():
     """A model loads from the code it was logged with: MODEL_MODULES is model.py's import
     closure (function-level imports included), and nothing more."""
@@ -63,7 +54,7 @@ def test_the_logged_model_carries_exactly_the_modules_it_imports():
         module = todo.pop()
         if module not in seen:
             seen.add(module)
-            todo += _runtime_imports(SRC / f"{module}.py")
+            todo += _imports(SRC / f"{module}.py", runtime=True)
     assert seen == set(MODEL_MODULES)
 
 
