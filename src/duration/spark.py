@@ -26,6 +26,11 @@ from duration.server import stop_pid
 
 LOOPBACK = "127.0.0.1"
 JAVA_PACKAGE = "openjdk-17-jre-headless"
+# The JVMs here only schedule Python tasks, so the quick (C1) compiler alone is enough: it
+# halves their CPU (a local session and five small jobs: 20.6 s -> 9.9 s, measured here).
+# Prepended to the driver's and executors' options, and to SPARK_DAEMON_JAVA_OPTS for the
+# master and worker: options of the user's own still come after, and win.
+JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
 def check_java() -> str:
@@ -54,12 +59,14 @@ def spark_home() -> Path:
 
 def _env() -> dict[str, str]:
     """Environment for Spark's JVMs and Python workers: loopback only, the venv's Python."""
+    daemon = f"{JAVA_OPTIONS} {os.environ.get('SPARK_DAEMON_JAVA_OPTS', '')}".strip()
     return {
         **os.environ,
         "SPARK_HOME": str(spark_home()),
         "SPARK_LOCAL_IP": LOOPBACK,
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "SPARK_DAEMON_JAVA_OPTS": daemon,
     }
 
 
@@ -114,6 +121,8 @@ def _builder(builder, app: str):
         .config("spark.pyspark.python", sys.executable)
         .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
         .config("spark.task.cpus", "1")
+        .config("spark.driver.defaultJavaOptions", JAVA_OPTIONS)
+        .config("spark.executor.defaultJavaOptions", JAVA_OPTIONS)
         .config("spark.python.worker.reuse", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.log.level", "ERROR")

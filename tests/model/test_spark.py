@@ -109,6 +109,11 @@ def test_a_standalone_master_and_worker_on_loopback(inputs, tmp_path):
         ]
         addresses = _listening([p.pid for p in tree])
         assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
+        # the master's and worker's JVMs run with the quick compiler only (as do the driver's)
+        jvms = [p.cmdline() for p in tree if p.name() == "java"]
+        assert len(jvms) >= 2 and all(spark.JAVA_OPTIONS in cmd for cmd in jvms), jvms
+        driver = [p.cmdline() for p in psutil.Process().children(True) if p.name() == "java"]
+        assert driver and all(spark.JAVA_OPTIONS in cmd for cmd in driver), driver
     finally:
         assert spark.stop_cluster(settings) == ["worker", "master"]
     assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
