@@ -14,6 +14,7 @@ import random
 import re
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,16 +116,41 @@ def score(model_uri: str, rides: pd.DataFrame, color: str) -> float:
     return tracking.scores(rides["duration"].to_numpy(), pred)["rmse"]
 
 
+# Per process: the models loaded last, by the logged model behind them (see `load`).
+_LOADED: OrderedDict[str, object] = OrderedDict()
+LOADED_MAX = 3
+
+
 def load(model_uri: str):
-    """Load a pyfunc model, turning unknown names, aliases and stages into one line."""
+    """Load a pyfunc model, turning unknown names, aliases and stages into one line.
+
+    A logged model never changes, so one this process loaded lately is reused: `register`,
+    its reference profile and `promote` score the same model, and monitoring loads the
+    Production version once per month. A registry URI is resolved to the version's source
+    on every call, so a stage or alias that moved loads the model it now points at.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
     check_uri(model_uri)
     try:
-        return mlflow.pyfunc.load_model(model_uri)
+        key = _source(model_uri)
+        if key not in _LOADED:
+            _LOADED[key] = mlflow.pyfunc.load_model(model_uri)
+            while len(_LOADED) > LOADED_MAX:
+                _LOADED.popitem(last=False)
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
     except MlflowException as e:
         raise DurationError(f"cannot load {model_uri}: {_first(e)}") from e
+
+
+def _source(model_uri: str) -> str:
+    """The logged model behind a URI: a registry URI's version source, else the URI itself."""
+    name, version = resolve_version(model_uri)
+    if not version:
+        return model_uri
+    return _client().get_model_version(name, version).source
 
 
 def _first(e: Exception) -> str:

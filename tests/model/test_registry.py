@@ -147,6 +147,24 @@ def test_stage_and_alias_uris_load_the_same_version(first, vectorized):
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_loaded_model_is_reused_until_its_stage_moves(first, name):
+    """`load` reuses a model this process loaded, by the version behind the URI: a stage
+    that moved loads the version it now points at, and only the last few are kept."""
+    trials = registry.top_trials(MlflowClient().get_run(first.search["parent_run_id"]), 2)
+    for run in trials:  # two versions: the first search's two trials
+        mlflow.register_model(run.data.tags["model_uri"], name)
+    registry.move(name, "1", "Production")
+    v1 = registry.load(f"models:/{name}/Production")
+    assert registry.load(f"models:/{name}@production") is v1
+    assert registry.load(f"models:/{name}/1") is v1
+    registry.move(name, "2", "Production")
+    v2 = registry.load(f"models:/{name}/Production")
+    assert v2 is not v1 and v2 is registry.load(f"models:/{name}/2")
+    assert v2.model_id == trials[1].data.tags["model_uri"].removeprefix("models:/")
+    assert v1.model_id == trials[0].data.tags["model_uri"].removeprefix("models:/")
+    assert len(registry._LOADED) <= registry.LOADED_MAX
+
+
 def test_predict_writes_the_file(first, cli_env, tmp_path):
     out = tmp_path / "pred.parquet"
     proc = invoke(
