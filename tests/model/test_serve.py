@@ -138,8 +138,8 @@ def test_deploy_and_rollback_lose_no_request(home, name):
         after_forward = len(client.answers)
         time.sleep(1)
         summary = home.home / "d.json"
-        back = run_cli("deploy", "--name", name, "--version", "1", "--summary", str(summary),
-                       env=env(home))  # fmt: skip
+        back = invoke("deploy", "--name", name, "--version", "1", "--summary", str(summary),
+                      env=env(home))  # fmt: skip
         assert back.returncode == 0, back.stderr
         after_back = len(client.answers)
         time.sleep(1)
@@ -191,7 +191,7 @@ def _broken_version(name: str, tmp: Path) -> str:
 def test_a_broken_version_is_refused_and_the_old_one_serves(home, name, tmp_path):
     deploy.start(home, name)
     broken = _broken_version(name, tmp_path / "dl")
-    proc = run_cli("deploy", "--name", name, "--version", broken, env=env(home))
+    proc = invoke("deploy", "--name", name, "--version", broken, env=env(home))
     assert_one_line_error(proc, f"version {broken}", "did not start serving", "not a zip file")
     records = rides(home, 20)
     r = requests.post(f"{home.serve_url}/invocations", json=payload(records), timeout=30)
@@ -229,7 +229,7 @@ def _status(s: Settings) -> tuple[int, dict]:
 
 
 def test_kill_9_is_seen_and_restored(home, name, mirror_path):
-    started = run_cli("serve", "start", "--name", name, env=env(home))
+    started = invoke("serve", "start", "--name", name, env=env(home))
     assert started.returncode == 0 and "serving" in started.stdout and name in started.stdout
     st = serve.status(home)
     assert st["healthy"] and st["version"] == "1" and st["model_name"] == name
@@ -254,7 +254,7 @@ def test_kill_9_is_seen_and_restored(home, name, mirror_path):
     down = serve.status(home)
     assert not down["healthy"] and "the proxy is down" in down["problem"]
     assert not (home.serve_state / "nginx.pid").exists()  # stale pid file cleaned
-    assert run_cli("serve", "start", "--name", name, env=env(home)).returncode == 0
+    assert invoke("serve", "start", "--name", name, env=env(home)).returncode == 0
     rc, again = _status(home)
     assert rc == 0 and again["healthy"] and again["pid"] == up["pid"]  # the backend lived on
     stopped = run_cli("serve", "stop", env=env(home))
@@ -266,7 +266,7 @@ def test_a_taken_port_is_refused(home, name):
     with socket.socket() as other:
         other.bind(("127.0.0.1", home.serve_port))
         other.listen()
-        proc = run_cli("serve", "start", "--name", name, env=env(home))
+        proc = invoke("serve", "start", "--name", name, env=env(home))
     assert_one_line_error(proc, f"port {home.serve_port} is taken by another program", "SERVE_PORT")
     assert serve.read_state(home) is None
     assert not list(home.serve_state.glob("scoring-*.log"))  # refused before starting anything

@@ -21,7 +21,7 @@ from duration import matrices, server, tune
 from duration.config import ModelKind
 from duration.errors import DurationError
 from duration.matrices import Split
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, invoke
 
 
 @pytest.fixture(scope="module")
@@ -323,13 +323,13 @@ def test_runs_reap_ends_the_runs_of_a_killed_search(vectorized, cli_env):
     assert parent is not None
     left = [parent] + [k.info.run_id for k in children(parent) if k.info.status == "RUNNING"]
     assert all(client.get_run(r).info.status == "RUNNING" for r in left)
-    out = run_cli("runs", "reap", env=cli_env)
+    out = invoke("runs", "reap", env=cli_env)
     assert out.returncode == 0, out.stderr
     for run_id in left:
         run = client.get_run(run_id)
         assert run.info.status == "FAILED" and "duration runs reap" in run.data.tags["reaped"]
         assert run_id in out.stdout
-    assert run_cli("runs", "reap", env=cli_env).stdout.strip() == "reaped 0 run(s)"
+    assert invoke("runs", "reap", env=cli_env).stdout.strip() == "reaped 0 run(s)"
 
 
 def test_a_dead_server_stops_the_search_within_a_minute(vectorized, cli_env, tmp_path):
@@ -360,7 +360,7 @@ def test_a_dead_server_stops_the_search_within_a_minute(vectorized, cli_env, tmp
     try:
         left = _running_trials(client)
         assert left  # the parent and its trial could not be ended while the server was away
-        out = run_cli("runs", "reap", env=env)
+        out = invoke("runs", "reap", env=env)
         assert out.returncode == 0 and all(r in out.stdout for r in left), out.stdout
         assert not _running_trials(client)
     finally:
