@@ -83,10 +83,16 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
+def mlflow_root(tmp_path_factory) -> Path:
+    """The session server's folder: its SQLite store `mlflow.db`, artifacts and state."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_root):
     """A real `mlflow server` (SQLite + artifact folder in a temp dir) on a free port; this
     process tracks to it for the session."""
-    root = tmp_path_factory.mktemp("mlflow")
+    root = mlflow_root
     port = free_port()
     proc = server.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
     uri = f"http://127.0.0.1:{port}"

@@ -238,8 +238,9 @@ def test_a_busy_db_lock_is_one_line_and_starts_nothing(tmp_path):
         holder.wait()
 
 
-@pytest.mark.server  # MLflow's own schema migrations, as a server start runs them (20 s)
-def test_a_failed_schema_upgrade_keeps_the_backup_and_says_where(tmp_path):
+def test_a_failed_schema_upgrade_keeps_the_backup_and_says_where(
+    mlflow_server, mlflow_root, tmp_path
+):
     """A SQLite store whose bookkeeping says one MLflow schema back, but whose tables are
     already at the latest: the upgrade fails. One line names the cause and the backup, the
     backup holds the store as it was, and the next start checks again (no marker)."""
@@ -251,15 +252,14 @@ def test_a_failed_schema_upgrade_keeps_the_backup_and_says_where(tmp_path):
     from duration.errors import DurationError
 
     store, state = tmp_path / "mlflow.db", tmp_path / "state"
-    assert server.prepare_store(store, tmp_path / "art", state) is None  # created at head
+    with sqlite3.connect(mlflow_root / "mlflow.db") as live, sqlite3.connect(store) as copy:
+        live.backup(copy)  # the session server's store: at the latest schema, with runs
     migrations = Path(find_spec("mlflow").submodule_search_locations[0]) / "store/db_migrations"
     script = ScriptDirectory(str(migrations))
     older = script.get_revision(script.get_current_head()).down_revision
     with sqlite3.connect(store) as conn:
         conn.execute("UPDATE alembic_version SET version_num = ?", (older,))
-    for marker in state.glob("store-*.checked"):
-        marker.unlink()  # as on a machine that never checked this store
-    with pytest.raises(DurationError) as e:
+    with pytest.raises(DurationError) as e:  # a new state folder: this store was never checked
         server.prepare_store(store, tmp_path / "art", state)
     message = str(e.value)
     assert "\n" not in message and f"upgrading the MLflow schema of sqlite:///{store}" in message

@@ -25,6 +25,10 @@ from duration.config import DEPLOY_EXPERIMENT, ModelKind, Settings
 from duration.errors import DurationError
 from tests.conftest import assert_one_line_error, free_port, invoke, run_cli
 
+# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
+# so its session fixture (the two trained runs it serves) is built once.
+pytestmark = pytest.mark.xdist_group("serve")
+
 
 @pytest.fixture(scope="session")
 def nginx() -> str:
