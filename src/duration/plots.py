@@ -36,7 +36,8 @@ def predicted_vs_actual(y: np.ndarray, pred: np.ndarray, title: str = "") -> Fig
 def residuals(y: np.ndarray, pred: np.ndarray, title: str = "") -> Figure:
     """Histogram of residuals (predicted minus actual)."""
     fig, ax = _figure(6, 4)
-    ax.hist(pred - y, bins=120, range=(-40, 40))
+    counts, edges = np.histogram(pred - y, bins=120, range=(-40, 40))
+    ax.stairs(counts, edges, fill=True)  # one path, not 120 bars: the same picture, faster
     ax.set(xlabel="residual: predicted - actual (min)", ylabel="rides")
     ax.set_title(title or "Residual distribution")
     fig.tight_layout()
