@@ -59,14 +59,12 @@ def spark_home() -> Path:
 
 def _env() -> dict[str, str]:
     """Environment for Spark's JVMs and Python workers: loopback only, the venv's Python."""
-    daemon = f"{JAVA_OPTIONS} {os.environ.get('SPARK_DAEMON_JAVA_OPTS', '')}".strip()
     return {
         **os.environ,
         "SPARK_HOME": str(spark_home()),
         "SPARK_LOCAL_IP": LOOPBACK,
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "SPARK_DAEMON_JAVA_OPTS": daemon,
     }
 
 
@@ -165,12 +163,13 @@ def _spark_class(*args: str) -> list[str]:
 def _launch(cmd: list[str], state: Path, name: str) -> int:
     state.mkdir(parents=True, exist_ok=True)
     log = open(state / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    daemon = f"{JAVA_OPTIONS} {os.environ.get('SPARK_DAEMON_JAVA_OPTS', '')}".strip()
     proc = subprocess.Popen(
         cmd,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=_env(),
+        env={**_env(), "SPARK_DAEMON_JAVA_OPTS": daemon},
         start_new_session=True,
     )
     (state / f"{name}.pid").write_text(str(proc.pid))
