@@ -299,8 +299,7 @@ def tune(
         model, trials, seed, timeout, max_rounds, True, backend, parallelism, spark_master,
         budget_rows, refit,
     )  # fmt: skip
-    config.check()
-    tn.space(model)  # before the ML stack is imported: a bad flag is quick
+    config.check()  # before the ML stack is imported: a bad flag is quick
     from duration import estimators, matrices
 
     estimators.round_cap(model, max_rounds)  # refuses a cap below 1

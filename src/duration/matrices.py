@@ -11,11 +11,14 @@ import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.feature_extraction import DictVectorizer
+
+if TYPE_CHECKING:  # loading a stage's pickled DictVectorizer imports scikit-learn itself
+    from sklearn.feature_extraction import DictVectorizer
 
 from duration import data
 from duration.config import Color, FeatureSet, Settings, check_month, span_months

@@ -55,13 +55,19 @@ BACKENDS = ("local", "spark")
 SearchStopped = Stopped  # raised inside a trial when the search must stop
 
 
-def space(kind: ModelKind | str) -> dict:
-    """The hyperopt space built from the declaration in SPACES."""
+def check_kind(kind: ModelKind | str) -> ModelKind:
+    """The model kind, if SPACES declares its search space; else one line naming those that do."""
     kind = ModelKind(kind)
     if kind not in SPACES:
         raise DurationError(
             f"--model {kind.value} has no search space: tune one of {[k.value for k in SPACES]}"
         )
+    return kind
+
+
+def space(kind: ModelKind | str) -> dict:
+    """The hyperopt space built from the declaration in SPACES."""
+    kind = check_kind(kind)
     from hyperopt import hp
     from hyperopt.pyll import scope
 
@@ -93,7 +99,8 @@ class SearchConfig:
     refit: int = REFIT  # sampled trials refit on every ride, the best first
 
     def check(self) -> None:
-        """One clear line for a search that cannot run as asked."""
+        """One clear line for a search that cannot run as asked (before hyperopt loads)."""
+        check_kind(self.kind)
         if self.trials < 1:
             raise DurationError(f"--trials {self.trials}: the search needs at least 1 trial")
         if self.backend not in BACKENDS:

@@ -8,11 +8,14 @@ vocabulary, values, explicit zeros and NaNs), without building a Python dict per
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.feature_extraction import DictVectorizer
+
+if TYPE_CHECKING:  # scikit-learn takes about 2 s to import: only a fit needs it
+    from sklearn.feature_extraction import DictVectorizer
 
 
 def _column_codes(s: pd.Series) -> tuple[np.ndarray, list]:
@@ -137,6 +140,8 @@ def fit_vectorizer(
     features: pd.DataFrame, dtype: type = np.float64
 ) -> tuple[DictVectorizer, sp.csr_matrix]:
     """A fitted DictVectorizer and the training matrix, equal to `fit_transform` on dicts."""
+    from sklearn.feature_extraction import DictVectorizer
+
     dv = DictVectorizer(dtype=dtype)
     names = sorted(_names(features, dv.separator))
     dv.feature_names_ = names
