@@ -211,6 +211,7 @@ def test_missing_columns_are_named(first, vectorized):
         (["predict", "--model", "models:/no-such-model@production"], ["no-such-model"]),
         (["predict", "--model", f"models:/{NAME}@champion"], ["@champion", "production"]),
         (["predict", "--model", f"models:/{NAME}/Bogus"], ["Bogus", "not a stage"]),
+        (["predict", "--model", f"models:/{NAME}/99"], [f"cannot load models:/{NAME}/99"]),
         (
             ["predict", "--model", f"models:/{NAME}@production", "--month", "2019-02"],
             ["2019-02", "not available"],
