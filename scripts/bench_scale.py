@@ -21,16 +21,14 @@ import shutil
 import sys
 from pathlib import Path
 
-from benchmark import (
-    REPORTS,
-    WORK,
-    YELLOW_MONTHS,
-    check_memory,
-    run_pipeline,
-    stage_table,
-    yellow_site,
-)
+from duration.bench.runs import check_memory, run_pipeline, stage_table, stamp
+from duration.bench.sites import YELLOW_MONTHS, yellow_site
+from duration.errors import DurationError
+from duration.infra.files import write_atomic
+from duration.infra.tracking_server import temporary
 
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+WORK = REPORTS / "bench-data"
 REFERENCE = REPORTS / "bench-scale-reference.json"
 TARGETS = {"pipeline_s": 900, "pipeline_peak_rss_mb": 4096, "test_rmse_ratio": 1.01}
 GREEN_TARGETS = {"best_val_rmse": 5.30, "pipeline_s": 600}  # today's green figures
@@ -38,19 +36,11 @@ GREEN_TARGETS = {"best_val_rmse": 5.30, "pipeline_s": 600}  # today's green figu
 
 def with_server(name: str, args: list[str], env: dict, what: str) -> tuple[dict, float, float]:
     """Run one pipeline against a fresh tracking server of its own (stopped afterwards)."""
-    from duration import server
-    from duration.serve import free_port
-
     root = WORK / f"mlflow-{name}"
     shutil.rmtree(root, ignore_errors=True)  # a fresh database, as on a new machine
-    server.prepare_store(root / "mlflow.db", root / "mlartifacts", root / "state")
-    port = free_port()
-    proc = server.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
-    try:
-        env = {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    with temporary(root) as uri:
+        env = {**env, "MLFLOW_TRACKING_URI": uri}
         return run_pipeline(args, env, WORK / f"{name}-pipeline.json", what)
-    finally:
-        server.stop_pid(proc.pid)
 
 
 def figures(result: dict, seconds: float, rss_mb: float, rows: int, trials: int) -> dict:
@@ -88,26 +78,21 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30, help="trials of every search")
     parser.add_argument("--skip-green", action="store_true", help="only the yellow runs")
     args = parser.parse_args()
-    check_memory(args.rows, "--rows")
-
-    from duration import data
-    from duration.config import Settings
-    from duration.errors import DurationError
-
-    settings = Settings.from_env(data_dir=WORK / "data")
     try:
-        real = [data.download(settings, "green", m) for m in YELLOW_MONTHS]
-        data.download_zones(settings)
+        check_memory(args.rows, "--rows")
+        report = run(args)
     except DurationError as e:
-        sys.exit(
-            f"bench-scale: it needs green 2021-01..03 from the TLC ({e}); offline, point "
-            "DURATION_TLC_URL at a mirror, e.g. DURATION_TLC_URL=file://$(realpath "
-            "../shared/data/tlc) make bench-scale"
-        )
-    site = yellow_site(real, args.rows)
+        sys.exit(f"bench-scale: {e}")
+    print("\n".join(markdown(report)))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The yellow-scale run, the green one and the reference; the report, written twice
+    (once before the reference, which takes an hour)."""
+    site = yellow_site(WORK / "yellow-site", green_months(), args.rows)
     print(f"yellow scale: {args.trials} trials on the default budget", flush=True)
     scale = yellow(site, "yellow", [], args.rows, args.trials)
-    report = {"yellow_scale": scale, "targets": TARGETS}
+    report = {"machine": stamp(), "yellow_scale": scale, "targets": TARGETS}
     if not args.skip_green:
         print(f"green: {args.trials} trials", flush=True)
         env = {"DURATION_DATA_DIR": str(WORK / "green-data")}
@@ -124,30 +109,44 @@ def main() -> None:
         print(f"reference: every trial on every ride ({args.trials} trials)", flush=True)
         reference = yellow(site, "reference", ["--budget-rows", "0", "--baselines", "none"],
                            args.rows, args.trials)  # fmt: skip
-        REFERENCE.write_text(json.dumps(reference, indent=2) + "\n")
+        write_atomic(REFERENCE, json.dumps(reference, indent=2) + "\n")
     report["reference"] = reference
     scale["reference_test_rmse"] = reference["test_rmse"]
     scale["test_rmse_ratio"] = round(scale["test_rmse"] / reference["test_rmse"], 4)
     write(report)
-    print("\n".join(markdown(report)))
+    return report
+
+
+def green_months() -> list[Path]:
+    """The real green months the yellow ones are resampled from (and the zone table)."""
+    from duration.data import tlc
+    from duration.settings import Settings
+
+    settings = Settings.from_env().but(paths={"data_dir": WORK / "data"})
+    try:
+        real = [tlc.download(settings, "green", m) for m in YELLOW_MONTHS]
+        tlc.download_zones(settings)
+    except DurationError as e:
+        raise DurationError(
+            f"it needs green 2021-01..03 from the TLC ({e}); offline, point DURATION_TLC_URL "
+            "at a mirror, e.g. DURATION_TLC_URL=file://$(realpath ../shared/data/tlc) "
+            "make bench-scale"
+        ) from e
+    return real
 
 
 def write(report: dict) -> None:
     """reports/bench-scale.json and .md, atomically."""
-    from duration.files import atomic_path
-
-    for name, text in (
-        ("bench-scale.json", json.dumps(report, indent=2) + "\n"),
-        ("bench-scale.md", "\n".join(markdown(report)) + "\n"),
-    ):
-        with atomic_path(REPORTS / name) as tmp:
-            tmp.write_text(text)
+    write_atomic(REPORTS / "bench-scale.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(REPORTS / "bench-scale.md", "\n".join(markdown(report)) + "\n")
 
 
 def markdown(report: dict) -> list[str]:
     """The report's tables: the runs against their targets, then each run's stages."""
     runs = {k: report[k] for k in ("yellow_scale", "reference", "green") if k in report}
-    lines = [
+    m = report.get("machine")
+    lines = [f"Measured at {m['commit']} on {m['cores']} cores ({m['measured_at']})."] if m else []
+    lines += [
         "| run | trials | pipeline (s) | search (s) | peak RSS (MB) | val RMSE | test RMSE |",
         "|---|---|---|---|---|---|---|",
     ]

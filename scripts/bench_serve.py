@@ -15,7 +15,6 @@ Writes reports/serve.json and reports/serve.md.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import tempfile
@@ -26,8 +25,13 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from duration import deploy, serve, tracking
-from duration.config import MODEL_NAME, Settings
+from duration.bench.runs import stamp
+from duration.infra import serving, tracking_server
+from duration.infra.net import free_port
+from duration.ops import deploy
+from duration.settings import Settings
+from duration.tracking.client import use
+from duration.tracking.names import MODEL_NAME
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 SECONDS = 8.0
@@ -70,7 +74,7 @@ def redeploy_under_load(s: Settings, body: dict) -> dict:
         while not done.is_set():
             t0 = time.perf_counter()
             try:
-                r = requests.post(f"{s.serve_url}/invocations", json=body, timeout=30)
+                r = requests.post(f"{s.serve.url}/invocations", json=body, timeout=30)
                 if r.status_code != 200:
                     failures.append(r.status_code)
             except requests.RequestException as e:
@@ -97,10 +101,11 @@ def redeploy_under_load(s: Settings, body: dict) -> dict:
 
 def main() -> None:
     base = Settings.from_env()
-    tracking.connect(base)
+    use(tracking_server.ensure(base))
     version = deploy.production_version(MODEL_NAME)
     with tempfile.TemporaryDirectory() as tmp:
-        s = dataclasses.replace(base, home=Path(tmp), serve_port=serve.free_port())
+        s = base.but(paths={"home": Path(tmp), "data_dir": base.paths.data},
+                     serve={"port": free_port()})  # fmt: skip
         records, month = deploy.smoke_rides(s, "green", 100)
         one, hundred = (
             {"dataframe_split": json.loads(r.to_json(orient="split", date_format="iso"))}
@@ -112,14 +117,14 @@ def main() -> None:
         try:
             rows = [
                 {"target": target, "rides": n, "threads": k, **throughput(url, body, k)}
-                for target, url in (("proxy", s.serve_url), ("direct", state.backend.url))
+                for target, url in (("proxy", s.serve.url), ("direct", state.backend.url))
                 for n, body in ((1, one), (100, hundred))
                 for k in (1, 4)
             ]
             switch = redeploy_under_load(s, one)
         finally:
-            serve.stop(s)
-    report = {"version": version, "month": month, "start_s": round(start_s, 2),
+            serving.stop(s)
+    report = {"machine": stamp(), "version": version, "month": month, "start_s": round(start_s, 2),
               "throughput": rows, "redeploy": switch}  # fmt: skip
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "serve.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -22,10 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import REPORTS, WORK, resample  # noqa: E402 - the one resampling helper
+from duration.bench.runs import markdown_table, stamp
+from duration.bench.sites import yellow_site
+from duration.infra.tracking_server import temporary
 
-from duration.serve import free_port  # noqa: E402
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+WORK = REPORTS / "bench-data"
 
 BACKENDS = {
     "local": [],
@@ -61,58 +63,37 @@ def run_search(label: str, backend: str, trials: int, extra: list[str], env: dic
     return row
 
 
-def yellow_site(rows: int, green: Path) -> Path:
-    """A file:// TLC site with two yellow-scale months resampled from green ones."""
-    site = WORK / "yellow-site"
-    (site / "trip-data").mkdir(parents=True, exist_ok=True)
-    (site / "misc").mkdir(exist_ok=True)
-    for i, month in enumerate(["2021-01", "2021-02"]):
-        src = green / "raw" / f"green_tripdata_{month}.parquet"
-        resample(src, rows, site / "trip-data" / f"yellow_tripdata_{month}.parquet", 42 + i, True)
-    shutil.copy(green / "raw" / "taxi_zone_lookup.csv", site / "misc" / "taxi_zone_lookup.csv")
-    return site
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30, help="green search trials")
     parser.add_argument("--scale-trials", type=int, default=2, help="yellow-scale trials")
     parser.add_argument("--scale-rows", type=int, default=3_000_000)
     args = parser.parse_args()
-    from duration import server
-
     mirror = os.environ.get("DURATION_TLC_URL", "")
     if not mirror.startswith("file://"):
         sys.exit("bench-spark: set DURATION_TLC_URL=file://<path>/shared/data/tlc (the mirror)")
     root = WORK / "spark-mlflow"
     shutil.rmtree(root, ignore_errors=True)
-    port = free_port()
-    proc = server.start_server(root / "mlflow.db", root / "art", port, root / "state")
     green = WORK / "spark-green"
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
-        "DURATION_DATA_DIR": str(green),
-    }
     rows = []
-    try:
+    with temporary(root) as uri:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "DURATION_DATA_DIR": str(green)}
         _duration("vectorize", "--train", "2021-01", "--val", "2021-02", env=env)
         for backend in BACKENDS:
             rows.append(run_search("green", backend, args.trials, [], env))
-        site = yellow_site(args.scale_rows, green)
+        months = [green / "raw" / f"green_tripdata_{m}.parquet" for m in ("2021-01", "2021-02")]
+        site = yellow_site(WORK / "yellow-site", months, args.scale_rows)
         yellow = {**env, "DURATION_TLC_URL": f"file://{site}"}
         yellow["DURATION_DATA_DIR"] = str(WORK / "spark-yellow")
         _duration("vectorize", "--color", "yellow", "--val", "2021-02", env=yellow)
         cap = ["--color", "yellow", "--max-rounds", "100"]
         for backend in BACKENDS:
             rows.append(run_search("yellow-3M", backend, args.scale_trials, cap, yellow))
-    finally:
-        server.stop_pid(proc.pid)
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    m = stamp()
+    lines = [f"Measured at {m['commit']} on {m['cores']} cores ({m['measured_at']}).", ""]
+    lines += markdown_table(rows)
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "spark.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (REPORTS / "spark.json").write_text(json.dumps({"machine": m, "rows": rows}, indent=2) + "\n")
     (REPORTS / "spark.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

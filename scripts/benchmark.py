@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from duration.bench.runs import check_memory, run_pipeline, stage_table, stamp
+from duration.bench.sites import YELLOW_MONTHS, resample, rows, yellow_site
+from duration.errors import DurationError
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
 WORK = REPORTS / "bench-data"
 COURSE_MB_PER_MROW = 920  # measured peak of the course's approach: 2.75 GB at 3M rows
-PIPELINE_MB_PER_MROW = 1170  # measured peak of the whole pipeline: 3.5 GB at 3M rides a month
+SCALE_TRIALS, SCALE_ROUNDS = 2, 100
 
 
-def course_approach(path: Path):
+def course_approach(path: Path) -> tuple[Any, Any]:
     """The course notebook's read_dataframe + DictVectorizer, written as the course does."""
     import pandas as pd
     from sklearn.feature_extraction import DictVectorizer
@@ -40,12 +45,13 @@ def course_approach(path: Path):
     return dv, dv.fit_transform(dicts)
 
 
-def project_approach(path: Path):
+def project_approach(path: Path) -> tuple[Any, Any]:
     """The project's own stage functions, on the course feature set."""
-    from duration import data, featurize, vectorizer
+    from duration.core import featurize, vectorizer
+    from duration.data.prepare import read_rides
 
-    featurizer = featurize.Featurizer("course")
-    rides = data.read_rides(path, columns=featurizer.needs)
+    featurizer = featurize.Featurizer(feature_set="course")
+    rides = read_rides(path, columns=featurizer.needs)
     return vectorizer.fit_vectorizer(featurizer.frame(rides))
 
 
@@ -55,10 +61,10 @@ def worker(variant: str, path: Path, out: Path) -> None:
     import scipy.sparse as sp
     import sklearn.feature_extraction  # noqa: F401
 
-    import duration.data
-    import duration.featurize
-    import duration.vectorizer  # noqa: F401
-    from duration.resources import peak_rss_mb
+    import duration.core.featurize
+    import duration.core.vectorizer
+    import duration.data.prepare  # noqa: F401
+    from duration.infra.resources import peak_rss_mb
 
     start = time.perf_counter()
     dv, x = (project_approach if variant == "project" else course_approach)(path)
@@ -77,16 +83,16 @@ def run_worker(variant: str, path: Path, out: Path) -> dict:
         check=False,
     )
     if proc.returncode != 0:
-        sys.exit(
-            f"benchmark: the {variant} run on {path.name} failed: {proc.stderr.strip()[-300:]}"
+        raise DurationError(
+            f"the {variant} run on {path.name} failed: {proc.stderr.strip()[-300:]}"
         )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def identical(a: Path, b: Path) -> bool:
     import scipy.sparse as sp
 
-    from duration.vectorizer import csr_identical
+    from duration.core.vectorizer import csr_identical
 
     names_a = json.loads(a.with_suffix(".names.json").read_text())
     names_b = json.loads(b.with_suffix(".names.json").read_text())
@@ -95,111 +101,52 @@ def identical(a: Path, b: Path) -> bool:
     )
 
 
-def resample(src: Path, rows: int, dest: Path, seed: int = 42, yellow: bool = False) -> Path:
-    """Rides resampled (with replacement, fixed seed) from a real month, in TLC columns.
-
-    `yellow` renames the lpep_ columns to tpep_ and drops the green-only ones.
-    """
-    import numpy as np
-    import pandas as pd
-
-    from duration.files import atomic_path
-
-    if dest.exists() and pq_rows(dest) == rows:
-        return dest
-    df = pd.read_parquet(src)
-    if yellow:
-        df = df.drop(columns=["trip_type", "ehail_fee"])
-        df = df.rename(columns=lambda c: c.replace("lpep_", "tpep_"))
-    idx = np.random.default_rng(seed).integers(0, len(df), rows)
-    with atomic_path(dest) as tmp:
-        df.iloc[idx].reset_index(drop=True).to_parquet(tmp)
-    return dest
-
-
-def time_xgboost(settings) -> dict:
-    from duration import estimators, matrices, tracking
+def time_xgboost(settings: Any) -> dict:
+    from duration.core.metrics import rmse
+    from duration.data import matrices
+    from duration.training import estimators
 
     matrices.vectorize(settings, "green", "default", "2021-01", ["2021-02"])
     inp = matrices.load_inputs(settings, "green", "default", "2021-01", "2021-02")
     start = time.perf_counter()
     est = estimators.fit("xgboost", inp.tr, inp.va)
     seconds = time.perf_counter() - start
-    rmse = tracking.scores(inp.va.y, est.predict(inp.va.X))["rmse"]
-    return {"seconds": seconds, "val_rmse": rmse, "best_iteration": int(est.best_iteration)}
+    score = rmse(inp.va.y, est.predict(inp.va.X))
+    return {"seconds": seconds, "val_rmse": score, "best_iteration": int(est.best_iteration)}
 
 
-def server_figures(root: Path) -> dict:
-    """Start the lean tracking server: seconds to /health, processes and memory."""
+def server_figures(root: Path, settings: Any) -> tuple[dict, Any]:
+    """Start the lean tracking server: seconds to /health, processes and memory. Returns
+    the figures and the server's process (stopped by the caller)."""
     import psutil
 
-    from duration import server
-    from duration.serve import free_port
+    from duration.infra import tracking_server
+    from duration.infra.net import free_port
 
-    port = free_port()
-    server.prepare_store(root / "mlflow.db", root / "mlartifacts", root / "state")  # once
+    server = tracking_server.Server(
+        store=tracking_server.sqlite_store(root / "mlflow.db"), artifacts=root / "mlartifacts",
+        state=root / "state", port=free_port(),
+    )  # fmt: skip
+    tracking_server.prepare_store(server, settings)  # once: the start is what is timed
     start = time.perf_counter()
-    proc = server.start_server(root / "mlflow.db", root / "mlartifacts", port, root / "state")
+    proc = tracking_server.start(server, settings)
     seconds = time.perf_counter() - start
     tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     rss = sum(p.memory_info().rss for p in tree) / 2**20
     pss = sum(p.memory_full_info().pss for p in tree) / 2**20
-    return {
-        "port": port,
-        "pid": proc.pid,
-        "start_s": round(seconds, 2),
-        "processes": len(tree),
-        "rss_mb": round(rss, 1),
-        "pss_mb": round(pss, 1),
-    }
+    figures = {"url": server.url, "start_s": round(seconds, 2), "processes": len(tree),
+               "rss_mb": round(rss, 1), "pss_mb": round(pss, 1)}  # fmt: skip
+    return figures, proc
 
 
-SCALE_TRIALS, SCALE_ROUNDS = 2, 100
-
-
-YELLOW_MONTHS = ["2021-01", "2021-02", "2021-03"]
-
-
-def yellow_site(real_months: list[Path], rows: int) -> Path:
-    """A TLC-like site of yellow-sized months (`rows` rides each, resampled from the real
-    green months and renamed to tpep_ columns) with the zone table; built once, then kept."""
-    site = WORK / "yellow-site"
-    (site / "trip-data").mkdir(parents=True, exist_ok=True)
-    (site / "misc").mkdir(exist_ok=True)
-    for i, (src, month) in enumerate(zip(real_months, YELLOW_MONTHS, strict=True)):
-        dest = site / "trip-data" / f"yellow_tripdata_{month}.parquet"
-        resample(src, rows, dest, seed=42 + i, yellow=True)
-    zones = real_months[0].with_name("taxi_zone_lookup.csv")
-    (site / "misc" / "taxi_zone_lookup.csv").write_bytes(zones.read_bytes())
-    return site
-
-
-def run_pipeline(args: list[str], env: dict, summary: Path, what: str) -> tuple[dict, float, float]:
-    """`duration pipeline ARGS` in its own process: its summary, wall seconds and peak RSS (MB)."""
-    cmd = [str(Path(sys.executable).with_name("duration")), "pipeline", *args]
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [*cmd, "--summary", str(summary)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"benchmark: the {what} pipeline failed: {proc.stderr.read()[-300:]!r}")
-    return json.loads(summary.read_text()), time.perf_counter() - start, usage.ru_maxrss / 1024
-
-
-def scale_run(real_months: list[Path], rows: int, server_uri: str) -> dict:
+def scale_run(real_months: list[Path], n: int, server_uri: str) -> dict:
     """The whole `duration pipeline` on yellow-sized months, from an empty data folder, in
     one process.
 
     Every stage runs at full size; only the search is shortened (SCALE_TRIALS trials, boosting
     capped at SCALE_ROUNDS rounds), which bounds the time and not the memory.
     """
-    import shutil
-
-    site = yellow_site(real_months, rows)
+    site = yellow_site(WORK / "yellow-site", real_months, n)
     env = {
         "DURATION_TLC_URL": f"file://{site}",
         "DURATION_DATA_DIR": str(WORK / "yellow-data"),
@@ -213,7 +160,7 @@ def scale_run(real_months: list[Path], rows: int, server_uri: str) -> dict:
     shutil.rmtree(WORK / "yellow-data", ignore_errors=True)  # measure the work, not a cache
     result, seconds, rss_mb = run_pipeline(args, env, WORK / "yellow-pipeline.json", "yellow")
     return {
-        "rows": rows,
+        "rows": n,
         "trials": SCALE_TRIALS,
         "max_rounds": SCALE_ROUNDS,
         "pipeline_s": round(seconds, 1),
@@ -227,36 +174,17 @@ def scale_run(real_months: list[Path], rows: int, server_uri: str) -> dict:
     }
 
 
-def check_memory(rows: int, flag: str) -> None:
-    """Refuse, in one line, a yellow-scale pipeline this machine has no memory for."""
-    import psutil
-
-    available_mb = psutil.virtual_memory().available / 2**20
-    need = PIPELINE_MB_PER_MROW * rows / 1e6 * 1.2
-    if need > available_mb * 0.8:
-        sys.exit(
-            f"benchmark: a {rows:,}-ride pipeline needs about {need:,.0f} MB, but "
-            f"{available_mb:,.0f} MB are available: choose a smaller {flag}"
-        )
-
-
-def pq_rows(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
-
-
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r["rows"] for r in results]
+    sizes = [r["rows"] for r in results]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for key, label in (("project", "project"), ("course", "course approach")):
-        a.plot(rows, [r[f"{key}_s"] for r in results], "o-", label=label)
-        b.plot(rows, [r[f"{key}_rss_mb"] for r in results], "o-", label=label)
+        a.plot(sizes, [r[f"{key}_s"] for r in results], "o-", label=label)
+        b.plot(sizes, [r[f"{key}_rss_mb"] for r in results], "o-", label=label)
     a.set(xlabel="rides read", ylabel="prepare + vectorize (s)", xscale="log", yscale="log")
     b.set(xlabel="rides read", ylabel="peak RSS (MB)", xscale="log")
     a.set_title("Time")
@@ -265,6 +193,98 @@ def plot(results: list[dict], path: Path) -> None:
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def check_sizes(sizes: list[int], scale_rows: int) -> None:
+    """Refuse, in one line, sizes this machine has no memory for (before any work)."""
+    import psutil
+
+    available_mb = psutil.virtual_memory().available / 2**20
+    for n in sizes:
+        need = COURSE_MB_PER_MROW * n / 1e6 * 1.3
+        if need > available_mb * 0.8:
+            raise DurationError(
+                f"{n:,} rows need about {need:,.0f} MB for the course's approach, "
+                f"but {available_mb:,.0f} MB are available: choose smaller --sizes"
+            )
+    check_memory(scale_rows, "--scale-rows")
+
+
+def compare(inputs: list[Path]) -> list[dict]:
+    """The project's and the course's prepare + vectorize on each input, side by side."""
+    results = []
+    for path in inputs:
+        p = run_worker("project", path, WORK / f"out-project-{path.stem}")
+        c = run_worker("course", path, WORK / f"out-course-{path.stem}")
+        same = identical(WORK / f"out-project-{path.stem}", WORK / f"out-course-{path.stem}")
+        results.append({
+            "input": path.name, "rows": rows(path), "rides_kept": p["rows"],
+            "project_s": round(p["seconds"], 3), "course_s": round(c["seconds"], 3),
+            "speedup": round(c["seconds"] / p["seconds"], 1),
+            "project_rss_mb": round(p["rss_mb"], 1), "course_rss_mb": round(c["rss_mb"], 1),
+            "memory_ratio": round(p["rss_mb"] / c["rss_mb"], 3), "identical": same,
+        })  # fmt: skip
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Every measurement of `make bench`, as the report's dict."""
+    from duration.data import tlc
+    from duration.infra.proc import stop_group
+    from duration.settings import Settings
+
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    check_sizes(sizes, args.scale_rows)
+    WORK.mkdir(parents=True, exist_ok=True)
+    settings = Settings.from_env().but(paths={"data_dir": WORK / "data"})
+    try:
+        real = tlc.download(settings, "green", "2021-01")
+    except DurationError as e:
+        raise DurationError(
+            f"it needs green 2021-01 from the TLC ({e}); offline, point DURATION_TLC_URL at a "
+            "mirror, e.g. DURATION_TLC_URL=file://$(realpath ../shared/data/tlc) make bench"
+        ) from e
+    inputs = [real] + [resample(real, n, WORK / f"green_resampled_{n}.parquet") for n in sizes]
+    results = compare(inputs)
+    xgb = time_xgboost(settings)
+    shutil.rmtree(WORK / "mlflow", ignore_errors=True)  # a fresh database, as on a new machine
+    tracker, proc = server_figures(WORK / "mlflow", settings)
+    try:
+        months = [real] + [tlc.download(settings, "green", m) for m in YELLOW_MONTHS[1:]]
+        scale = scale_run(months, args.scale_rows, tracker["url"])
+    finally:
+        stop_group(proc.pid)
+    return {"machine": stamp(), "sizes": results, "xgboost_train": xgb,
+            "tracking_server": tracker, "yellow_scale": scale}  # fmt: skip
+
+
+def markdown(report: dict) -> list[str]:
+    """The report's tables and figures, as markdown lines."""
+    results, xgb = report["sizes"], report["xgboost_train"]
+    tracker, scale, m = report["tracking_server"], report["yellow_scale"], report["machine"]
+    cols = ["rows", "project_s", "course_s", "speedup", "project_rss_mb", "course_rss_mb",
+            "memory_ratio", "identical"]  # fmt: skip
+    lines = [f"Measured at {m['commit']} on {m['cores']} cores, {m['memory_gb']} GB "
+             f"({m['measured_at']}).", ""]  # fmt: skip
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in results]
+    lines += [
+        "",
+        f"One xgboost training (default features, green 2021-01 → 2021-02, early stopping): "
+        f"{xgb['seconds']:.1f} s, val RMSE {xgb['val_rmse']:.4f}, "
+        f"best iteration {xgb['best_iteration']}.",
+        f"Tracking server: /health after {tracker['start_s']} s, {tracker['processes']} "
+        f"processes, {tracker['rss_mb']} MB RSS ({tracker['pss_mb']} MB PSS).",
+        f"Whole `duration pipeline` on yellow-scale months ({scale['rows']:,} rides each, "
+        f"tpep_ columns; {scale['trials']} trials, at most {scale['max_rounds']} rounds): "
+        f"{scale['pipeline_s']} s at {scale['pipeline_peak_rss_mb']} MB peak RSS "
+        f"(limit 4096 MB); best val RMSE {scale['best_val_rmse']}, "
+        f"test RMSE {scale['test_rmse']}.",
+        "",
+        *stage_table(scale["timings"], scale["pipeline_s"]),
+    ]
+    return lines
 
 
 def main() -> None:
@@ -278,124 +298,16 @@ def main() -> None:
     if args.worker:
         variant, path, out = args.worker
         return worker(variant, Path(path), Path(out))
-
-    import psutil
-
-    from duration import data
-    from duration.config import Settings
-    from duration.errors import DurationError
-
-    sizes = [int(s) for s in args.sizes.split(",") if s]
-    available_mb = psutil.virtual_memory().available / 2**20
-    for n in sizes:
-        need = COURSE_MB_PER_MROW * n / 1e6 * 1.3
-        if need > available_mb * 0.8:
-            sys.exit(
-                f"benchmark: {n:,} rows need about {need:,.0f} MB for the course's approach, "
-                f"but {available_mb:,.0f} MB are available: choose smaller --sizes"
-            )
-    check_memory(args.scale_rows, "--scale-rows")
-    WORK.mkdir(parents=True, exist_ok=True)
-    settings = Settings.from_env(data_dir=WORK / "data")
     try:
-        real = data.download(settings, "green", "2021-01")
+        report = run(args)
     except DurationError as e:
-        sys.exit(
-            f"benchmark: it needs green 2021-01 from the TLC ({e}); offline, point "
-            "DURATION_TLC_URL at a mirror, e.g. DURATION_TLC_URL=file://$(realpath "
-            "../shared/data/tlc) make bench"
-        )
-    inputs = [real] + [resample(real, n, WORK / f"green_resampled_{n}.parquet") for n in sizes]
-    results = []
-    for path in inputs:
-        p = run_worker("project", path, WORK / f"out-project-{path.stem}")
-        c = run_worker("course", path, WORK / f"out-course-{path.stem}")
-        same = identical(WORK / f"out-project-{path.stem}", WORK / f"out-course-{path.stem}")
-
-        results.append(
-            {
-                "input": path.name,
-                "rows": pq_rows(path),
-                "rides_kept": p["rows"],
-                "project_s": round(p["seconds"], 3),
-                "course_s": round(c["seconds"], 3),
-                "speedup": round(c["seconds"] / p["seconds"], 1),
-                "project_rss_mb": round(p["rss_mb"], 1),
-                "course_rss_mb": round(c["rss_mb"], 1),
-                "memory_ratio": round(p["rss_mb"] / c["rss_mb"], 3),
-                "identical": same,
-            }
-        )
-        print(json.dumps(results[-1]), flush=True)
-    xgb = time_xgboost(settings)
-    import shutil
-
-    from duration import server
-
-    shutil.rmtree(WORK / "mlflow", ignore_errors=True)  # a fresh database, as on a new machine
-    tracker = server_figures(WORK / "mlflow")
-    try:
-        real_months = [real] + [data.download(settings, "green", m) for m in ("2021-02", "2021-03")]
-        scale = scale_run(real_months, args.scale_rows, f"http://127.0.0.1:{tracker['port']}")
-    finally:
-        server.stop_pid(tracker.pop("pid"))
-    report = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        },
-        "sizes": results,
-        "xgboost_train": xgb,
-        "tracking_server": tracker,
-        "yellow_scale": scale,
-    }
+        sys.exit(f"benchmark: {e}")
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
-    cols = [
-        "rows",
-        "project_s",
-        "course_s",
-        "speedup",
-        "project_rss_mb",
-        "course_rss_mb",
-        "memory_ratio",
-        "identical",
-    ]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in results]
-    lines.append("")
-    lines.append(
-        f"One xgboost training (default features, green 2021-01 → 2021-02, early stopping): "
-        f"{xgb['seconds']:.1f} s, val RMSE {xgb['val_rmse']:.4f}, "
-        f"best iteration {xgb['best_iteration']}."
-    )
-    lines.append(
-        f"Tracking server: /health after {tracker['start_s']} s, {tracker['processes']} processes, "
-        f"{tracker['rss_mb']} MB RSS ({tracker['pss_mb']} MB PSS)."
-    )
-    lines.append(
-        f"Whole `duration pipeline` on yellow-scale months ({scale['rows']:,} rides each, "
-        f"tpep_ columns; {scale['trials']} trials, at most {scale['max_rounds']} rounds): "
-        f"{scale['pipeline_s']} s at {scale['pipeline_peak_rss_mb']} MB peak RSS "
-        f"(limit 4096 MB); best val RMSE {scale['best_val_rmse']}, "
-        f"test RMSE {scale['test_rmse']}."
-    )
-    lines += ["", *stage_table(scale["timings"], scale["pipeline_s"])]
+    lines = markdown(report)
     (REPORTS / "benchmark.md").write_text("\n".join(lines) + "\n")
-    plot(results, REPORTS / "benchmark.png")
+    plot(report["sizes"], REPORTS / "benchmark.png")
     print("\n".join(lines))
-
-
-def stage_table(timings: dict, total_s: float) -> list[str]:
-    """Markdown rows: each pipeline stage's seconds, its share of the whole, its peak RSS."""
-    lines = ["| stage | seconds | share | peak RSS (MB) |", "|---|---|---|---|"]
-    for name, t in timings.items():
-        share = t["seconds"] / total_s if total_s else 0.0
-        lines.append(f"| {name} | {t['seconds']:.1f} | {share:.0%} | {t['peak_rss_mb']:.0f} |")
-    rest = total_s - sum(t["seconds"] for t in timings.values())
-    lines.append(f"| (start-up, connecting, outside the stages) | {rest:.1f} | "
-                 f"{rest / total_s if total_s else 0:.0%} | |")  # fmt: skip
-    return lines
 
 
 if __name__ == "__main__":

@@ -26,9 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from duration import db, server
-from duration.config import MLFLOW_CLIENT_ENV, Settings
-from duration.serve import free_port
+from duration.bench.runs import stamp
+from duration.infra import postgres, tracking_server
+from duration.infra.net import free_port
+from duration.infra.proc import stop_group
+from duration.settings import Postgres, Settings
+from duration.tracking.client import configure
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 P95_LIMIT_S = 5.0
@@ -139,24 +142,27 @@ def level(uri: str, clients: int, runs: int, shape: dict) -> dict:
 
 def backend_server(kind: str, home: Path, workers: int):
     """Start the backend (and its PostgreSQL); return (uri, stop)."""
-    settings = Settings(home=home, pg_port=free_port())
-    store = settings.store_uri if kind == "sqlite" else db.start(settings).uri
-    port = free_port()
-    proc = server.start_server(
-        store, home / "mlartifacts", port, home / ".mlflow", settings=settings, workers=workers
-    )
+    settings = Settings(paths={"home": home}, postgres=Postgres(port=free_port()))
+    local = tracking_server.local(settings)
+    store = local.store if kind == "sqlite" else postgres.start(settings).uri
+    server = tracking_server.Server(
+        store=store, artifacts=local.artifacts, state=local.state, port=free_port(),
+        workers=workers,
+    )  # fmt: skip
+    proc = tracking_server.start(server, settings)
 
     def stop() -> None:
-        server.stop_pid(proc.pid)
+        stop_group(proc.pid)
         if kind == "postgres":
-            db.stop(settings)
+            postgres.stop(settings)
 
-    return f"http://127.0.0.1:{port}", stop
+    return server.url, stop
 
 
 def run(args) -> dict:
     shape = {"params": args.params, "metrics": args.metrics, "steps": args.steps}
-    report = {"shape": shape, "runs_per_client": args.runs, "workers": args.workers, "backends": {}}
+    report = {"machine": stamp(), "shape": shape, "runs_per_client": args.runs,
+              "workers": args.workers, "backends": {}}  # fmt: skip
     deadline = time.monotonic() + args.max_seconds
     for kind in ("sqlite", "postgres"):
         home = Path(tempfile.mkdtemp(prefix=f"duration-load-{kind}-"))
@@ -186,8 +192,11 @@ def run(args) -> dict:
 
 def markdown(report: dict, seconds: float) -> str:
     s = report["shape"]
+    m = report["machine"]
     lines = [
         "# Tracking server load: SQLite against PostgreSQL",
+        "",
+        f"Measured at {m['commit']} on {m['cores']} cores ({m['measured_at']}).",
         "",
         f"`make load` on this machine ({os.cpu_count()} cores; clients and servers share them),"
         f" {seconds:.0f} s in all. Each client process creates {report['runs_per_client']} runs;"
@@ -226,9 +235,7 @@ def main() -> int:
     p.add_argument("--max-seconds", type=float, default=900, help="stop climbing after this")
     p.add_argument("--out", type=Path, default=REPORTS / "load.md")
     args = p.parse_args()
-    for key, value in MLFLOW_CLIENT_ENV.items():
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    configure()
     start = time.perf_counter()
     report = run(args)
     seconds = time.perf_counter() - start

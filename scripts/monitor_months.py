@@ -14,10 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-from duration import monitor, tracking
-from duration.config import MODEL_NAME, Settings
+from duration.core.schema import month_range
 from duration.errors import DurationError
-from duration.files import atomic_path
+from duration.infra import tracking_server
+from duration.infra.files import write_atomic
+from duration.ops import monitor
+from duration.settings import Settings
+from duration.tracking.client import use
+from duration.tracking.names import MODEL_NAME
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 COLUMNS = [
@@ -33,8 +37,8 @@ def markdown(rows: list[dict], model: str, s: Settings) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
     lines = [
-        f"Model {model}; thresholds: drift_threshold {s.drift_threshold}, drift_share "
-        f"{s.drift_share}, rmse_ratio {s.rmse_ratio}.",
+        f"Model {model}; thresholds: drift_threshold {s.monitor.drift_threshold}, drift_share "
+        f"{s.monitor.drift_share}, rmse_ratio {s.monitor.rmse_ratio}.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
@@ -51,9 +55,9 @@ def main() -> None:
     p.add_argument("--to", dest="end", default="2023-04")
     args = p.parse_args()
     s = Settings.from_env()
-    tracking.connect(s)
+    use(tracking_server.ensure(s))
     rows = []
-    for month in monitor.months(args.start, args.end):
+    for month in month_range(args.start, args.end):
         t0 = time.perf_counter()
         try:
             r = monitor.monitor(s, args.model, args.color, month)
@@ -65,10 +69,8 @@ def main() -> None:
         print(" ".join(f"{c}={row[c]:.3f}" if isinstance(row[c], float) else str(row[c])
                        for c in COLUMNS[:-1]))  # fmt: skip
     REPORTS.mkdir(exist_ok=True)
-    with atomic_path(REPORTS / "monitoring.json") as tmp:
-        tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    with atomic_path(REPORTS / "monitoring.md") as tmp:
-        tmp.write_text(markdown(rows, args.model, s))
+    write_atomic(REPORTS / "monitoring.json", json.dumps(rows, indent=1) + "\n")
+    write_atomic(REPORTS / "monitoring.md", markdown(rows, args.model, s))
     print(f"wrote {REPORTS / 'monitoring.md'}")
 
 

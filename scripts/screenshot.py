@@ -24,9 +24,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from duration import tracking
-from duration.config import MODEL_NAME, SEARCH_EXPERIMENT, Settings
-from duration.server import is_healthy, stop_pid
+from duration.infra.net import is_healthy
+from duration.infra.proc import stop_group
+from duration.settings import Settings
+from duration.tracking.client import client
+from duration.tracking.names import MODEL_NAME, SEARCH_EXPERIMENT
 
 ROOT = Path(__file__).resolve().parents[1]
 # The MLflow UI's own localStorage settings (mlflow 3.17).
@@ -95,12 +97,12 @@ def targets(uri: str, name: str, search_id: str | None) -> dict[str, str]:
     """The two pages: the Production version, and a search's parent run (default: latest)."""
     import mlflow
 
-    from duration import registry
+    from duration.registry.register import search_run
 
     mlflow.set_tracking_uri(uri)
-    search = registry.search_run(search_id)
-    production = tracking.client().get_model_version_by_alias(name, "production").version
-    exp = tracking.client().get_experiment_by_name(SEARCH_EXPERIMENT).experiment_id
+    search = search_run(search_id)
+    production = client().get_model_version_by_alias(name, "production").version
+    exp = client().get_experiment_by_name(SEARCH_EXPERIMENT).experiment_id
     return {
         "mlflow-registry.png": f"{uri}/#/models/{name}/versions/{production}",
         "mlflow-search.png": (
@@ -118,7 +120,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9222, help="Chromium's DevTools port")
     parser.add_argument("--search", help="the search's parent run id (default: the latest)")
     args = parser.parse_args()
-    uri = Settings.from_env().tracking_uri.rstrip("/")
+    uri = Settings.from_env().tracking.url.rstrip("/")
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         sys.exit("screenshot: chromium is not installed: apt-get install chromium")
@@ -143,7 +145,7 @@ def main() -> None:
             for file, url in pages.items():
                 page.shot(url, args.outdir / file, args.wait)
         finally:
-            stop_pid(proc.pid)
+            stop_group(proc.pid)
 
 
 if __name__ == "__main__":

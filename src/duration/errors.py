@@ -1,4 +1,6 @@
-"""The exceptions shown to users: one line, no traceback."""
+"""The exceptions shown to users (one line, no traceback), and the helpers that word them."""
+
+from __future__ import annotations
 
 import re
 
@@ -11,6 +13,17 @@ def cause(text: str) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     raised = [ln for ln in lines if _RAISED.match(ln)]
     return (raised or lines or ["no output"])[0 if raised else -1].strip()[:200]
+
+
+def redact(uri: str) -> str:
+    """`uri` with any password replaced by ***, for messages and state files."""
+    return re.sub(r"(://[^:/@]+:)[^/]*@", r"\1***@", uri)
+
+
+def one_line(e: BaseException | str, limit: int = 400) -> str:
+    """An error's message on one line, at most `limit` characters."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class DurationError(Exception):

@@ -1,0 +1,104 @@
+"""`duration monitor` (one version on one labelled month) and `duration cycle` (the monthly
+cycle, or a replay of it over a range)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from duration.cli import options
+from duration.cli.runtime import connect, connect_and_reap, long_running, settings, write_summary
+from duration.core.schema import NEXT_MONTH, Color
+from duration.errors import DurationError
+from duration.ops.requests import MAX_WINDOW, CycleRequest, check_range
+from duration.settings import Monitor
+from duration.tracking.names import MODEL_NAME
+
+FLAGS = {f"monitor.{k}": "--" + k.replace("_", "-") for k in Monitor.model_fields}
+
+
+def _threshold(name: str, help: str) -> Any:
+    default = Monitor.model_fields[name].default
+    return typer.Option(None, FLAGS[f"monitor.{name}"], help=f"{help} [env, default {default}].")
+
+
+def monitor(
+    ctx: typer.Context,
+    model: str = typer.Option(
+        f"models:/{MODEL_NAME}@production", "--model", help="A registered version's URI."
+    ),
+    color: Color = options.ColorOpt,
+    month: str = options.month(NEXT_MONTH, "--month", "Labelled month to monitor."),
+    drift_threshold: float = _threshold("drift_threshold", "Column drift at this KS / JS score"),
+    drift_share: float = _threshold("drift_share", "Verdict drift from this share of columns"),
+    rmse_ratio: float = _threshold("rmse_ratio", "Verdict degraded above this RMSE / test RMSE"),
+    summary: Path = options.Summary,
+) -> None:
+    """Score a labelled month with a version; measure quality, data quality and drift."""
+    given = {"drift_threshold": drift_threshold, "drift_share": drift_share,
+             "rmse_ratio": rmse_ratio}  # fmt: skip
+    s = settings(ctx).but(FLAGS, monitor=given)
+    connect(ctx)
+    from duration.ops import monitor as mo  # deferred: the ML stack loads only to do the work
+
+    r = mo.monitor(s, model, color, month)
+    write_summary(summary, asdict(r))
+    typer.echo(
+        f"{r.model_name} v{r.model_version} on {r.color} {r.month} ({r.rows} rides, "
+        f"{r.months_since_training} months after training): RMSE {r.rmse:.4f} min "
+        f"({r.rmse_ratio:.2f}x its test RMSE {r.reference_rmse:.4f}), drift share "
+        f"{r.drift_share:.2f}, prediction drift {r.prediction_drift:.3f}: {r.verdict}"
+    )
+    typer.echo(f"monitoring run {r.run_id}")
+
+
+def cycle(
+    ctx: typer.Context,
+    color: Color = options.ColorOpt,
+    month: str = options.month(None, "--month", "Labelled month to monitor and gate on."),
+    start: str = options.month(None, "--from", "Replay: the first month."),
+    end: str = options.month(None, "--to", "Replay: the last month."),
+    trials: int = typer.Option(CycleRequest.trials, "--trials", help="Trials when it retrains."),
+    window: int = typer.Option(
+        CycleRequest.window,
+        "--window",
+        help=f"Labelled months to retrain on (2-{MAX_WINDOW}): the newest validates.",
+    ),  # fmt: skip
+    min_improvement: float = options.MinImprovement,
+    max_slice_loss: float = options.MaxSliceLoss,
+    max_rounds: int = options.MaxRounds,
+    seed: int = options.Seed,
+    name: str = options.Name,
+    summary: Path = options.Summary,
+) -> None:
+    """Monitor a month with Production; retrain, gate and promote if it drifted or degraded.
+    With --from and --to, replay every month between them in order."""
+    if (month is None) == (start is None and end is None) or (start is None) != (end is None):
+        raise DurationError("give --month M for one month, or --from M1 --to M2 to replay")
+    req = CycleRequest(
+        month=month or start, color=color, name=name, trials=trials, window=window, seed=seed,
+        max_rounds=max_rounds, rule=options.gate_rule(min_improvement, max_slice_loss),
+    )  # fmt: skip
+    req.check()
+    if month is None:
+        check_range(start, end)
+    from duration.ops import cycle as cy  # deferred: the ML stack loads only to do the work
+
+    uri = connect_and_reap(ctx)
+    if month is None:
+        typer.echo(cy.row(None))
+        with long_running(ctx, uri) as stop:
+            rows = cy.replay(settings(ctx), req, start, end, stop, say=typer.echo)
+        write_summary(summary, [asdict(r) for r in rows])
+        return
+    with long_running(ctx, uri) as stop:
+        r = cy.run(settings(ctx), req, stop)
+    write_summary(summary, asdict(r))
+    again = " (decided before; nothing changed)" if r.repeated else ""
+    typer.echo(
+        f"{r.month}: Production v{r.champion_version} {r.verdict} -> {r.action}{again}: "
+        f"{r.reason}; Production is v{r.production_version}"
+    )

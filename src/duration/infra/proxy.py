@@ -1,0 +1,168 @@
+"""The nginx proxy in front of the scoring processes, on 127.0.0.1:SERVE_PORT.
+
+Switching versions rewrites its upstream and reloads it gracefully (SIGHUP): new
+connections go to the new version while in-flight requests finish on the old one, so no
+request is dropped. Its config, pid and logs live under `paths.serve_state`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from duration.errors import DurationError, cause
+from duration.infra.files import write_atomic
+from duration.infra.net import LOOPBACK, port_in_use
+from duration.infra.proc import alive, stop_group
+from duration.settings import Settings
+
+NGINX_CONF = """# Written by duration.infra.proxy: do not edit (rewritten on every deploy).
+daemon off;
+worker_processes 1;
+pid {state}/nginx.pid;
+error_log {state}/nginx-error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    # Bodies and answers stream through: nginx's workers never write a temp file.
+    client_max_body_size 64m;
+    client_body_temp_path {state}/tmp/body;
+    proxy_temp_path {state}/tmp/proxy;
+    fastcgi_temp_path {state}/tmp/fastcgi;
+    uwsgi_temp_path {state}/tmp/uwsgi;
+    scgi_temp_path {state}/tmp/scgi;
+    proxy_request_buffering off;
+    proxy_buffering off;
+    upstream scoring {{ server {loopback}:{backend_port}; keepalive 8; }}
+    server {{
+        listen {loopback}:{port};
+        location / {{
+            proxy_pass http://scoring;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_read_timeout 120s;
+            add_header X-Model-Name {name} always;
+            add_header X-Model-Version {version} always;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    """The nginx executable, or a one-line error saying how to install it."""
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        raise DurationError(
+            "nginx is not installed (it fronts the scoring server): run `make install`, which "
+            "installs Debian's nginx-light, or `apt-get install nginx-light`"
+        )
+    return found
+
+
+def tail(log: Path) -> str:
+    """The cause of a failure, as a process's log file reports it."""
+    try:
+        return cause(log.read_text(errors="replace"))
+    except OSError:
+        return "no log"
+
+
+def write_conf(settings: Settings, name: str, version: str, backend_port: int) -> Path:
+    """The proxy's config: every request to the scoring process on `backend_port`."""
+    state = settings.paths.serve_state
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (state / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    text = NGINX_CONF.format(
+        state=state.resolve(), loopback=LOOPBACK, backend_port=backend_port,
+        port=settings.serve.port, name=name, version=version,
+    )  # fmt: skip
+    return write_atomic(state / "nginx.conf", text)
+
+
+def command(settings: Settings, *args: str) -> list[str]:
+    """An nginx command line for the proxy's own config and folder."""
+    state = settings.paths.serve_state.resolve()
+    return [nginx_binary(), "-p", str(state), "-c", str(state / "nginx.conf"), "-e",
+            str(state / "nginx-error.log"), *args]  # fmt: skip
+
+
+def pid(settings: Settings) -> int | None:
+    """The running proxy's master pid, or None (a stale pid file is removed)."""
+    pid_file = settings.paths.serve_state / "nginx.pid"
+    try:
+        found = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if alive(found, "nginx"):
+        return found
+    stop_group(found, timeout=5.0)  # a master killed with -9 can leave its workers serving
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def check_port(settings: Settings) -> None:
+    """Refuse, before anything starts, a serving port that another program holds."""
+    port = settings.serve.port
+    if pid(settings) is None and port_in_use(port):
+        raise DurationError(
+            f"port {port} is taken by another program: stop it, or serve on another port "
+            "with SERVE_PORT=..."
+        )
+
+
+def start(settings: Settings, timeout: float = 15.0) -> int:
+    """Start nginx on 127.0.0.1:SERVE_PORT with the config written last."""
+    port = settings.serve.port
+    check_port(settings)
+    log = settings.paths.serve_state / "nginx-error.log"
+    proc = subprocess.Popen(
+        command(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not port_in_use(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_group(proc.pid)
+            raise DurationError(f"the proxy on port {port} did not start ({tail(log)}); see {log}")
+        time.sleep(0.1)
+    return proc.pid
+
+
+def _draining(master: int) -> bool:
+    """True while the proxy has old workers finishing their requests after a reload."""
+    try:
+        children = psutil.Process(master).children()
+        return any("shutting down" in " ".join(c.cmdline()) for c in children)
+    except psutil.Error:
+        return False
+
+
+def reload(settings: Settings, master: int, timeout: float = 130.0) -> None:
+    """Check the new config, reload gracefully, and wait until the old workers are gone."""
+    check = subprocess.run(command(settings, "-t"), capture_output=True, text=True)
+    if check.returncode != 0:
+        raise DurationError(f"the proxy refused its new config: {cause(check.stderr)}")
+    os.kill(master, signal.SIGHUP)
+    time.sleep(0.1)
+    deadline = time.monotonic() + timeout
+    while _draining(master) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def stop(settings: Settings) -> bool:
+    """Stop the proxy; False if it was not running."""
+    master = pid(settings)
+    if master is None:
+        return False
+    stop_group(master)
+    (settings.paths.serve_state / "nginx.pid").unlink(missing_ok=True)
+    return True

@@ -1,0 +1,269 @@
+"""Settings from one place: defaults, then the environment, then flags.
+
+Six sections: paths, tracking, spark, serve, postgres and monitor. Each default is written
+once, on its field; `ENV` names the environment variable that sets each field. Every path
+derives from `paths.home` (env DURATION_HOME, default: the working directory). Values are
+checked (pydantic) wherever they come from, and a bad one is refused in one line that
+names the variable or flag.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from duration.errors import DurationError, redact
+
+Port = Annotated[int, Field(gt=0, lt=65536)]
+DEFAULT_TLC_URL = "https://d37ci6vzurychx.cloudfront.net"
+LOOPBACK = "127.0.0.1"
+
+
+class Section(BaseModel):
+    """A frozen, validated group of settings, built by keyword."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Paths(Section):
+    """Where data and state live, and where TLC files come from."""
+
+    home: Path = Path(".")
+    data_dir: Path | None = None  # None: home/data
+    tlc_url: str = DEFAULT_TLC_URL
+    lock_dir: Path = Path(tempfile.gettempdir()) / "duration-locks"  # shared by every home
+
+    @field_validator("tlc_url")
+    @classmethod
+    def _no_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @property
+    def data(self) -> Path:
+        """The data folder: raw, processed, features, predictions."""
+        return self.data_dir if self.data_dir is not None else self.home / "data"
+
+    @property
+    def raw(self) -> Path:
+        return self.data / "raw"
+
+    @property
+    def processed(self) -> Path:
+        return self.data / "processed"
+
+    @property
+    def features(self) -> Path:
+        return self.data / "features"
+
+    @property
+    def predictions(self) -> Path:
+        return self.data / "predictions"
+
+    @property
+    def state(self) -> Path:
+        """The local tracking server's pid, log and store files (`.mlflow/`)."""
+        return self.home / ".mlflow"
+
+    @property
+    def server_db(self) -> Path:
+        """The local tracking server's SQLite file."""
+        return self.home / "mlflow.db"
+
+    @property
+    def artifacts(self) -> Path:
+        """The local tracking server's artifact folder."""
+        return self.home / "mlartifacts"
+
+    @property
+    def serve_state(self) -> Path:
+        """The scoring service's state, pids, proxy config and logs, beside the server's."""
+        return self.state / "serve"
+
+    @property
+    def spark_state(self) -> Path:
+        """The local Spark cluster's pid and log files, and its worker's folder."""
+        return self.home / ".spark"
+
+    @property
+    def pg_state(self) -> Path:
+        """The local PostgreSQL cluster: data, log, pgpass and backups."""
+        return self.home / ".postgres"
+
+
+_STORE = re.compile(r"^(sqlite|postgresql(\+\w+)?)://")
+
+
+class Tracking(Section):
+    """Which tracking server to use, and the local one's store."""
+
+    port: Port = 5000  # the local server's
+    uri: str | None = None  # None: the local server, http://127.0.0.1:port
+    store_uri: str | None = None  # the local server's store; None: SQLite in home
+    check_s: float = Field(10.0, gt=0, le=3600)  # long commands check the server this often
+
+    @field_validator("store_uri")
+    @classmethod
+    def _a_database(cls, v: str | None) -> str | None:
+        if v and not _STORE.match(v):
+            raise ValueError(
+                "is not a database this project runs: use postgresql://USER@HOST:PORT/DB "
+                "(see `duration db start`) or sqlite:///PATH"
+            )
+        return v or None
+
+    @property
+    def local_uri(self) -> str:
+        """The URI of the project's own local server."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The tracking server every command talks to."""
+        return self.uri or self.local_uri
+
+    @property
+    def is_local(self) -> bool:
+        """True when the tracking server is the project's own local default one."""
+        return self.url.rstrip("/") in {self.local_uri, f"http://localhost:{self.port}"}
+
+
+class Spark(Section):
+    """The Spark master for `--backend spark`, and the ports of the local cluster."""
+
+    master: str = "local[*]"
+    data_dir: Path | None = None  # the data folder as executors see it (shared storage)
+    master_port: Port = 7077
+    master_ui_port: Port = 8080
+    worker_ui_port: Port = 8081
+
+
+class Serve(Section):
+    """Where clients reach the served model."""
+
+    port: Port = 5001
+
+    @property
+    def url(self) -> str:
+        """The proxy in front of the scoring processes."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+
+class Postgres(Section):
+    """The local PostgreSQL cluster."""
+
+    port: Port | None = None  # None: the last port used, else 5432, else a free one
+    os_user: str = "postgres"  # as root, the unprivileged account it runs as
+
+
+class Monitor(Section):
+    """The thresholds of a monitoring verdict (measured over the mirror's months)."""
+
+    drift_threshold: float = Field(0.1, gt=0, le=1)  # a column drifts at this KS / JS score
+    drift_share: float = Field(0.5, gt=0, le=1)  # verdict `drift` from this share of columns
+    rmse_ratio: float = Field(1.1, gt=1, le=10)  # `degraded` above this RMSE / test RMSE
+
+
+# Environment variable -> (section, field).
+ENV: dict[str, tuple[str, str]] = {
+    "DURATION_HOME": ("paths", "home"),
+    "DURATION_DATA_DIR": ("paths", "data_dir"),
+    "DURATION_TLC_URL": ("paths", "tlc_url"),
+    "DURATION_LOCK_DIR": ("paths", "lock_dir"),
+    "MLFLOW_PORT": ("tracking", "port"),
+    "MLFLOW_TRACKING_URI": ("tracking", "uri"),
+    "MLFLOW_BACKEND_STORE_URI": ("tracking", "store_uri"),
+    "DURATION_SERVER_CHECK_S": ("tracking", "check_s"),
+    "DURATION_SPARK_MASTER": ("spark", "master"),
+    "DURATION_SPARK_DATA_DIR": ("spark", "data_dir"),
+    "SPARK_MASTER_PORT": ("spark", "master_port"),
+    "SPARK_MASTER_WEBUI_PORT": ("spark", "master_ui_port"),
+    "SPARK_WORKER_WEBUI_PORT": ("spark", "worker_ui_port"),
+    "SERVE_PORT": ("serve", "port"),
+    "DURATION_PG_PORT": ("postgres", "port"),
+    "DURATION_PG_OS_USER": ("postgres", "os_user"),
+    "DURATION_DRIFT_THRESHOLD": ("monitor", "drift_threshold"),
+    "DURATION_DRIFT_SHARE": ("monitor", "drift_share"),
+    "DURATION_RMSE_RATIO": ("monitor", "rmse_ratio"),
+}
+SECRET = {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_TRACKING_URI"}  # never echoed whole
+
+
+class Settings(Section):
+    """Every setting, by section. `Settings()` is the defaults; `from_env` reads the
+    environment; `but` applies flags."""
+
+    paths: Paths = Paths()
+    tracking: Tracking = Tracking()
+    spark: Spark = Spark()
+    serve: Serve = Serve()
+    postgres: Postgres = Postgres()
+    monitor: Monitor = Monitor()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults, overridden by the environment variables in `ENV` (empty means unset)."""
+        environ = os.environ if environ is None else environ
+        given: dict[str, dict[str, Any]] = {}
+        names: dict[tuple[str, str], str] = {}
+        for var, (section, name) in ENV.items():
+            if value := environ.get(var):
+                given.setdefault(section, {})[name] = value
+                names[(section, name)] = var
+        return _build(cls(), given, lambda key, raw: f"{names[key]}={_shown(names[key], raw)}")
+
+    def but(self, flags: dict[str, str] | None = None, **sections: dict[str, Any]) -> Settings:
+        """These settings with the non-None values of `sections` ({section: {field: value}})
+        applied and checked; `flags` names the flag of each field ({"monitor.rmse_ratio":
+        "--rmse-ratio"}) for the one-line refusal."""
+        given = {
+            s: {k: v for k, v in values.items() if v is not None} for s, values in sections.items()
+        }
+        flags = flags or {}
+
+        def where(key: tuple[str, str], raw: object) -> str:
+            return f"{flags.get('.'.join(key), '.'.join(key))}={raw!r}"
+
+        return _build(self, given, where)
+
+
+def _shown(var: str, raw: str) -> str:
+    return repr(redact(raw) if var in SECRET else raw)
+
+
+def _build(base: Settings, given: dict[str, dict[str, Any]], where: Any) -> Settings:
+    """`base` with the `given` fields replaced, each section validated; a bad value is one
+    DurationError naming `where((section, field), raw)`."""
+    sections = {}
+    for section, values in given.items():
+        current = getattr(base, section)
+        try:
+            sections[section] = type(current).model_validate({**current.model_dump(), **values})
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = (section, str(err["loc"][0]))
+            raise DurationError(_explain(where(key, values[key[1]]), err, current, key[1])) from e
+    return base.model_copy(update=sections)
+
+
+def _explain(where: str, err: Any, section: Section, name: str) -> str:
+    """One line: what is wrong with the value, and what to give instead."""
+    field = type(section).model_fields[name]
+    if err["type"] == "value_error":
+        return f"{where} {err['ctx']['error']}"
+    if name == "port" or name.endswith("_port"):
+        return f"{where} is not a port number: use 1-65535, e.g. {field.default or 5432}"
+    what = "a number of seconds" if name.endswith("_s") else "a number"
+    if err["type"].endswith("_parsing"):
+        return f"{where} is not {what}: use a number, e.g. {field.default}"
+    bounds = {k: getattr(m, k) for m in field.metadata for k in _WORDS if hasattr(m, k)}
+    rule = " and ".join(f"{_WORDS[k]} {v}" for k, v in bounds.items())
+    return f"{where} is out of range: use a number {rule}, e.g. {field.default}"
+
+
+_WORDS = {"gt": "above", "ge": "at least", "lt": "below", "le": "at most"}
