@@ -20,12 +20,12 @@ FROM     ?= 2021-02
 TO       ?= 2023-04
 CYCLE_TRIALS ?= 10
 CYCLE_WINDOW ?= 2
-export MLFLOW_PORT ?= 5000
-export SERVE_PORT ?= 5001
+# The defaults above are the CLI's own (tests/unit/cli/test_defaults.py holds them equal);
+# ports, folders and the rest come from the environment (docs/configuration.md).
 # Debian packages the project runs, as command:package (installed only where missing).
 SYSTEM   := nginx:nginx-light initdb:postgresql
 
-# The data folder, as duration.config derives it: DURATION_DATA_DIR, else $DURATION_HOME/data.
+# The data folder, as duration.settings derives it: DURATION_DATA_DIR, else $DURATION_HOME/data.
 DATA      := $(or $(DURATION_DATA_DIR),$(if $(DURATION_HOME),$(DURATION_HOME)/data,data))
 MONTHS    := $(TRAIN) $(VAL) $(TEST)
 RAW       := $(foreach m,$(MONTHS),$(DATA)/raw/$(COLOR)_tripdata_$(m).parquet)
@@ -36,11 +36,11 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
 .PHONY: help install system download prepare features pipeline test test-fast lint format bench bench-scale \
         bench-spark bench-serve notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
-        postgres-backup load monitor monitor-months cycle replay
+        postgres-backup load monitor monitor-months cycle replay docs
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS=$(CYCLE_TRIALS) CYCLE_WINDOW=$(CYCLE_WINDOW) MLFLOW_PORT=$(MLFLOW_PORT) SERVE_PORT=$(SERVE_PORT)"
+	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS=$(CYCLE_TRIALS) CYCLE_WINDOW=$(CYCLE_WINDOW)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -77,9 +77,15 @@ test: $(STAMP) system ## Run the test suite in random order, 2 workers (real ser
 test-fast: $(STAMP) ## The fast loop: no server, no mirror (under a minute)
 	$(BIN)/python -m pytest -m "not server and not mirror"
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff (lint, format, complexity), the layer contract, mypy on src/, the docs build
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+
+docs: $(STAMP) ## Serve the docs site on 127.0.0.1:8000 (mkdocs-material; rebuilds on change)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 format: $(STAMP) ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
