@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from duration.core.schema import FeatureSet
+from duration.core.vectorizer import Coded, Column
 from duration.errors import DurationError
 
 # Columns computed after the ride ends; no feature set may use them.
@@ -54,35 +57,82 @@ DTYPES = {FeatureSet.course: np.float64, FeatureSet.default: np.float32}
 FEATURES_VERSION = 3
 
 
-def _categorical(keys: np.ndarray, label: Callable[[int], str]) -> pd.Categorical:
-    """Integer keys -> a Categorical whose string labels are made once per distinct key."""
-    codes, uniques = pd.factorize(keys, sort=True)
-    return pd.Categorical.from_codes(codes, categories=[label(u) for u in uniques])
+# Canonical rides: a DataFrame, or (on the served model's small-frame path) a mapping of
+# column name to a numpy array, as `records.canonical` makes it.
+Rides = Any
 
 
-def _lookup(ids: np.ndarray, mapping: dict[int, str]) -> pd.Categorical:
-    """Zone IDs -> a Categorical of zone-table labels ("Unknown" for IDs not in the table)."""
+def _floats(values: Any) -> np.ndarray:
+    """A numeric column as float64, missing values NaN."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        return values.astype(np.float64, copy=False)
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+
+
+def _categorical(keys: np.ndarray, label: Callable[[int], str]) -> Coded:
+    """Integer keys -> codes into string labels made once per distinct key (sorted)."""
+    uniques, codes = np.unique(keys, return_inverse=True)
+    return Coded(codes=codes.reshape(-1), labels=[label(u) for u in uniques])
+
+
+def _zone_table(mapping: dict[int, str]) -> tuple[np.ndarray, list[str]]:
+    """Zone ID -> label code ("Unknown" for IDs not in the table), and the sorted labels."""
     names = sorted(set(mapping.values()) | {"Unknown"})
-    lut = np.full(max([*mapping, int(ids.max(initial=0))]) + 1, names.index("Unknown"))
+    lut = np.full(max(mapping, default=0) + 1, names.index("Unknown"))
     for loc, label in mapping.items():
         lut[loc] = names.index(label)
-    return pd.Categorical.from_codes(lut[ids], categories=names)
+    return lut, names
 
 
-def _code(values: pd.Series | None, n: int) -> pd.Categorical:
+def _lookup(ids: np.ndarray, table: tuple[np.ndarray, list[str]]) -> Coded:
+    """Zone IDs -> codes into zone-table labels ("Unknown" for IDs not in the table)."""
+    lut, names = table
+    inside = ids < len(lut)
+    codes = np.where(inside, lut[np.where(inside, ids, 0)], names.index("Unknown"))
+    return Coded(codes=codes, labels=names)
+
+
+def _encoding_table(table: dict[int, float], prior: float) -> np.ndarray:
+    """Key -> smoothed mean duration, `prior` for keys the training month did not have."""
+    lut = np.full(max(table, default=0) + 1, prior)
+    lut[np.fromiter(table, np.int64, len(table))] = list(table.values())
+    return lut
+
+
+def _encode(keys: np.ndarray, lut: np.ndarray, prior: float) -> np.ndarray:
+    inside = keys < len(lut)
+    return np.where(inside, lut[np.where(inside, keys, 0)], prior)
+
+
+def _code(values: Any, n: int) -> Coded:
     """A numeric code column -> labels '1', '2', ... with 'unknown' for missing."""
     if values is None:
-        return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=["unknown"])
-    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        return Coded(codes=np.zeros(n, dtype=np.int8), labels=["unknown"])
+    v = _floats(values)
     keys = np.where(np.isnan(v), -1, np.round(v)).astype(np.int64)
     return _categorical(keys, lambda k: "unknown" if k < 0 else str(k))
 
 
-def _zones(rides: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _zones(rides: Rides) -> tuple[np.ndarray, np.ndarray]:
     """Pickup and dropoff zone IDs as int64 arrays."""
-    pu = rides["PULocationID"].to_numpy(dtype=np.int64)
-    do = rides["DOLocationID"].to_numpy(dtype=np.int64)
+    pu = np.asarray(rides["PULocationID"], dtype=np.int64)
+    do = np.asarray(rides["DOLocationID"], dtype=np.int64)
     return pu, do
+
+
+def _clock(pickup: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Pickup time of day (hours, with the minutes as a fraction) and weekday (Monday 0),
+    NaN where the time is missing."""
+    t = np.asarray(pickup, dtype="datetime64[us]")
+    us = t.view(np.int64)
+    hours = (us // 3_600_000_000) % 24 + ((us // 60_000_000) % 60) / 60
+    weekday = ((us // 86_400_000_000 + 3) % 7).astype(np.float64)  # 1970-01-01: a Thursday
+    missing = np.isnat(t)
+    hours[missing] = np.nan
+    weekday[missing] = np.nan
+    return hours, weekday
 
 
 def _encoding_keys(pu: np.ndarray, do: np.ndarray) -> dict[str, np.ndarray]:
@@ -125,53 +175,65 @@ class Featurizer:
 
     def frame(self, rides: pd.DataFrame) -> pd.DataFrame:
         """Feature columns for each ride: Categorical (string labels) or float."""
+        cols = self.columns(rides)
+        return pd.DataFrame(
+            {k: c.categorical() if isinstance(c, Coded) else c for k, c in cols.items()},
+            index=rides.index,
+        )
+
+    def columns(self, rides: Rides) -> dict[str, Column]:
+        """The feature columns, in the frame's order: codes into labels, or numbers. The one
+        place the features are computed, for a frame and for the served model's rides."""
         missing = [c for c in self.needs if c not in rides]
         if missing:
             raise DurationError(
                 f"the {self.feature_set} features need columns {missing}, which the input lacks"
             )
-        if len(rides) and rides["trip_distance"].isna().all():
+        distance = _floats(rides["trip_distance"])
+        if len(distance) and np.isnan(distance).all():
             raise DurationError(
                 f"the {self.feature_set} features need trip_distance, which these rides lack "
                 "(fhv files have none): use green or yellow"
             )
         pu, do = _zones(rides)
         if FeatureSet(self.feature_set) is FeatureSet.course:
-            return pd.DataFrame(
-                {
-                    "PU_DO": _categorical(
-                        pu * 10_000 + do, lambda k: f"{k // 10_000}_{k % 10_000}"
-                    ),
-                    "trip_distance": rides["trip_distance"].to_numpy(dtype=np.float64),
-                },
-                index=rides.index,
-            )
+            pair = _categorical(pu * 10_000 + do, lambda k: f"{k // 10_000}_{k % 10_000}")
+            return {"PU_DO": pair, "trip_distance": distance}
         if self.prior is None:
             raise DurationError(
                 "the default features need mean-duration encodings fitted on a training month: "
                 "call Featurizer.fit, or run `duration vectorize` to make them"
             )
-        pickup = rides["pickup_datetime"]
-        cols: dict[str, object] = {
-            "PU_borough": _lookup(pu, self.boroughs),
-            "DO_borough": _lookup(do, self.boroughs),
-            "PU_service_zone": _lookup(pu, self.service_zones),
-            "DO_service_zone": _lookup(do, self.service_zones),
+        boroughs, service = self._tables["boroughs"], self._tables["service_zones"]
+        cols: dict[str, Column] = {
+            "PU_borough": _lookup(pu, boroughs),
+            "DO_borough": _lookup(do, boroughs),
+            "PU_service_zone": _lookup(pu, service),
+            "DO_service_zone": _lookup(do, service),
         }
         for name in START_CODES:
-            cols[name] = _code(rides.get(name), len(rides))
+            cols[name] = _code(rides.get(name), len(pu))
         cols["PULocationID"] = pu.astype(np.float64)
         cols["DOLocationID"] = do.astype(np.float64)
         cols["PU_DO"] = (pu * 1000 + do).astype(np.float64)
-        cols["pickup_hour"] = (pickup.dt.hour + pickup.dt.minute / 60).to_numpy(np.float64)
-        cols["pickup_weekday"] = pickup.dt.day_of_week.to_numpy(np.float64)
-        cols["trip_distance"] = rides["trip_distance"].to_numpy(dtype=np.float64)
+        cols["pickup_hour"], cols["pickup_weekday"] = _clock(rides["pickup_datetime"])
+        cols["trip_distance"] = distance
         for name, keys in _encoding_keys(pu, do).items():
-            table = self.encodings[name]
-            lut = np.full(max(max(table, default=0), int(keys.max(initial=0))) + 1, self.prior)
-            lut[np.fromiter(table, np.int64, len(table))] = list(table.values())
-            cols[name] = lut[keys]
-        return pd.DataFrame(cols, index=rides.index)
+            cols[name] = _encode(keys, self._tables[name], self.prior)
+        return cols
+
+    @cached_property
+    def _tables(self) -> dict[str, Any]:
+        """The zone tables and encodings as lookup arrays, made once (a served worker
+        featurizes a few rides at a time, thousands of times)."""
+        tables: dict[str, Any] = {
+            "boroughs": _zone_table(self.boroughs),
+            "service_zones": _zone_table(self.service_zones),
+        }
+        if self.prior is not None:
+            for name, table in self.encodings.items():
+                tables[name] = _encoding_table(table, self.prior)
+        return tables
 
     def fit(self, rides: pd.DataFrame) -> Featurizer:
         """This featurizer with its encodings learned from the training rides' durations."""

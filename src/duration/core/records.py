@@ -5,6 +5,9 @@ model normalises its input with it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -73,6 +76,42 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
         out[canon] = normalise_column(canon, df[name])
     if "trip_distance" not in out:
         out["trip_distance"] = np.nan
+    return out
+
+
+def _exact_int(v: object) -> bool:
+    """A Python int that float64 holds exactly (what pandas converts the same way)."""
+    return type(v) is int and abs(v) < 2**53
+
+
+def _typed(canon: str, s: pd.Series | np.ndarray) -> np.ndarray | None:
+    """`normalise_column` for a column already of its plain numpy type, without pandas;
+    None for anything else (strings, nullable types, time zones, mixed objects)."""
+    a = s if isinstance(s, np.ndarray) else s.to_numpy()
+    kind = a.dtype.kind
+    if canon.endswith("_datetime"):
+        return a.astype("datetime64[us]") if kind == "M" else None
+    if canon.endswith("LocationID"):
+        return a.astype(np.int64) if kind in "iu" else None
+    if kind in "fiu":
+        return a.astype(np.float64)
+    if kind == "O" and all(v is None or type(v) is float or _exact_int(v) for v in a):
+        return np.array([np.nan if v is None else v for v in a], dtype=np.float64)
+    return None
+
+
+def canonical(columns: Mapping[str, Any], n: int) -> dict[str, np.ndarray] | None:
+    """`normalise` of `n` rides as a mapping of column to array, for columns (a frame's, or
+    arrays) that already have plain numpy types (what MLflow's schema check hands the served
+    model); None when any needs pandas' conversions (then `normalise` is the way)."""
+    out: dict[str, np.ndarray] = {}
+    for canon, name in resolve_columns(list(columns)).items():
+        values = _typed(canon, columns[name])
+        if values is None:
+            return None
+        out[canon] = values
+    if "trip_distance" not in out:
+        out["trip_distance"] = np.full(n, np.nan)
     return out
 
 

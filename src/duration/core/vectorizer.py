@@ -50,12 +50,26 @@ ROWS_PER_BLOCK = 1 << 16  # transform builds rows in blocks: memory is the outpu
 
 
 @dataclass(frozen=True)
+class Coded:
+    """A categorical feature column: integer codes (-1 for missing) into string labels."""
+
+    codes: np.ndarray
+    labels: list[str]
+
+    def categorical(self) -> pd.Categorical:
+        return pd.Categorical.from_codes(self.codes, categories=self.labels)
+
+
+Column = Coded | np.ndarray  # categorical, or numbers (float64, NaN for missing)
+
+
+@dataclass(frozen=True)
 class _Column:
     """One feature column, ready to emit (vocabulary index, value) for any block of rows."""
 
     lut: np.ndarray  # vocabulary index (-1 if unseen) per code, then the missing-value entry
     codes: np.ndarray | None = None  # categorical codes, -1 for missing
-    numbers: pd.Series | None = None  # a numeric column (lut then holds its one index)
+    numbers: np.ndarray | None = None  # a numeric column (lut then holds its one index)
 
     def known(self) -> np.ndarray | bool:
         """Per row, whether this column gives the row an entry."""
@@ -66,22 +80,28 @@ class _Column:
     def block(self, a: int, b: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
         if self.codes is None:
             assert self.numbers is not None  # a numeric column always has its numbers
-            values = self.numbers.iloc[a:b].to_numpy(dtype=np.float64, na_value=np.nan)
-            return self.lut[0], values
+            return self.lut[0], self.numbers[a:b]
         codes = self.codes[a:b]
         values = np.ones(b - a, dtype=dtype)
         values[codes == -1] = np.nan  # DictVectorizer keeps a missing value as NaN
         return self.lut[codes], values
 
 
-def _column(s: pd.Series, vocab: dict[str, int], sep: str) -> _Column:
-    if not _is_categorical(s):
-        return _Column(np.array([vocab.get(str(s.name), -1)], np.int32), numbers=s)
-    codes, labels = _column_codes(s)
+def _column(name: str, col: Column, vocab: dict[str, int], sep: str) -> _Column:
+    if not isinstance(col, Coded):
+        return _Column(np.array([vocab.get(name, -1)], np.int32), numbers=col)
     # code -1 (missing) picks the last entry: DictVectorizer keys it by the column name
-    names = [f"{s.name}{sep}{label}" for label in labels]
-    lut = np.array([vocab.get(name, -1) for name in names] + [vocab.get(s.name, -1)], np.int32)
-    return _Column(lut, codes=codes)
+    names = [f"{name}{sep}{label}" for label in col.labels]
+    lut = np.array([vocab.get(n, -1) for n in names] + [vocab.get(name, -1)], np.int32)
+    return _Column(lut, codes=col.codes)
+
+
+def as_column(s: pd.Series) -> Column:
+    """A frame's column as the vectorizer reads it: numbers, or codes into labels."""
+    if not _is_categorical(s):
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    codes, labels = _column_codes(s)
+    return Coded(codes=codes, labels=labels)
 
 
 def _layout(luts: list[np.ndarray]) -> list[int] | None:
@@ -100,15 +120,21 @@ def _layout(luts: list[np.ndarray]) -> list[int] | None:
 
 
 def transform(dv: DictVectorizer, features: pd.DataFrame) -> sp.csr_matrix:
-    """Exactly `dv.transform(features.to_dict(orient="records"))`, built from columns.
+    """Exactly `dv.transform(features.to_dict(orient="records"))`, built from columns."""
+    return assemble(dv, {str(c): as_column(features[c]) for c in features.columns}, len(features))
+
+
+def assemble(dv: DictVectorizer, columns: dict[str, Column], n: int) -> sp.csr_matrix:
+    """The CSR matrix of `n` rows of feature `columns` (in the frame's column order), as
+    DictVectorizer would make it from one dict per row.
 
     Counts each row's entries first, allocates the CSR arrays once, then fills them a block
     of rows at a time, in sorted column order (or sorting each row where names interleave).
     """
-    n, k = len(features), len(features.columns)
+    k = len(columns)
     if n == 0:
         raise ValueError("Sample sequence X is empty.")  # as DictVectorizer says
-    cols = [_column(features[c], dv.vocabulary_, dv.separator) for c in features.columns]
+    cols = [_column(name, c, dv.vocabulary_, dv.separator) for name, c in columns.items()]
     order = _layout([c.lut for c in cols])
     counts = np.zeros(n, dtype=np.int32)
     for c in cols:
@@ -162,3 +188,21 @@ def csr_identical(a: sp.spmatrix, b: sp.spmatrix) -> bool:
         and np.array_equal(a.indices, b.indices)
         and np.array_equal(a.data, b.data, equal_nan=True)
     )
+
+
+def dense(dv: DictVectorizer, columns: dict[str, Column], n: int) -> np.ndarray:
+    """`assemble`'s matrix as dense float32 rows with NaN where it has no entry: how
+    xgboost reads a CSR matrix (an absent entry is a missing value), not how a linear
+    model does (for it, absent is 0)."""
+    x = np.full((n, len(dv.vocabulary_)), np.nan, dtype=np.float32)
+    rows = np.arange(n)
+    for name, c in columns.items():
+        col = _column(name, c, dv.vocabulary_, dv.separator)
+        if col.codes is None:
+            if col.lut[0] >= 0:
+                x[:, col.lut[0]] = col.numbers
+            continue
+        idx, values = col.block(0, n, dv.dtype)
+        keep = idx >= 0
+        x[rows[keep], idx[keep]] = values[keep]
+    return x
