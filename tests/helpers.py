@@ -157,3 +157,20 @@ def pg_home(prefix: str = "duration-pg-") -> Iterator[Path]:
         yield home
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def scoring_workers(name: str, version: str | None = None) -> list:
+    """The live scoring processes (supervisors and workers) serving `name` (that version,
+    or any), told apart by the DURATION_SCORING their starter gave them."""
+    import json
+
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ValueError, KeyError):
+            spec = json.loads(p.environ()["DURATION_SCORING"])
+            mine = spec["name"] == name and version in (None, spec["version"])
+            if mine and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+    return found

@@ -86,6 +86,11 @@ class Paths(Section):
         return self.state / "serve"
 
     @property
+    def serve_log(self) -> Path:
+        """The prediction log: one parquet file per worker flush."""
+        return self.serve_state / "predictions"
+
+    @property
     def spark_state(self) -> Path:
         """The local Spark cluster's pid and log files, and its worker's folder."""
         return self.home / ".spark"
@@ -143,10 +148,18 @@ class Spark(Section):
     worker_ui_port: Port = 8081
 
 
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
 class Serve(Section):
-    """Where clients reach the served model."""
+    """Where clients reach the served model, how many workers answer, and its log."""
 
     port: Port = 5001
+    workers: int = Field(default_factory=_cores, ge=1, le=64)  # scoring worker processes
+    log: bool = True  # record every served ride in the prediction log
+    flush_s: float = Field(1.0, gt=0, le=60)  # a worker writes its log this often
+    max_rides: int = Field(5_000, ge=1, le=100_000)  # rides one request may hold
 
     @property
     def url(self) -> str:
@@ -185,6 +198,10 @@ ENV: dict[str, tuple[str, str]] = {
     "SPARK_MASTER_WEBUI_PORT": ("spark", "master_ui_port"),
     "SPARK_WORKER_WEBUI_PORT": ("spark", "worker_ui_port"),
     "SERVE_PORT": ("serve", "port"),
+    "SERVE_WORKERS": ("serve", "workers"),
+    "DURATION_SERVE_LOG": ("serve", "log"),
+    "DURATION_SERVE_FLUSH_S": ("serve", "flush_s"),
+    "DURATION_SERVE_MAX_RIDES": ("serve", "max_rides"),
     "DURATION_PG_PORT": ("postgres", "port"),
     "DURATION_PG_OS_USER": ("postgres", "os_user"),
     "DURATION_DRIFT_THRESHOLD": ("monitor", "drift_threshold"),

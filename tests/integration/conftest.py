@@ -1,16 +1,24 @@
 """Real-data fixtures for the integration tests: vectorized months, trained runs, a first
-pipeline, and the CLI's environment against the session's server."""
+pipeline, the CLI's environment against the session's server, and a serving home."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
+import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 
 from duration.core.schema import ModelKind
 from duration.data import matrices
+from duration.infra import proxy, serving
+from duration.infra.net import free_port
 from duration.ops import pipeline
 from duration.ops.requests import PipelineRequest
+from duration.registry import uris
+from duration.settings import Paths, Serve, Settings, Tracking
+from duration.training import estimators, train
 from duration.training.config import SearchConfig
 from tests.helpers import cli_env as env_for
 
@@ -47,8 +55,6 @@ def first(vectorized, mlflow_server):
 @pytest.fixture(scope="session")
 def course_linear(vectorized, mlflow_server):
     """The course's linear baseline (green 2021-01, course features), trained once."""
-    from duration.training import train
-
     inp = matrices.load_inputs(vectorized, "green", "course", "2021-01", "2021-02")
     return train.train_run(inp, "linear")
 
@@ -57,8 +63,6 @@ def course_linear(vectorized, mlflow_server):
 def weak(course_linear) -> str:
     """A model of its own whose Production v1 is the course's linear baseline (trained on
     2021-01, no reference profile yet): any searched xgboost beats it."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
 
     name = f"cycle-{uuid.uuid4().hex[:8]}"
     client = MlflowClient()
@@ -73,3 +77,54 @@ def weak(course_linear) -> str:
     client.transition_model_version_stage(name, mv.version, "Production")
     client.set_registered_model_alias(name, "production", mv.version)
     return name
+
+
+@pytest.fixture(scope="session")
+def nginx() -> str:
+    """The nginx binary; skips where it is absent (fails under CI: `make install` adds it)."""
+    try:
+        return proxy.nginx_binary()
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{e}; CI must have it (make install)")
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def trained(vectorized, mlflow_server) -> list[str]:
+    """Two trained runs to serve: xgboost (30 rounds) and the linear baseline. Trained here,
+    not taken from the first pipeline, so these tests need not wait for it."""
+    inp = matrices.load_inputs(vectorized, "green", "default", "2021-01", "2021-02")
+    runs = [
+        train.train_run(inp, ModelKind.xgboost, estimators.round_cap(ModelKind.xgboost, 30), 1),
+        train.train_run(inp, ModelKind.linear, None, 1),
+    ]
+    return [r.run_id for r in runs]
+
+
+@pytest.fixture
+def name(trained) -> str:
+    """A model of this test's own: v1 xgboost (Production), v2 the linear baseline."""
+    name = f"serve-{uuid.uuid4().hex[:8]}"
+    sources = trained
+    client = MlflowClient()
+    for run_id in sources:
+        uri = client.get_run(run_id).data.tags["model_uri"]
+        mv = mlflow.register_model(uri, name)
+        client.set_model_version_tag(name, mv.version, "color", "green")
+    uris.move(name, "1", "Production")
+    return name
+
+
+@pytest.fixture
+def home(tmp_path, vectorized, mlflow_server, nginx):
+    """Settings with serving state under this test's folder and a free serving port."""
+    s = Settings(
+        paths=Paths(
+            home=tmp_path, data_dir=vectorized.paths.data, tlc_url=vectorized.paths.tlc_url
+        ),
+        tracking=Tracking(uri=mlflow_server),
+        serve=Serve(port=free_port()),
+    )
+    yield s
+    serving.stop(s)

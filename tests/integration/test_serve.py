@@ -1,5 +1,5 @@
-"""Serving and deployment against a real tracking server, real scoring processes (mlflow
-models serve), a real nginx proxy and real HTTP."""
+"""Serving and deployment against a real tracking server, real scoring workers (uvicorn,
+MLflow's scoring app behind the project's front), a real nginx proxy and real HTTP."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import mlflow
@@ -19,94 +18,19 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from duration.core.schema import ModelKind
-from duration.data import matrices
 from duration.errors import DurationError
-from duration.infra import proxy, serving
-from duration.infra.net import free_port, is_healthy, port_in_use
+from duration.infra import serving
+from duration.infra.net import is_healthy, port_in_use
 from duration.ops import deploy, pipeline
 from duration.registry import uris
-from duration.settings import Paths, Serve, Settings, Tracking
+from duration.settings import Settings
 from duration.tracking.names import DEPLOY_EXPERIMENT
-from duration.training import estimators, train
-from tests.helpers import assert_one_line_error, invoke, run_cli
+from tests.helpers import assert_one_line_error, invoke, run_cli, scoring_workers
+from tests.integration.serving import env, expected, payload, rides
 
 # Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker,
 # so its session fixture (the two trained runs it serves) is built once.
 pytestmark = pytest.mark.xdist_group("serve")
-
-
-@pytest.fixture(scope="session")
-def nginx() -> str:
-    """The nginx binary; skips where it is absent (fails under CI: `make install` adds it)."""
-    try:
-        return proxy.nginx_binary()
-    except Exception as e:  # noqa: BLE001
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{e}; CI must have it (make install)")
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="session")
-def trained(vectorized, mlflow_server) -> list[str]:
-    """Two trained runs to serve: xgboost (30 rounds) and the linear baseline. Trained here,
-    not taken from the first pipeline, so these tests need not wait for it."""
-    inp = matrices.load_inputs(vectorized, "green", "default", "2021-01", "2021-02")
-    runs = [
-        train.train_run(inp, ModelKind.xgboost, estimators.round_cap(ModelKind.xgboost, 30), 1),
-        train.train_run(inp, ModelKind.linear, None, 1),
-    ]
-    return [r.run_id for r in runs]
-
-
-@pytest.fixture
-def name(trained) -> str:
-    """A model of this test's own: v1 xgboost (Production), v2 the linear baseline."""
-    name = f"serve-{uuid.uuid4().hex[:8]}"
-    sources = trained
-    client = MlflowClient()
-    for run_id in sources:
-        uri = client.get_run(run_id).data.tags["model_uri"]
-        mv = mlflow.register_model(uri, name)
-        client.set_model_version_tag(name, mv.version, "color", "green")
-    uris.move(name, "1", "Production")
-    return name
-
-
-@pytest.fixture
-def home(tmp_path, vectorized, mlflow_server, nginx):
-    """Settings with serving state under this test's folder and a free serving port."""
-    s = Settings(
-        paths=Paths(
-            home=tmp_path, data_dir=vectorized.paths.data, tlc_url=vectorized.paths.tlc_url
-        ),
-        tracking=Tracking(uri=mlflow_server),
-        serve=Serve(port=free_port()),
-    )
-    yield s
-    serving.stop(s)
-
-
-def env(s: Settings) -> dict:
-    return {
-        "DURATION_HOME": str(s.paths.home),
-        "DURATION_DATA_DIR": str(s.paths.data),
-        "MLFLOW_TRACKING_URI": s.tracking.url,
-        "SERVE_PORT": str(s.serve.port),
-    }
-
-
-def rides(s: Settings, n: int = 5) -> pd.DataFrame:
-    records, _ = deploy.smoke_rides(s, "green", n)
-    return records
-
-
-def payload(records: pd.DataFrame) -> dict:
-    return {"dataframe_split": json.loads(records.to_json(orient="split", date_format="iso"))}
-
-
-def expected(name: str, version: str, records: pd.DataFrame) -> np.ndarray:
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(records)
 
 
 class Client(threading.Thread):
@@ -215,22 +139,13 @@ def test_a_broken_version_is_refused_and_the_old_one_serves(home, name, tmp_path
     # answers that differ from the registered version's own predictions fail the smoke test
     with pytest.raises(DurationError, match="differ from its in-process predictions"):
         deploy.smoke_test(home.serve.url, name, "2", records)
-    assert not running(f"models:/{name}/{broken}")  # the refused version was stopped
+    assert not scoring_workers(name, broken)  # the refused version was stopped
     # a malformed request gets a JSON error, not a 500 with a traceback
     for body in (b"garbage", json.dumps({"dataframe_records": [{"PULocationID": 1}]}).encode()):
         r = requests.post(f"{home.serve.url}/invocations", data=body, timeout=30,
                           headers={"Content-Type": "application/json"})  # fmt: skip
         assert r.status_code == 400 and "error_code" in r.json()
         assert "Traceback" not in r.text
-
-
-def running(needle: str) -> bool:
-    """True if a process whose command line contains `needle` runs."""
-    import psutil
-
-    return any(
-        needle in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])
-    )
 
 
 def _status(s: Settings) -> tuple[int, dict]:
@@ -269,7 +184,7 @@ def test_kill_9_is_seen_and_restored(home, name, mirror_path):
     assert rc == 0 and again["healthy"] and again["pid"] == up["pid"]  # the backend lived on
     stopped = run_cli("serve", "stop", env=env(home))
     assert stopped.returncode == 0 and "proxy" in stopped.stdout
-    assert not port_in_use(home.serve.port) and not running(f"models:/{name}/")
+    assert not port_in_use(home.serve.port) and not scoring_workers(name)
 
 
 def test_a_taken_port_is_refused(home, name):
@@ -282,7 +197,7 @@ def test_a_taken_port_is_refused(home, name):
     assert not list(
         home.paths.serve_state.glob("scoring-*.log")
     )  # refused before starting anything
-    assert not running(f"models:/{name}/")
+    assert not scoring_workers(name)
 
 
 def test_no_production_version(home, name):
@@ -302,7 +217,7 @@ def test_an_unknown_version_or_no_smoke_rides_is_one_line(home, name, tmp_path):
     empty = {**env(home), "DURATION_DATA_DIR": str(tmp_path / "empty")}
     proc = invoke("deploy", "--name", name, env=empty)
     assert_one_line_error(proc, "no prepared green month", "duration prepare")
-    assert serving.read_state(home) is None and not running(f"models:/{name}/")
+    assert serving.read_state(home) is None and not scoring_workers(name)
 
 
 def test_a_second_deploy_never_interleaves(home, name):

@@ -64,7 +64,8 @@ def test_every_variable_sets_its_field(monkeypatch):
     values = {"home": "/h", "data_dir": "/d", "tlc_url": "file:///t", "lock_dir": "/l",
               "uri": "http://127.0.0.1:1", "store_uri": "sqlite:////s.db", "check_s": "2.5",
               "master": "local[2]", "os_user": "pg", "drift_threshold": "0.2",
-              "drift_share": "0.3", "rmse_ratio": "1.2"}  # fmt: skip
+              "drift_share": "0.3", "rmse_ratio": "1.2", "workers": "3", "log": "False",
+              "flush_s": "0.5"}  # fmt: skip
     for var, (_, name) in ENV.items():
         monkeypatch.setenv(var, values.get(name, "1234"))
     s = Settings.from_env()

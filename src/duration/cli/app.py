@@ -40,7 +40,7 @@ def root(
 for command in (
     data.download, data.prepare, data.vectorize, train.train, train.tune, registry.register,
     registry.promote, registry.predict, monitor.monitor, monitor.cycle, pipeline.pipeline,
-    serve.deploy,
+    serve.deploy, serve.traffic,
 ):  # fmt: skip
     app.command()(command)
 app.add_typer(server.server_app, name="server")

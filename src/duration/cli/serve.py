@@ -9,23 +9,50 @@ from pathlib import Path
 import typer
 
 from duration.cli import options
-from duration.cli.runtime import connect, settings, write_summary
+from duration.cli.runtime import connect, settings, stop_on_signals, write_summary
+from duration.core.schema import Color
 from duration.errors import DurationError
 from duration.infra import serving
+from duration.ops.requests import TrafficRequest
 
 serve_app = typer.Typer(
     no_args_is_help=True, help="Serve the Production version over HTTP (behind nginx)."
 )
 
 
+Workers = typer.Option(
+    None, "--workers", help="Scoring worker processes [env SERVE_WORKERS, default the cores]."
+)
+
+
 @serve_app.command("start")
-def serve_start(ctx: typer.Context, name: str = options.Name, wait: float = options.Wait) -> None:
+def serve_start(
+    ctx: typer.Context, name: str = options.Name, wait: float = options.Wait,
+    workers: int = Workers,
+) -> None:  # fmt: skip
     """Serve models:/NAME@production on 127.0.0.1:$SERVE_PORT unless it already serves."""
     from duration.ops import deploy  # deferred: the ML stack loads only to do the work
 
+    s = settings(ctx).but({"serve.workers": "--workers"}, serve={"workers": workers})
     connect(ctx)
-    st = deploy.start(settings(ctx), name, wait)
+    st = deploy.start(s, name, wait)
     typer.echo(f"serving {st.name} version {st.version} at {st.url}/invocations")
+
+
+@serve_app.command("log")
+def serve_log(
+    ctx: typer.Context,
+    output: Path = typer.Option(..., "--output", help="Parquet file to write."),
+) -> None:
+    """Write every served prediction in the log (one row per ride) to one parquet file."""
+    from duration.infra import prediction_log  # deferred: pyarrow loads only to do the work
+
+    s = settings(ctx)
+    table = prediction_log.export(s.paths.serve_log, output)
+    versions = table.column("model_version").value_counts().to_pylist()
+    by = ", ".join(f"v{v['values']}: {v['counts']}" for v in sorted(
+        versions, key=lambda v: str(v["values"])))  # fmt: skip
+    typer.echo(f"{output}: {table.num_rows} served rides ({by})")
 
 
 @serve_app.command("status")
@@ -77,3 +104,37 @@ def deploy(
         f"test of {d.smoke.get('rows', 0)} rides max diff {d.smoke.get('max_abs_diff', 0):.2g} "
         f"min, switched in {t.get('switch_s', 0):.2f} s"
     )
+
+
+def traffic(
+    ctx: typer.Context,
+    month: str = options.month(None, "--month", "The month whose rides to replay."),
+    color: Color = options.ColorOpt,
+    rides: int = typer.Option(TrafficRequest.rides, "--rides", help="Rides to send."),
+    rate: float = typer.Option(TrafficRequest.rate, "--rate", help="Requests a second, at most."),
+    concurrency: int = typer.Option(
+        TrafficRequest.concurrency, "--concurrency", help="Requests in flight, at most."
+    ),
+    batch: int = typer.Option(TrafficRequest.batch, "--batch", help="Rides a request."),
+    summary: Path = options.Summary,
+) -> None:
+    """Replay a month's real rides through the served model, each with its ride_id."""
+    if month is None:
+        raise DurationError("give --month YYYY-MM: the month whose rides to replay")
+    from duration.ops import traffic as tr  # deferred: pandas loads only to do the work
+
+    req = TrafficRequest(month=month, color=color, rides=rides, rate=rate,
+                         concurrency=concurrency, batch=batch)  # fmt: skip
+    with stop_on_signals() as stop:
+        t = tr.replay(settings(ctx), req, stop)
+    write_summary(summary, asdict(t))
+    by = ", ".join(f"v{v}: {n}" for v, n in sorted(t.versions.items()))
+    typer.echo(
+        f"{t.answered_rides} of {t.rides} {t.color} {t.month} rides answered by {t.url} "
+        f"({by or 'none'}) in {t.seconds:.1f} s: {t.requests_per_s} requests/s, p50 "
+        f"{t.p50_ms} ms, p99 {t.p99_ms} ms, {t.failed_requests} failed"
+    )
+    for line in t.errors:
+        typer.echo(f"  failed: {line}", err=True)
+    if t.failed_requests:
+        raise typer.Exit(1)

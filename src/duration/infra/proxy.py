@@ -1,12 +1,15 @@
 """The nginx proxy in front of the scoring processes, on 127.0.0.1:SERVE_PORT.
 
-Switching versions rewrites its upstream and reloads it gracefully (SIGHUP): new
+It listens on 127.0.0.1 only, passes each request to the workers with nginx's own unique
+`X-Request-Id` (the prediction log's `request_id`), and answers a body over the limit with
+a JSON 413. Switching versions rewrites its upstream and reloads it gracefully (SIGHUP): new
 connections go to the new version while in-flight requests finish on the old one, so no
 request is dropped. Its config, pid and logs live under `paths.serve_state`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -27,32 +30,54 @@ daemon off;
 worker_processes 1;
 pid {state}/nginx.pid;
 error_log {state}/nginx-error.log warn;
-events {{ worker_connections 512; }}
+events {{ worker_connections 1024; }}
 http {{
-    access_log off;
-    # Bodies and answers stream through: nginx's workers never write a temp file.
-    client_max_body_size 64m;
+    access_log off;  # the prediction log records every served ride
+    # A request's body is read whole, in memory, before it goes on: a worker that dies
+    # mid-request can then be retried on another. Over the limit is a JSON 413.
+    client_max_body_size {max_body};
+    client_body_buffer_size {max_body};
     client_body_temp_path {state}/tmp/body;
     proxy_temp_path {state}/tmp/proxy;
     fastcgi_temp_path {state}/tmp/fastcgi;
     uwsgi_temp_path {state}/tmp/uwsgi;
     scgi_temp_path {state}/tmp/scgi;
-    proxy_request_buffering off;
     proxy_buffering off;
-    upstream scoring {{ server {loopback}:{backend_port}; keepalive 8; }}
+    # The workers share one port; listed twice, a request that lost its worker (killed,
+    # restarting) is retried once on a fresh connection, and no peer is ever marked down.
+    upstream scoring {{
+        server {loopback}:{backend_port} max_fails=0;
+        server {loopback}:{backend_port} max_fails=0;
+        keepalive 64;
+    }}
     server {{
         listen {loopback}:{port};
+        error_page 413 @too_large;
+        error_page 502 503 504 @unavailable;
         location / {{
             proxy_pass http://scoring;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header X-Request-Id $request_id;
+            proxy_set_header X-Duration-Smoke "";  # only a deploy's own smoke test skips the log
+            proxy_next_upstream error timeout non_idempotent;
+            proxy_next_upstream_tries 2;
             proxy_read_timeout 120s;
             add_header X-Model-Name {name} always;
             add_header X-Model-Version {version} always;
         }}
+        location @too_large {{
+            default_type application/json;
+            return 413 '{too_large}';
+        }}
+        location @unavailable {{
+            default_type application/json;
+            return 503 '{unavailable}';
+        }}
     }}
 }}
 """
+MAX_BODY = "8m"  # 5,000 raw TLC records are about 2 MB of JSON
 
 
 def nginx_binary() -> str:
@@ -76,6 +101,11 @@ def tail(log: Path) -> str:
         return "no log"
 
 
+def _json_error(code: str, message: str) -> str:
+    """An error body as MLflow's scoring server writes one, quoted for nginx's `return`."""
+    return json.dumps({"error_code": code, "message": message}).replace("'", "\\'")
+
+
 def write_conf(settings: Settings, name: str, version: str, backend_port: int) -> Path:
     """The proxy's config: every request to the scoring process on `backend_port`."""
     state = settings.paths.serve_state
@@ -83,7 +113,15 @@ def write_conf(settings: Settings, name: str, version: str, backend_port: int) -
         (state / "tmp" / sub).mkdir(parents=True, exist_ok=True)
     text = NGINX_CONF.format(
         state=state.resolve(), loopback=LOOPBACK, backend_port=backend_port,
-        port=settings.serve.port, name=name, version=version,
+        port=settings.serve.port, name=name, version=version, max_body=MAX_BODY,
+        too_large=_json_error(
+            "REQUEST_TOO_LARGE",
+            f"the body is over {MAX_BODY}: send fewer rides a request "
+            f"(at most {settings.serve.max_rides})",
+        ),
+        unavailable=_json_error(
+            "UNAVAILABLE", "no scoring worker answered: see `duration serve status`"
+        ),
     )  # fmt: skip
     return write_atomic(state / "nginx.conf", text)
 

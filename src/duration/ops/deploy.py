@@ -23,7 +23,6 @@ from duration.data import prepare
 from duration.errors import DurationError
 from duration.infra import serving
 from duration.infra.files import exclusive
-from duration.infra.net import is_healthy
 from duration.registry.uris import check_version, exists, load, set_production
 from duration.settings import Settings
 from duration.tracking import experiments, runs
@@ -91,7 +90,9 @@ def smoke_test(url: str, name: str, version: str, records: pd.DataFrame) -> dict
     payload = {"dataframe_split": json.loads(records.to_json(orient="split", date_format="iso"))}
     t0 = time.perf_counter()
     try:
-        r = requests.post(f"{url}/invocations", json=payload, timeout=60)
+        r = requests.post(  # a smoke test is not a served prediction: not in the log
+            f"{url}/invocations", json=payload, timeout=60, headers={"X-Duration-Smoke": "1"}
+        )
     except requests.RequestException as e:
         raise DurationError(f"version {version} did not answer the smoke test: {e}") from e
     if r.status_code != 200:
@@ -200,7 +201,7 @@ def start(settings: Settings, name: str, wait: float = 0.0) -> serving.State:
         version = production_version(name)
         kept = serving.read_state(settings)
         same = kept is not None and (kept.name, kept.version) == (name, version)
-        if kept is not None and same and is_healthy(kept.backend.url):
+        if kept is not None and same and serving.up(kept.backend):
             return serving.switch(settings, name, kept.backend)  # only the proxy was down
         with serving.started(settings, name, version) as backend:
             return serving.switch(settings, name, backend)

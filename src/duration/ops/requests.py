@@ -67,3 +67,31 @@ class CycleRequest:
             raise DurationError(f"--trials {self.trials}: the search needs at least 1 trial")
         if self.rule.min_improvement < 0:
             raise DurationError(f"--min-improvement {self.rule.min_improvement}: give 0 or more")
+
+
+MAX_CONCURRENCY = 64  # `duration traffic`: requests in flight, at most
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrafficRequest:
+    """What to replay, and how fast."""
+
+    month: str
+    color: Color = Color.green
+    rides: int = 1_000
+    rate: float = 100.0  # requests a second, at most
+    concurrency: int = 4  # requests in flight, at most
+    batch: int = 1  # rides a request
+
+    def check(self, max_rides: int) -> None:
+        check_month(self.month)
+        if self.rides < 1:
+            raise DurationError(f"--rides {self.rides}: give at least 1")
+        if not 0 < self.rate <= 100_000:
+            raise DurationError(f"--rate {self.rate:g}: give requests a second, 0-100000")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise DurationError(f"--concurrency {self.concurrency}: give 1-{MAX_CONCURRENCY}")
+        if not 1 <= self.batch <= max_rides:
+            raise DurationError(
+                f"--batch {self.batch}: give 1-{max_rides} rides a request (SERVE_MAX_RIDES)"
+            )

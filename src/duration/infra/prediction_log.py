@@ -1,0 +1,221 @@
+"""The prediction log: one row per served ride, written off the request path.
+
+Each scoring worker appends rows to a bounded in-memory buffer; a background thread writes
+them every `flush_s` seconds as a new parquet file, atomically (a file is complete or
+absent), so a worker killed with -9 loses at most its last `flush_s` of rows. When the disk
+is full the rows wait in memory (up to `max_pending`, then newer rows are dropped and
+counted), serving goes on, the serving log says so once, and writing resumes when space
+returns. Each worker's counters are in a small JSON file beside (not under) the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from duration.errors import DurationError
+from duration.infra.files import atomic_path, utc_stamp, write_atomic
+
+# What the log records of each ride, in this order.
+SCHEMA = pa.schema([
+    ("request_id", pa.string()), ("ride_id", pa.string()),
+    ("served_at", pa.timestamp("ms", tz="UTC")), ("model_name", pa.string()),
+    ("model_version", pa.string()), ("arm", pa.string()), ("latency_ms", pa.float64()),
+    ("pickup_datetime", pa.string()), ("PULocationID", pa.int64()),
+    ("DOLocationID", pa.int64()), ("trip_distance", pa.float64()), ("VendorID", pa.float64()),
+    ("RatecodeID", pa.float64()), ("trip_type", pa.float64()),
+    ("passenger_count", pa.float64()), ("prediction", pa.float64()),
+])  # fmt: skip
+INPUTS = SCHEMA.names[7:-1]  # the ride's input fields, by their canonical names
+ARMS = ("production",)  # who answered; A/B, canary and shadow arms come later
+
+
+@dataclass(kw_only=True)
+class Counters:
+    """A worker's log, counted: what it answered, wrote, holds, dropped and refused."""
+
+    pid: int
+    model_name: str
+    model_version: str
+    arm: str
+    answered_requests: int = 0
+    failed_requests: int = 0  # bad JSON, missing columns...: never logged as predictions
+    logged_rides: int = 0  # written to files
+    pending_rides: int = 0  # in memory, waiting for the next flush (or for space)
+    dropped_rides: int = 0  # arrived while the buffer was full
+    files: int = 0
+    writing: bool = True  # False while the last flush failed
+    error: str = ""
+    updated_at: float = field(default_factory=time.time)
+
+
+class PredictionLog:
+    """One worker's buffer and its writer thread (`start`, `add`, `failed`, `close`)."""
+
+    def __init__(
+        self, folder: Path, status: Path, counters: Counters, flush_s: float = 1.0,
+        max_pending: int = 200_000,
+    ) -> None:  # fmt: skip
+        self.folder, self.status, self.counters = folder, status, counters
+        self.flush_s, self.max_pending = flush_s, max_pending
+        self._rows: list[tuple] = []  # one tuple per ride, in SCHEMA's order
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._seq = 0
+
+    def start(self) -> PredictionLog:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def add(self, rows: list[tuple]) -> None:
+        """Buffer one answered request's rides (a tuple each, in SCHEMA's order, served_at
+        in epoch ms); never blocks for long and never raises: a full buffer drops them, and
+        counts them."""
+        with self._lock:
+            self.counters.answered_requests += 1
+            if len(self._rows) + len(rows) > self.max_pending:
+                self.counters.dropped_rides += len(rows)
+                return
+            self._rows.extend(rows)
+            self.counters.pending_rides = len(self._rows)
+
+    def failed(self) -> None:
+        """Count a request that got no prediction."""
+        with self._lock:
+            self.counters.failed_requests += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows as one new file; on failure keep them for the next try."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if rows:
+            self._write(rows)
+        self._report()
+
+    def _write(self, rows: list[tuple]) -> None:
+        self._seq += 1
+        name = f"{utc_stamp()}-{os.getpid()}-{self._seq:06d}"
+        try:
+            table = _table(rows)
+            with atomic_path(self.folder / f"{name}.parquet") as tmp:
+                pq.write_table(table, tmp)
+        except OSError as e:
+            with self._lock:  # the rows go back in front of any newer ones
+                self._rows[:0] = rows
+                self.counters.pending_rides = len(self._rows)
+            self._failing(e)
+            return
+        with self._lock:
+            self.counters.pending_rides = len(self._rows)
+            self.counters.logged_rides += len(rows)
+            self.counters.files += 1
+        if not self.counters.writing:
+            self.counters.writing, self.counters.error = True, ""
+            print(f"duration: prediction log: writing to {self.folder} again", file=sys.stderr)
+
+    def _failing(self, e: OSError) -> None:
+        if self.counters.writing:  # said once, not on every flush
+            print(
+                f"duration: prediction log: cannot write to {self.folder} ({e.strerror or e}); "
+                "serving goes on, the rows wait in memory, and writing resumes when space "
+                "returns",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.counters.writing, self.counters.error = False, str(e.strerror or e)
+
+    def _report(self) -> None:
+        """This worker's counters, beside the log (where a full log disk does not reach)."""
+        self.counters.updated_at = time.time()
+        with contextlib.suppress(OSError):
+            write_atomic(self.status / f"{os.getpid()}.json", json.dumps(asdict(self.counters)))
+
+    def close(self) -> None:
+        """Stop the writer and flush what is left (a graceful stop loses nothing)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.flush()
+
+
+def _loggable(kind: pa.DataType, values: tuple) -> list:
+    """A column's values as the log's type takes them (what does not fit becomes null)."""
+    if kind == pa.string():
+        return [None if v is None else str(v) for v in values]
+    if kind == pa.int64():
+        return [v if type(v) is int else None for v in values]
+    return [float(v) if type(v) in (int, float) else None for v in values]
+
+
+def _table(rows: list[tuple]) -> pa.Table:
+    """The rows as a table of SCHEMA: each column converted at once, value by value only
+    when a client sent something odd (a string zone, a number as time)."""
+    arrays = []
+    for f, values in zip(SCHEMA, zip(*rows, strict=True), strict=True):
+        try:
+            arrays.append(pa.array(values, type=f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays.append(pa.array(_loggable(f.type, values), type=f.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def read(folder: Path) -> pa.Table:
+    """Every complete file of the log, as one table (empty when nothing was logged)."""
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+
+def export(folder: Path, output: Path) -> pa.Table:
+    """Write every logged row to one parquet file (atomically); a one-line error when
+    nothing was logged yet."""
+    table = read(folder)
+    if table.num_rows == 0:
+        raise DurationError(
+            f"nothing served has been logged in {folder} yet: serve rides first "
+            "(`make serve`, then `duration traffic --month YYYY-MM`)"
+        )
+    with atomic_path(output) as tmp:
+        pq.write_table(table, tmp)
+    return table
+
+
+def status(folder: Path, alive: Any) -> dict:
+    """The live workers' counters, summed (`alive(pid)`: whether a worker still runs; the
+    files of workers that stopped are removed)."""
+    workers = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            c = json.loads(path.read_text())
+            if alive(int(c["pid"])):
+                workers.append(c)
+            else:
+                path.unlink()  # a stopped worker's: its rows are in the log already
+    keys = ("answered_requests", "failed_requests", "logged_rides", "pending_rides",
+            "dropped_rides", "files")  # fmt: skip
+    out: dict[str, Any] = {k: sum(w[k] for w in workers) for k in keys}
+    out["workers"] = len(workers)
+    out["writing"] = all(w["writing"] for w in workers)
+    errors = sorted({w["error"] for w in workers if w["error"]})
+    if errors:
+        out["problem"] = (
+            f"the prediction log cannot write ({'; '.join(errors)}): serving goes on, "
+            f"{out['pending_rides']} rides wait in memory, and logging resumes when space returns"
+        )
+    return out
