@@ -9,12 +9,12 @@ from typing import Any
 
 import typer
 
-from duration.cli import options
+from duration.cli import options, render
 from duration.cli.runtime import connect, connect_and_reap, long_running, settings, write_summary
 from duration.core.schema import NEXT_MONTH, Color
 from duration.errors import DurationError
 from duration.ops.requests import MAX_WINDOW, CycleRequest, check_range
-from duration.settings import Monitor
+from duration.settings import Monitor, Settings
 from duration.tracking.names import MODEL_NAME
 
 FLAGS = {f"monitor.{k}": "--" + k.replace("_", "-") for k in Monitor.model_fields}
@@ -35,12 +35,18 @@ def monitor(
     drift_threshold: float = _threshold("drift_threshold", "Column drift at this KS / JS score"),
     drift_share: float = _threshold("drift_share", "Verdict drift from this share of columns"),
     rmse_ratio: float = _threshold("rmse_ratio", "Verdict degraded above this RMSE / test RMSE"),
+    served: bool = typer.Option(
+        False, "--served", help="Monitor what was served of the month (the prediction log)."
+    ),
     summary: Path = options.Summary,
 ) -> None:
-    """Score a labelled month with a version; measure quality, data quality and drift."""
+    """Score a labelled month with a version; measure quality, data quality and drift.
+    With --served: the realised quality of what the served model answered for the month."""
     given = {"drift_threshold": drift_threshold, "drift_share": drift_share,
              "rmse_ratio": rmse_ratio}  # fmt: skip
     s = settings(ctx).but(FLAGS, monitor=given)
+    if served:
+        return _served(ctx, s, color, month, summary)
     connect(ctx)
     from duration.ops import monitor as mo  # deferred: the ML stack loads only to do the work
 
@@ -52,6 +58,21 @@ def monitor(
         f"({r.rmse_ratio:.2f}x its test RMSE {r.reference_rmse:.4f}), drift share "
         f"{r.drift_share:.2f}, prediction drift {r.prediction_drift:.3f}: {r.verdict}"
     )
+    typer.echo(f"monitoring run {r.run_id}")
+
+
+def _served(ctx: typer.Context, s: Settings, color: Color, month: str, summary: Path) -> None:
+    from duration.ops import served as sv  # deferred: the ML stack loads only to do the work
+
+    connect(ctx)
+    r = sv.monitor(s, color, month)
+    write_summary(summary, asdict(r))
+    typer.echo(
+        f"served {color.value} {month}: {r.month_rides} of the {r.logged_rides} logged rides "
+        "are this month's"
+    )
+    cols = ["model_version", "arms", "served_rides", "labelled_share", "rmse", "mae"]
+    typer.echo(render.table(r.versions, cols))
     typer.echo(f"monitoring run {r.run_id}")
 
 

@@ -1,0 +1,139 @@
+"""Monitor what was served: the prediction log joined with a labelled month's real durations.
+
+Each logged ride whose `ride_id` names a ride of the month (`duration traffic` sends them)
+is joined to that ride's duration in the prepared month. Per model version: the rides it
+served, the share that found their label, and its realised RMSE, MAE and slice table. One
+MLflow run per (color, month) in the monitoring experiment, as the offline monitor keeps.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from duration.core.metrics import scores, slice_table
+from duration.core.schema import Color, check_month
+from duration.data import prepare, tlc
+from duration.errors import DurationError, NotPublished
+from duration.infra import prediction_log
+from duration.settings import Settings
+from duration.tracking import experiments, runs
+from duration.tracking.client import client
+from duration.tracking.names import MONITOR_EXPERIMENT
+
+
+@dataclass(kw_only=True)
+class ServedReport:
+    """What `measure` found: one row per version, and each version's slices."""
+
+    run_id: str
+    month: str
+    color: str
+    logged_rides: int  # every row of the log
+    month_rides: int  # rows whose ride_id names a ride of this month
+    versions: list[dict] = field(default_factory=list)
+    slices: list[dict] = field(default_factory=list)
+
+
+def _logged(settings: Settings) -> pd.DataFrame:
+    table = prediction_log.read(settings.paths.serve_log)
+    if table.num_rows == 0:
+        raise DurationError(
+            f"nothing served has been logged in {settings.paths.serve_log} yet: serve rides "
+            "first (`duration traffic --month YYYY-MM`)"
+        )
+    return table.to_pandas()
+
+
+def _labels(settings: Settings, color: Color, month: str) -> pd.DataFrame:
+    try:
+        return prepare.load_processed(settings, color, month)
+    except NotPublished as e:
+        raise DurationError(
+            f"{color.value} {month}'s real durations are not published yet ({e}): run this "
+            "again once the TLC publishes the month"
+        ) from e
+
+
+def _version_row(name: str, version: str, served: pd.DataFrame, y: np.ndarray) -> dict:
+    labelled = int(served["label_row"].ge(0).sum())
+    pred = served.loc[served["label_row"] >= 0, "prediction"].to_numpy()
+    s = scores(y, pred) if labelled else {"rmse": math.nan, "mae": math.nan}
+    return {
+        "model_name": name, "model_version": version, "arms": ",".join(sorted(
+            served["arm"].dropna().unique())), "served_rides": len(served),
+        "labelled_rides": labelled, "labelled_share": labelled / len(served),
+        "rmse": s["rmse"], "mae": s["mae"],
+    }  # fmt: skip
+
+
+def measure(settings: Settings, color: Color | str, month: str) -> ServedReport:
+    """Join the log with `month`'s labelled rides; measure each version that served them."""
+    color = Color(color)
+    check_month(month)
+    log = _logged(settings)
+    index = prepare.ride_index(log["ride_id"], color, month)
+    mine = log[index.to_numpy() >= 0].assign(label_row=index[index >= 0].to_numpy())
+    if mine.empty:
+        raise DurationError(
+            f"none of the {len(log)} logged rides is a {color.value} {month} ride (ride_id "
+            f"{color.value}-{month}-NNNNNN): replay the month first "
+            f"(`duration traffic --month {month}`)"
+        )
+    labels = _labels(settings, color, month)
+    mine.loc[mine["label_row"] >= len(labels), "label_row"] = -1  # no such ride: no label
+    boroughs = tlc.boroughs(settings)
+    out = ServedReport(run_id="", month=month, color=color.value, logged_rides=len(log),
+                       month_rides=len(mine))  # fmt: skip
+    for (name, version), served in mine.groupby(["model_name", "model_version"], sort=True):
+        rows = served.loc[served["label_row"] >= 0, "label_row"].to_numpy()
+        rides = labels.iloc[rows].reset_index(drop=True)
+        y = rides["duration"].to_numpy(dtype=np.float64)
+        out.versions.append(_version_row(str(name), str(version), served, y))
+        pred = served.loc[served["label_row"] >= 0, "prediction"].to_numpy()
+        if len(rides):
+            table = slice_table(rides, pred, boroughs).assign(model_version=str(version))
+            out.slices.extend(table.to_dict("records"))
+    out.versions.sort(key=lambda v: int(v["model_version"]) if v["model_version"].isdigit() else 0)
+    return out
+
+
+def log(r: ServedReport) -> str:
+    """Record the report as the one served-monitoring run of (color, month)."""
+    import mlflow  # deferred: MLflow takes seconds to import
+
+    exp = experiments.experiment_id(MONITOR_EXPERIMENT)
+    c = client()
+    earlier = c.search_runs(
+        [exp], f"tags.kind = 'served' and tags.month = '{r.month}' and tags.color = '{r.color}'"
+    )
+    names = sorted({v["model_name"] for v in r.versions})
+    tags = {"kind": "served", "month": r.month, "color": r.color, "model_name": ",".join(names),
+            "model_versions": ",".join(v["model_version"] for v in r.versions),
+            **runs.process_tags()}  # fmt: skip
+    with runs.active_run(experiment_id=exp, run_name=f"served-{r.month}", tags=tags) as run:
+        values = {"logged_rides": r.logged_rides, "month_rides": r.month_rides}
+        for v in r.versions:
+            for key in ("served_rides", "labelled_share", "rmse", "mae"):
+                values[f"v{v['model_version']}_{key}"] = v[key]
+        mlflow.log_metrics({k: float(x) for k, x in values.items() if not math.isnan(x)})
+        with tempfile.TemporaryDirectory() as tmp:
+            pd.DataFrame(r.versions).to_csv(Path(tmp) / "versions.csv", index=False)
+            pd.DataFrame(r.slices).to_csv(Path(tmp) / "slices.csv", index=False)
+            mlflow.log_artifacts(tmp, "served")
+        run_id = run.info.run_id
+    for old in earlier:
+        c.delete_run(old.info.run_id)
+    return run_id
+
+
+def monitor(settings: Settings, color: Color | str, month: str) -> ServedReport:
+    """Measure what was served of `month` and log the run."""
+    r = measure(settings, color, month)
+    r.run_id = log(r)
+    return r
