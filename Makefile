@@ -23,7 +23,7 @@ CYCLE_WINDOW ?= 2
 # The defaults above are the CLI's own (tests/unit/cli/test_defaults.py holds them equal);
 # ports, folders and the rest come from the environment (docs/configuration.md).
 # Debian packages the project runs, as command:package (installed only where missing).
-SYSTEM   := nginx:nginx-light initdb:postgresql
+SYSTEM   := nginx:nginx-light initdb:postgresql wrk:wrk
 
 # The data folder, as duration.settings derives it: DURATION_DATA_DIR, else $DURATION_HOME/data.
 DATA      := $(or $(DURATION_DATA_DIR),$(if $(DURATION_HOME),$(DURATION_HOME)/data,data))
@@ -50,7 +50,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) system ## Create .venv, install the package with its dev tools, and nginx
 
-system: ## Install the Debian packages it runs where missing (nginx-light; postgresql)
+system: ## Install the Debian packages it runs where missing (nginx-light, postgresql, wrk)
 	@scripts/system-packages.sh $(SYSTEM)
 
 $(DATA)/raw/$(COLOR)_tripdata_%.parquet: | $(STAMP)

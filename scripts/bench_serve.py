@@ -1,21 +1,26 @@
-"""Benchmark serving (`make bench-serve`): start time, smoke test, switch gap, requests/s.
+"""Benchmark serving (`make bench-serve`): requests/s and latency with wrk, against the
+transport floor, logging on and off, a redeploy under load, and the served answers checked.
 
 Serves the Production version of the project's tracking server (run `make pipeline` first)
-from a serving folder and port of its own, so a serving process of yours is left alone:
+from a serving folder and port of its own, so a serving process of yours is left alone.
+wrk runs on the same 2 cores as nginx and the workers: the figures are a floor.
 
-- start: `serve start` from nothing (the scoring process and the proxy);
-- throughput: clients posting 1 and 100 rides for a few seconds each, through the proxy and
-  straight to the scoring process, with 1 and 4 client threads (keep-alive connections);
-- a redeploy (`deploy --force`) while a client posts on a new connection every 20 ms: its
-  start, smoke-test and switch times, failed requests and the slowest answer.
+- one ride a request, through the proxy and straight to the workers: requests/s, p50, p99;
+- 100 rides a request through the proxy: rides/s;
+- a bare ASGI app under uvicorn, the same workers and flags, the same load: the floor;
+- the proxy with the prediction log on, and a second service beside it with the log off,
+  measured in turn: what logging costs;
+- `deploy --force` while wrk runs: failed requests during the switch;
+- 1,000 real rides replayed (`duration traffic`): the log has one row each, and the served
+  predictions equal the version's in-process ones.
 
-Clients run in this process on the same 2 cores as the server: the figures are a floor.
 Writes reports/serve.json and reports/serve.md.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
 import threading
@@ -23,80 +28,102 @@ import time
 from pathlib import Path
 
 import numpy as np
-import requests
 
+from duration.bench import wrk
 from duration.bench.runs import stamp
-from duration.infra import serving, tracking_server
-from duration.infra.net import free_port
-from duration.ops import deploy
+from duration.core.records import raw_records
+from duration.data import prepare
+from duration.infra import prediction_log, serving, tracking_server
+from duration.infra.net import LOOPBACK, free_port, is_healthy, port_in_use
+from duration.infra.proc import stop_group
+from duration.ops import deploy, traffic
+from duration.ops.requests import TrafficRequest
+from duration.registry.uris import load
 from duration.settings import Settings
 from duration.tracking.client import use
 from duration.tracking.names import MODEL_NAME
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 SECONDS = 8.0
+WARMUP = 2.0  # seconds of load before each measured run, not counted
+ROUNDS = 8  # of logging on and off, back to back (in turn, which goes first)
+PAIRED = 4.0  # seconds of each run of a round
+CONNECTIONS = 8  # one ride a request
+BATCH_CONNECTIONS = 4  # 100 rides a request
+TARGETS = {"single_ride_rps": 1000, "single_ride_p99_ms": 25, "batch_rides_per_s": 20_000,
+           "logging_overhead_pct": 10, "max_abs_diff_min": 1e-6}  # fmt: skip
 
 
-def throughput(url: str, body: dict, threads: int, seconds: float = SECONDS) -> dict:
-    """Requests per second and latency percentiles of `threads` keep-alive clients."""
-    latencies: list[float] = []
-    errors = [0]
-    stop = time.monotonic() + seconds
-
-    def client() -> None:
-        with requests.Session() as s:
-            while time.monotonic() < stop:
-                t0 = time.perf_counter()
-                r = s.post(f"{url}/invocations", json=body, timeout=30)
-                latencies.append(time.perf_counter() - t0)
-                errors[0] += r.status_code != 200
-
-    pool = [threading.Thread(target=client) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    ms = np.asarray(latencies) * 1000
-    return {
-        "requests_per_s": round(len(ms) / seconds, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p95_ms": round(float(np.percentile(ms, 95)), 1),
-        "errors": errors[0],
-    }
+def body(records) -> bytes:
+    split = json.loads(records.to_json(orient="split", date_format="iso"))
+    return json.dumps({"dataframe_split": split}).encode()
 
 
-def redeploy_under_load(s: Settings, body: dict) -> dict:
-    """`deploy --force` while a client posts on a new connection every 20 ms."""
-    failures, latencies = [], []
-    done = threading.Event()
+def floor(workers: int, one: bytes) -> dict:
+    """The bare ASGI app under uvicorn as the workers run, loaded as they are."""
+    port = free_port()
+    cmd = serving.uvicorn_command("duration.bench.floor:app", port, workers, factory=False)
+    proc = subprocess.Popen([*cmd, "--lifespan", "off"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        url = f"http://{LOOPBACK}:{port}"
+        while not is_healthy(url):
+            time.sleep(0.1)
+        return wrk.run(f"{url}/invocations", one, CONNECTIONS, SECONDS)
+    finally:
+        stop_group(proc.pid)
 
-    def client() -> None:
-        while not done.is_set():
-            t0 = time.perf_counter()
-            try:
-                r = requests.post(f"{s.serve.url}/invocations", json=body, timeout=30)
-                if r.status_code != 200:
-                    failures.append(r.status_code)
-            except requests.RequestException as e:
-                failures.append(str(e)[:80])
-            latencies.append(time.perf_counter() - t0)
-            done.wait(0.02)
 
-    t = threading.Thread(target=client)
+def logging_cost(s: Settings, one: bytes, tmp: Path) -> dict:
+    """The proxy's requests/s with the log on (the service under test) and off (a second
+    one beside it, idle while the first is measured), alternated, after a warm-up each."""
+    off = s.but(paths={"home": tmp / "no-log"}, serve={"port": free_port(), "log": False})
+    deploy.start(off, MODEL_NAME)
+    runs: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        for i in range(ROUNDS):
+            pair = (("on", s.serve.url), ("off", off.serve.url))
+            for name, url in pair if i % 2 == 0 else pair[::-1]:
+                wrk.run(f"{url}/invocations", one, CONNECTIONS, WARMUP)
+                rps = wrk.run(f"{url}/invocations", one, CONNECTIONS, PAIRED)["requests_per_s"]
+                runs[name].append(rps)
+    finally:
+        serving.stop(off)
+    # this machine's speed drifts by a fifth over a minute: each round's two runs, back to
+    # back, are compared, and the median of the rounds' ratios is the cost
+    ratio = float(np.median(np.asarray(runs["on"]) / np.asarray(runs["off"])))
+    return {"on_rps": float(np.median(runs["on"])), "off_rps": float(np.median(runs["off"])),
+            "runs": runs, "overhead_pct": round((1 - ratio) * 100, 1)}  # fmt: skip
+
+
+def redeploy_under_load(s: Settings, one: bytes) -> dict:
+    """`deploy --force` while wrk posts one ride a request on 4 connections."""
+    out: dict = {}
+    load_s = 30.0
+    t = threading.Thread(target=lambda: out.update(
+        wrk.run(f"{s.serve.url}/invocations", one, 4, load_s)))  # fmt: skip
     t.start()
-    time.sleep(1)
+    time.sleep(2)
     d = deploy.deploy(s, MODEL_NAME, force=True)
-    time.sleep(1)
-    done.set()
     t.join()
-    return {
-        **d.timings,
-        "smoke_rows": d.smoke["rows"],
-        "smoke_max_abs_diff": d.smoke["max_abs_diff"],
-        "requests": len(latencies),
-        "failed": len(failures),
-        "slowest_ms": round(max(latencies) * 1000, 1),
-    }
+    return {**d.timings, "smoke_rows": d.smoke["rows"], "load_s": load_s,
+            "requests": out["requests"], "failed": out["failed"],
+            "slowest_ms": out["max_ms"]}  # fmt: skip
+
+
+def replayed(s: Settings, version: str, month: str) -> dict:
+    """1,000 real rides through `duration traffic`; the log and the answers checked."""
+    t = traffic.replay(s, TrafficRequest(month=month, rides=1000, rate=2000, concurrency=4))
+    deploy.stop(s)  # a graceful stop flushes every worker's log
+    log = prediction_log.read(s.paths.serve_log).to_pandas().dropna(subset=["ride_id"])
+    rides = prepare.load_processed(s, "green", month).head(1000)
+    records = raw_records(rides.drop(columns=["duration", "dropoff_datetime"]), "green")
+    expected = load(f"models:/{MODEL_NAME}/{version}").predict(records)
+    served = log.set_index("ride_id").loc[prepare.ride_ids("green", month, np.arange(1000))]
+    diff = np.abs(served["prediction"].to_numpy() - expected)
+    return {"rides": t.rides, "answered": t.answered_rides, "logged": len(log),
+            "unique_request_ids": int(log["request_id"].nunique()),
+            "max_abs_diff_min": float(diff.max())}  # fmt: skip
 
 
 def main() -> None:
@@ -107,50 +134,90 @@ def main() -> None:
         s = base.but(paths={"home": Path(tmp), "data_dir": base.paths.data},
                      serve={"port": free_port()})  # fmt: skip
         records, month = deploy.smoke_rides(s, "green", 100)
-        one, hundred = (
-            {"dataframe_split": json.loads(r.to_json(orient="split", date_format="iso"))}
-            for r in (records.head(1), records)
-        )
+        one, hundred = body(records.head(1)), body(records)
         t0 = time.perf_counter()
         state = deploy.start(s, MODEL_NAME)
         start_s = time.perf_counter() - t0
         try:
-            rows = [
-                {"target": target, "rides": n, "threads": k, **throughput(url, body, k)}
-                for target, url in (("proxy", s.serve.url), ("direct", state.backend.url))
-                for n, body in ((1, one), (100, hundred))
-                for k in (1, 4)
-            ]
+            wrk.run(f"{s.serve.url}/invocations", one, CONNECTIONS, WARMUP)
+            proxy_1 = wrk.run(f"{s.serve.url}/invocations", one, CONNECTIONS, SECONDS)
+            direct_1 = wrk.run(f"{state.backend.url}/invocations", one, CONNECTIONS, SECONDS)
+            proxy_100 = wrk.run(f"{s.serve.url}/invocations", hundred, BATCH_CONNECTIONS,
+                                SECONDS)  # fmt: skip
+            bare = floor(s.serve.workers, one)
+            cost = logging_cost(s, one, Path(tmp))
             switch = redeploy_under_load(s, one)
+            answers = replayed(s, version, month)
         finally:
             serving.stop(s)
-    report = {"machine": stamp(), "version": version, "month": month, "start_s": round(start_s, 2),
-              "throughput": rows, "redeploy": switch}  # fmt: skip
+            assert not port_in_use(s.serve.port)
+    report = {
+        "machine": stamp(), "version": version, "month": month, "workers": s.serve.workers,
+        "start_s": round(start_s, 2),
+        "single_ride_rps": proxy_1["requests_per_s"], "single_ride_p99_ms": proxy_1["p99_ms"],
+        "batch_rides_per_s": round(proxy_100["requests_per_s"] * 100),
+        "floor_rps": bare["requests_per_s"],
+        "floor_ratio": round(bare["requests_per_s"] / proxy_1["requests_per_s"], 2),
+        "logging_overhead_pct": cost["overhead_pct"],
+        "max_abs_diff_min": answers["max_abs_diff_min"],
+        "runs": {"proxy_1": proxy_1, "direct_1": direct_1, "proxy_100": proxy_100,
+                 "floor_1": bare},
+        "logging": cost, "redeploy": switch, "replay": answers, "targets": TARGETS,
+    }  # fmt: skip
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
     (REPORTS / "serve.md").write_text(markdown(report))
     print(markdown(report))
 
 
+def _met(r: dict, key: str) -> str:
+    low = key in ("single_ride_p99_ms", "logging_overhead_pct", "max_abs_diff_min")
+    ok = r[key] <= TARGETS[key] if low else r[key] >= TARGETS[key]
+    return f"{'≤' if low else '≥'} {TARGETS[key]:g}: {'met' if ok else 'NOT MET'}"
+
+
 def markdown(r: dict) -> str:
-    d = r["redeploy"]
+    d, a, lg = r["redeploy"], r["replay"], r["logging"]
+    row = "| {} | {} | {} | {} | {} | {} | {} |"
     lines = [
         f"# Serving benchmark (`make bench-serve`), {MODEL_NAME} v{r['version']}",
         "",
-        f"- `serve start` from nothing (scoring process and proxy): {r['start_s']} s",
-        f"- redeploy under load: start {d['start_s']} s, smoke test of {d['smoke_rows']} rides "
-        f"{d['smoke_s']} s (max diff {d['smoke_max_abs_diff']:.2g} min), switch "
-        f"{d['switch_s']} s; {d['failed']} failed of {d['requests']} requests, slowest "
-        f"{d['slowest_ms']} ms",
+        f"{r['machine']}. {r['workers']} scoring workers behind nginx; wrk on the same cores.",
         "",
-        "| target | rides per request | client threads | requests/s | p50 ms | p95 ms | errors |",
+        "| figure | measured | target |",
+        "|---|---|---|",
+        f"| one ride a request through the proxy, requests/s | {r['single_ride_rps']} | "
+        f"{_met(r, 'single_ride_rps')} |",
+        f"| ... its p99, ms | {r['single_ride_p99_ms']} | {_met(r, 'single_ride_p99_ms')} |",
+        f"| 100 rides a request, rides/s | {r['batch_rides_per_s']} | "
+        f"{_met(r, 'batch_rides_per_s')} |",
+        f"| logging's cost on requests/s, % | {r['logging_overhead_pct']} | "
+        f"{_met(r, 'logging_overhead_pct')} |",
+        f"| served minus in-process prediction, max, min | {r['max_abs_diff_min']:.3g} | "
+        f"{_met(r, 'max_abs_diff_min')} |",
+        f"| the bare ASGI floor, requests/s (x the proxy's) | {r['floor_rps']} "
+        f"({r['floor_ratio']}x) | |",
+        "",
+        "| target | rides a request | connections | requests/s | p50 ms | p99 ms | failed |",
         "|---|---|---|---|---|---|---|",
     ]
-    for t in r["throughput"]:
-        lines.append(
-            f"| {t['target']} | {t['rides']} | {t['threads']} | {t['requests_per_s']} | "
-            f"{t['p50_ms']} | {t['p95_ms']} | {t['errors']} |"
-        )
+    for name, k in (("proxy_1", 1), ("direct_1", 1), ("proxy_100", 100), ("floor_1", 1)):
+        t = r["runs"][name]
+        conns = BATCH_CONNECTIONS if k == 100 else CONNECTIONS
+        lines.append(row.format(name.rsplit("_", 1)[0], k, conns, t["requests_per_s"],
+                                t["p50_ms"], t["p99_ms"], t["failed"]))  # fmt: skip
+    lines += [
+        "",
+        f"- `serve start` from nothing: {r['start_s']} s",
+        f"- logging on {lg['on_rps']} against off {lg['off_rps']} requests/s (medians of "
+        f"{len(lg['runs']['on'])} rounds; the cost is the median of the rounds' ratios): "
+        f"on {lg['runs']['on']}, off {lg['runs']['off']}",
+        f"- redeploy under wrk load: start {d['start_s']} s, smoke test of {d['smoke_rows']} "
+        f"rides {d['smoke_s']} s, switch {d['switch_s']} s; {d['failed']} failed of "
+        f"{d['requests']} requests in {d['load_s']:g} s, slowest {d['slowest_ms']} ms",
+        f"- replay of {a['rides']} real rides: {a['answered']} answered, {a['logged']} log rows "
+        f"({a['unique_request_ids']} request ids)",
+    ]
     return "\n".join(lines) + "\n"
 
 
