@@ -5,7 +5,9 @@ them every `flush_s` seconds as a new parquet file, atomically (a file is comple
 absent), so a worker killed with -9 loses at most its last `flush_s` of rows. When the disk
 is full the rows wait in memory (up to `max_pending`, then newer rows are dropped and
 counted), serving goes on, the serving log says so once, and writing resumes when space
-returns. Each worker's counters are in a small JSON file beside (not under) the log.
+returns. Each worker merges its files COMPACT_PARTS at a time, so that a long-running
+service leaves few files. Each worker's counters are in a small JSON file beside (not
+under) the log.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sys
 import threading
 import time
@@ -37,7 +40,7 @@ SCHEMA = pa.schema([
     ("passenger_count", pa.float64()), ("prediction", pa.float64()),
 ])  # fmt: skip
 INPUTS = SCHEMA.names[7:-1]  # the ride's input fields, by their canonical names
-ARMS = ("production",)  # who answered; A/B, canary and shadow arms come later
+COMPACT_PARTS = 300  # a worker merges its files 300 at a time (5 minutes at 1 s flushes)
 
 
 @dataclass(kw_only=True)
@@ -73,6 +76,8 @@ class PredictionLog:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._seq = 0
+        self.token = f"{os.getpid()}-{secrets.token_hex(3)}"  # this worker's, in file names
+        self._parts: list[Path] = []  # written since the last compaction
 
     def start(self) -> PredictionLog:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -110,10 +115,10 @@ class PredictionLog:
 
     def _write(self, rows: list[tuple]) -> None:
         self._seq += 1
-        name = f"{utc_stamp()}-{os.getpid()}-{self._seq:06d}"
+        path = self.folder / f"{utc_stamp()}-{self.token}-{self._seq:06d}.parquet"
         try:
             table = _table(rows)
-            with atomic_path(self.folder / f"{name}.parquet") as tmp:
+            with atomic_path(path) as tmp:
                 pq.write_table(table, tmp)
         except OSError as e:
             with self._lock:  # the rows go back in front of any newer ones
@@ -125,9 +130,27 @@ class PredictionLog:
             self.counters.pending_rides = len(self._rows)
             self.counters.logged_rides += len(rows)
             self.counters.files += 1
+        self._parts.append(path)
+        if len(self._parts) >= COMPACT_PARTS:
+            self._compact()
         if not self.counters.writing:
             self.counters.writing, self.counters.error = True, ""
             print(f"duration: prediction log: writing to {self.folder} again", file=sys.stderr)
+
+    def _compact(self) -> None:
+        """Merge this worker's last COMPACT_PARTS files into one (atomically), then remove
+        them. The merged file's name says which it holds: `read` skips any left behind."""
+        parts, first, last = self._parts, self._parts[0], self._parts[-1]
+        stamp = first.name.split("-", 1)[0]
+        merged = self.folder / f"{stamp}-{self.token}-{_seq(first)}-{_seq(last)}.parquet"
+        try:
+            with atomic_path(merged) as tmp:
+                pq.write_table(pa.concat_tables(pq.read_table(p) for p in parts), tmp)
+        except OSError:
+            return  # no room to merge: the parts stay as they are, and it tries again later
+        for p in parts:
+            p.unlink(missing_ok=True)
+        self._parts = []
 
     def _failing(self, e: OSError) -> None:
         if self.counters.writing:  # said once, not on every flush
@@ -175,9 +198,32 @@ def _table(rows: list[tuple]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
+def _seq(path: Path) -> str:
+    return path.stem.rsplit("-", 1)[1]
+
+
+def _files(folder: Path) -> list[Path]:
+    """The log's files in time order, without the parts a merged file already holds
+    (left behind when a worker stopped between writing the merged file and removing them).
+    A part is STAMP-PID-HEX-SEQ, a merged file STAMP-PID-HEX-FIRST-LAST."""
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    merged: dict[str, list[tuple[int, int]]] = {}
+    for f in files:
+        bits = f.stem.split("-")
+        if len(bits) == 5:
+            merged.setdefault("-".join(bits[1:3]), []).append((int(bits[3]), int(bits[4])))
+
+    def covered(f: Path) -> bool:
+        bits = f.stem.split("-")
+        ranges = merged.get("-".join(bits[1:3]), []) if len(bits) == 4 else []
+        return any(a <= int(bits[3]) <= b for a, b in ranges)
+
+    return [f for f in files if not covered(f)]
+
+
 def read(folder: Path) -> pa.Table:
     """Every complete file of the log, as one table (empty when nothing was logged)."""
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    files = _files(folder)
     tables = [pq.read_table(f, schema=SCHEMA) for f in files]
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 

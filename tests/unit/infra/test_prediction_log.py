@@ -147,3 +147,22 @@ def test_a_request_keeps_the_signatures_columns_and_the_ride_ids():
     rides = parse(body(dataframe_records=records), COLUMNS, max_rides=10)
     assert rides.n == 2 and rides.ride_ids == ["7", None]
     assert rides.columns == {"PULocationID": [1, 3], "DOLocationID": [2, 4]}  # no fare
+
+
+def test_a_worker_merges_its_files_and_read_skips_parts_left_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(pl, "COMPACT_PARTS", 3)
+    log = make_log(tmp_path, flush_s=60)
+    log.folder.mkdir(parents=True)
+    for i in range(7):
+        log.add([ride(i)])
+        log.flush()
+    names = sorted(p.name for p in log.folder.iterdir())
+    assert len(names) == 3 and sum(n.count("-") == 4 for n in names) == 2  # 2 merged, 1 part
+    rows = pl.read(log.folder)["ride_id"].to_pylist()
+    assert rows == [ride(i)[1] for i in range(7)]
+    # a worker stopped between writing a merged file and removing its parts
+    merged = sorted(p for p in log.folder.iterdir() if p.name.count("-") == 4)[0]
+    stamp, pid, hexa, first, _ = merged.stem.split("-")
+    left = log.folder / f"{stamp}-{pid}-{hexa}-{first}.parquet"
+    pl.pq.write_table(pl._table([ride(0)]), left)
+    assert pl.read(log.folder)["ride_id"].to_pylist() == rows  # not twice
