@@ -20,6 +20,9 @@ FROM     ?= 2021-02
 TO       ?= 2023-04
 CYCLE_TRIALS ?= 10
 CYCLE_WINDOW ?= 2
+RIDES    ?= 1000
+RATE     ?= 100
+CONCURRENCY ?= 4
 # The defaults above are the CLI's own (tests/unit/cli/test_defaults.py holds them equal);
 # ports, folders and the rest come from the environment (docs/configuration.md).
 # Debian packages the project runs, as command:package (installed only where missing).
@@ -36,11 +39,11 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
 .PHONY: help install system download prepare features pipeline test test-fast lint format bench bench-scale \
         bench-spark bench-serve notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
-        postgres-backup load monitor monitor-months cycle replay docs
+        postgres-backup load monitor monitor-months cycle replay docs traffic monitor-served
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS=$(CYCLE_TRIALS) CYCLE_WINDOW=$(CYCLE_WINDOW)"
+	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS=$(CYCLE_TRIALS) CYCLE_WINDOW=$(CYCLE_WINDOW) RIDES=$(RIDES) RATE=$(RATE) CONCURRENCY=$(CONCURRENCY)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -123,7 +126,13 @@ serve-stop: $(STAMP) ## Stop serving
 deploy: $(STAMP) system ## CD step: serve the Production version after a smoke test, with no dropped request
 	$(BIN)/duration deploy --wait 600
 
-bench-serve: $(STAMP) system ## Benchmark serving: start, smoke test, switch gap, requests/s (reports/)
+traffic: $(STAMP) ## Replay RIDES real rides of MONTH through the served model (RATE a second, CONCURRENCY at once)
+	$(BIN)/duration traffic --color $(COLOR) --month $(MONTH) --rides $(RIDES) --rate $(RATE) --concurrency $(CONCURRENCY)
+
+monitor-served: $(STAMP) ## What was served of MONTH against its real durations, by version (reports/served-MONTH.json)
+	$(BIN)/duration monitor --served --color $(COLOR) --month $(MONTH) --summary reports/served-$(MONTH).json
+
+bench-serve: $(STAMP) system ## Benchmark serving with wrk: requests/s, p99, the floor, logging's cost (reports/)
 	$(BIN)/python scripts/bench_serve.py
 
 monitor: $(STAMP) system ## Monitor Production on MONTH: quality, drift, verdict (reports/monitor-MONTH.json)

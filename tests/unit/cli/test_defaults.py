@@ -41,7 +41,8 @@ MAKE_FLAGS = {  # Makefile variable -> (command, flag) it is passed to
     "FEATURES": ("pipeline", "--features"), "TRIALS": ("pipeline", "--trials"),
     "BASELINES": ("pipeline", "--baselines"), "SEED": ("pipeline", "--seed"),
     "MONTH": ("monitor", "--month"), "CYCLE_TRIALS": ("cycle", "--trials"),
-    "CYCLE_WINDOW": ("cycle", "--window"),
+    "CYCLE_WINDOW": ("cycle", "--window"), "RIDES": ("traffic", "--rides"),
+    "RATE": ("traffic", "--rate"), "CONCURRENCY": ("traffic", "--concurrency"),
 }  # fmt: skip
 
 
