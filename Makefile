@@ -20,6 +20,7 @@ FROM     ?= 2021-02
 TO       ?= 2023-04
 CYCLE_TRIALS ?= 10
 CYCLE_WINDOW ?= 2
+CYCLE_LIVE ?= off
 RIDES    ?= 1000
 RATE     ?= 100
 CONCURRENCY ?= 4
@@ -39,11 +40,11 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
 .PHONY: help install system download prepare features pipeline test test-fast lint format bench bench-scale \
         bench-spark bench-serve notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
-        postgres-backup load monitor monitor-months cycle replay docs traffic monitor-served
+        postgres-backup load monitor monitor-months cycle replay docs traffic monitor-served ab-report
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS=$(CYCLE_TRIALS) CYCLE_WINDOW=$(CYCLE_WINDOW) RIDES=$(RIDES) RATE=$(RATE) CONCURRENCY=$(CONCURRENCY)"
+	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS=$(CYCLE_TRIALS) CYCLE_WINDOW=$(CYCLE_WINDOW) CYCLE_LIVE=$(CYCLE_LIVE) RIDES=$(RIDES) RATE=$(RATE) CONCURRENCY=$(CONCURRENCY)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -132,6 +133,9 @@ traffic: $(STAMP) ## Replay RIDES real rides of MONTH through the served model (
 monitor-served: $(STAMP) ## What was served of MONTH against its real durations, by version (reports/served-MONTH.json)
 	$(BIN)/duration monitor --served --color $(COLOR) --month $(MONTH) --summary reports/served-$(MONTH).json
 
+ab-report: $(STAMP) ## Canary or shadow against Production on MONTH's real durations: promote, abort or continue
+	$(BIN)/duration ab report --color $(COLOR) --month $(MONTH) --summary reports/ab-$(MONTH).json
+
 bench-serve: $(STAMP) system ## Benchmark serving with wrk: requests/s, p99, the floor, logging's cost (reports/)
 	$(BIN)/python scripts/bench_serve.py
 
@@ -139,7 +143,7 @@ monitor: $(STAMP) system ## Monitor Production on MONTH: quality, drift, verdict
 	$(BIN)/duration monitor --color $(COLOR) --month $(MONTH) --summary reports/monitor-$(MONTH).json
 
 cycle: $(STAMP) system ## Monitor MONTH; retrain, gate on MONTH and promote if it drifted (reports/cycle-MONTH.json)
-	$(BIN)/duration cycle --color $(COLOR) --month $(MONTH) --trials $(CYCLE_TRIALS) --window $(CYCLE_WINDOW) --summary reports/cycle-$(MONTH).json
+	$(BIN)/duration cycle --color $(COLOR) --month $(MONTH) --trials $(CYCLE_TRIALS) --window $(CYCLE_WINDOW) --live $(CYCLE_LIVE) --summary reports/cycle-$(MONTH).json
 
 replay: $(STAMP) system ## The cycle for every month FROM..TO the source has, in order (reports/replay.json)
 	$(BIN)/duration cycle --color $(COLOR) --from $(FROM) --to $(TO) --trials $(CYCLE_TRIALS) --window $(CYCLE_WINDOW) --summary reports/replay.json

@@ -33,7 +33,7 @@ from duration.bench import wrk
 from duration.bench.runs import stamp
 from duration.core.records import raw_records
 from duration.data import prepare
-from duration.infra import prediction_log, serving, tracking_server
+from duration.infra import backends, prediction_log, serving, tracking_server
 from duration.infra.net import LOOPBACK, free_port, is_healthy, port_in_use
 from duration.infra.proc import stop_group
 from duration.ops import deploy, traffic
@@ -62,7 +62,7 @@ def body(records) -> bytes:
 def floor(workers: int, one: bytes) -> dict:
     """The bare ASGI app under uvicorn as the workers run, loaded as they are."""
     port = free_port()
-    cmd = serving.uvicorn_command("duration.bench.floor:app", port, workers, factory=False)
+    cmd = backends.uvicorn_command("duration.bench.floor:app", port, workers, factory=False)
     proc = subprocess.Popen([*cmd, "--lifespan", "off"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:

@@ -90,6 +90,15 @@ def cycle(
     ),  # fmt: skip
     min_improvement: float = options.MinImprovement,
     max_slice_loss: float = options.MaxSliceLoss,
+    live: str = typer.Option(
+        CycleRequest.live,
+        "--live",
+        help="off: promote on the offline gate; shadow or canary: put the challenger beside "
+        "the served Production, and decide next month on its rides and the gate.",
+    ),  # fmt: skip
+    live_weight: int = typer.Option(
+        CycleRequest.live_weight, "--live-weight", help="A live canary's share of clients, %."
+    ),
     max_rounds: int = options.MaxRounds,
     seed: int = options.Seed,
     name: str = options.Name,
@@ -102,6 +111,7 @@ def cycle(
     req = CycleRequest(
         month=month or start, color=color, name=name, trials=trials, window=window, seed=seed,
         max_rounds=max_rounds, rule=options.gate_rule(min_improvement, max_slice_loss),
+        live=live, live_weight=live_weight,
     )  # fmt: skip
     req.check()
     if month is None:
@@ -123,3 +133,30 @@ def cycle(
         f"{r.month}: Production v{r.champion_version} {r.verdict} -> {r.action}{again}: "
         f"{r.reason}; Production is v{r.production_version}"
     )
+
+
+ab_app = typer.Typer(no_args_is_help=True, help="Live decisions: canary and shadow arms.")
+
+
+@ab_app.command("report")
+def ab_report(
+    ctx: typer.Context,
+    color: Color = options.ColorOpt,
+    month: str = options.month(None, "--month", "The labelled month the arms served."),
+    max_slice_loss: float = options.MaxSliceLoss,
+    summary: Path = options.Summary,
+) -> None:
+    """Per arm: rides, realised RMSE (95% CI) and MAE; the difference; promote, abort or
+    continue. Logged in the nyc-taxi-duration-ab experiment."""
+    if month is None:
+        raise DurationError("give --month YYYY-MM: the labelled month the arms served")
+    rule = options.gate_rule(0.0, max_slice_loss)
+    from duration.ops import ab  # deferred: the ML stack loads only to do the work
+
+    connect(ctx)
+    r = ab.report(settings(ctx), color, month, rule)
+    write_summary(summary, asdict(r))
+    cols = ["version", "role", "weight", "rides", "rmse", "ci_low", "ci_high", "mae"]
+    typer.echo(render.table(r.arms, cols))
+    typer.echo(f"{r.decision}: {r.reason}")
+    typer.echo(f"a/b run {r.run_id}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,6 +15,7 @@ from duration.core.schema import Color
 from duration.errors import DurationError
 from duration.infra import serving
 from duration.ops.requests import TrafficRequest
+from duration.settings import Settings
 
 serve_app = typer.Typer(
     no_args_is_help=True, help="Serve the Production version over HTTP (behind nginx)."
@@ -79,30 +81,82 @@ def deploy(
     version: str = typer.Option(
         None, "--version", help="Serve this version and make it Production (rollback)."
     ),
+    canary: str = typer.Option(
+        None, "--canary", help="Serve this version to --weight % of clients beside Production."
+    ),
+    weight: int = typer.Option(10, "--weight", help="The canary's share of clients, 1-99 %."),
+    shadow: str = typer.Option(
+        None, "--shadow", help="Score every request with this version too; it answers no one."
+    ),
+    finish: bool = typer.Option(
+        False, "--finish", help="The canary or shadow becomes Production (registry, traffic)."
+    ),
+    abort: bool = typer.Option(False, "--abort", help="Remove the canary or shadow."),
     rows: int = typer.Option(200, "--rows", help="Real rides in the smoke test."),
-    force: bool = typer.Option(False, "--force", help="Redeploy even if it already serves."),
+    force: bool = typer.Option(
+        False, "--force", help="Redeploy even if it serves; replace a running candidate."
+    ),
     wait: float = options.Wait,
     summary: Path = options.Summary,
 ) -> None:
-    """Put the Production version (or --version N) into service: start, smoke-test, switch."""
-    if version is not None and not version.isdigit():
-        raise DurationError(f"--version {version!r} is not a version number: give e.g. 3")
+    """Put the Production version (or --version N) into service: start, smoke-test, switch.
+    Or a candidate beside it: --canary N --weight W, --shadow N; then --finish or --abort."""
+    given = {"--version": version is not None, "--canary": canary is not None,
+             "--shadow": shadow is not None, "--finish": finish, "--abort": abort}  # fmt: skip
+    asked = [flag for flag, on in given.items() if on]
+    if len(asked) > 1:
+        raise DurationError(f"give one of {' / '.join(asked)}: one change to serving at a time")
+    for flag, value in (("--version", version), ("--canary", canary), ("--shadow", shadow)):
+        if value is not None and not value.isdigit():
+            raise DurationError(f"{flag} {value!r} is not a version number: give e.g. 3")
     if rows < 1:
         raise DurationError(f"--rows {rows}: give at least 1")
-    from duration.ops import deploy as dp  # deferred: the ML stack loads only to do the work
+    if canary is not None:
+        from duration.ops.rollout import check_weight  # deferred: ops loads pandas
 
+        check_weight(weight)
     connect(ctx)
-    d = dp.deploy(settings(ctx), name, version, rows, force, wait)
+    d = _deploy(settings(ctx), name, version, canary, weight, shadow, finish, abort, rows,
+                force, wait)  # fmt: skip
     write_summary(summary, asdict(d))
+    typer.echo(_said(d))
+
+
+def _deploy(s: Settings, name: str, version: str | None, canary: str | None, weight: int,
+            shadow: str | None, finish: bool, abort: bool, rows: int, force: bool,
+            wait: float) -> Any:  # fmt: skip
+    from duration.ops import deploy as dp  # deferred: the ML stack loads only to do the work
+    from duration.ops import rollout
+
+    if canary is not None:
+        return rollout.start(s, name, canary, "canary", weight, rows, force, wait)
+    if shadow is not None:
+        return rollout.start(s, name, shadow, "shadow", 0, rows, force, wait)
+    if finish:
+        return rollout.finish(s, name, rows, wait)
+    if abort:
+        return rollout.abort(s, name, wait)
+    return dp.deploy(s, name, version, rows, force, wait)
+
+
+def _said(d: Any) -> str:
+    """What a deploy did, in one line."""
     if d.outcome == "already-serving":
-        typer.echo(f"{name} version {d.version} already serves at {d.url}: nothing to do")
-        return
+        return f"{d.model_name} version {d.version} already serves at {d.url}: nothing to do"
+    if d.outcome == "aborted":
+        return (f"aborted: the {d.role} of version {d.version} is out; version "
+                f"{d.previous_version} answers every request at {d.url}")  # fmt: skip
     t = d.timings
-    typer.echo(
-        f"{d.outcome}: {name} version {d.version} serves at {d.url} (was "
-        f"{d.previous_version or 'nothing'}); started in {t.get('start_s', 0):.1f} s, smoke "
-        f"test of {d.smoke.get('rows', 0)} rides max diff {d.smoke.get('max_abs_diff', 0):.2g} "
-        f"min, switched in {t.get('switch_s', 0):.2f} s"
+    what = {"canary": f"a canary for {d.weight}% of clients beside", "shadow": "a shadow of",
+            "finished": f"Production (was the {d.role}), replacing"}.get(d.outcome, "")  # fmt: skip
+    lead = (f"{d.outcome}: {d.model_name} version {d.version} serves at {d.url} as {what} "
+            f"version {d.previous_version}") if what else (
+            f"{d.outcome}: {d.model_name} version {d.version} serves at {d.url} (was "
+            f"{d.previous_version or 'nothing'})")  # fmt: skip
+    return (
+        f"{lead}; started in {t.get('start_s', 0):.1f} s, smoke test of "
+        f"{d.smoke.get('rows', 0)} rides max diff {d.smoke.get('max_abs_diff', 0):.2g} min, "
+        f"switched in {t.get('switch_s', 0):.2f} s"
     )
 
 
@@ -129,6 +183,8 @@ def traffic(
         t = tr.replay(settings(ctx), req, stop)
     write_summary(summary, asdict(t))
     by = ", ".join(f"v{v}: {n}" for v, n in sorted(t.versions.items()))
+    if len(t.arms) > 1:
+        by += "; " + ", ".join(f"{a}: {n}" for a, n in sorted(t.arms.items()))
     typer.echo(
         f"{t.answered_rides} of {t.rides} {t.color} {t.month} rides answered by {t.url} "
         f"({by or 'none'}) in {t.seconds:.1f} s: {t.requests_per_s} requests/s, p50 "

@@ -53,7 +53,7 @@ def gate(
             f"{m}; {cp} stays in Production",
         )
     beats = f"{scored} beats champion {cp} {champion_rmse:.4f} by more than {m}"
-    worse = _worst_slice(slices, rule)
+    worse = worst_slice(slices, rule)
     if worse is not None:
         return Verdict(
             promoted=False,
@@ -68,7 +68,7 @@ def gate(
     )
 
 
-def _worst_slice(slices: pd.DataFrame | None, rule: GateRule) -> pd.Series | None:
+def worst_slice(slices: pd.DataFrame | None, rule: GateRule) -> pd.Series | None:
     """The sizeable slice the challenger makes worse by the most beyond the rule, if any."""
     if slices is None or slices.empty:
         return None

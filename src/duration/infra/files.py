@@ -10,7 +10,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from duration.errors import DurationError
+from duration.errors import DurationError, cause
 
 
 @contextmanager
@@ -59,3 +59,11 @@ def write_atomic(dest: Path, text: str, mode: int | None = None) -> Path:
         with os.fdopen(fd, "w") as f:
             f.write(text)
     return dest
+
+
+def tail(log: Path) -> str:
+    """The cause of a failure, as a process's log file reports it."""
+    try:
+        return cause(log.read_text(errors="replace"))
+    except OSError:
+        return "no log"

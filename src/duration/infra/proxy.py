@@ -15,12 +15,13 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from duration.errors import DurationError, cause
-from duration.infra.files import write_atomic
+from duration.infra.files import tail, write_atomic
 from duration.infra.net import LOOPBACK, port_in_use
 from duration.infra.proc import alive, stop_group
 from duration.settings import Settings
@@ -45,27 +46,27 @@ http {{
     proxy_buffering off;
     # The workers share one port; listed twice, a request that lost its worker (killed,
     # restarting) is retried once on a fresh connection, and no peer is ever marked down.
-    upstream scoring {{
-        server {loopback}:{backend_port} max_fails=0;
-        server {loopback}:{backend_port} max_fails=0;
+    upstream production {{
+        server {loopback}:{production_port} max_fails=0;
+        server {loopback}:{production_port} max_fails=0;
         keepalive 64;
     }}
-    server {{
+{candidate}    server {{
         listen {loopback}:{port};
         error_page 413 @too_large;
         error_page 502 503 504 @unavailable;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header X-Request-Id $request_id;
+        proxy_set_header X-Duration-Smoke "";  # only a deploy's own smoke test skips the log
+        proxy_next_upstream error timeout non_idempotent;
+        proxy_next_upstream_tries 2;
+        proxy_read_timeout 120s;
         location / {{
-            proxy_pass http://scoring;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Request-Id $request_id;
-            proxy_set_header X-Duration-Smoke "";  # only a deploy's own smoke test skips the log
-            proxy_next_upstream error timeout non_idempotent;
-            proxy_next_upstream_tries 2;
-            proxy_read_timeout 120s;
-            add_header X-Model-Name {name} always;
-            add_header X-Model-Version {version} always;
+            proxy_pass http://production;
         }}
+        location = /invocations {{
+{invocations}        }}
         location @too_large {{
             default_type application/json;
             return 413 '{too_large}';
@@ -74,9 +75,39 @@ http {{
             default_type application/json;
             return 503 '{unavailable}';
         }}
-    }}
+{shadow}    }}
 }}
 """
+# A canary: a share of the clients, by a key that is the same for every request of one
+# client (X-Client-Id, else the ride's X-Ride-Id, else the request's own id). If the
+# canary does not answer, Production does (its backup server).
+CANARY = """    upstream canary {{
+        server {loopback}:{port} max_fails=0;
+        server {loopback}:{production_port} backup;
+        keepalive 32;
+    }}
+    map $http_x_ride_id $ride_key {{ "" $request_id; default $http_x_ride_id; }}
+    map $http_x_client_id $client_key {{ "" $ride_key; default $http_x_client_id; }}
+    split_clients "${{client_key}}" $arm {{ {weight}% canary; * production; }}
+"""
+# A shadow: nginx mirrors each request to it and throws its answer away. The shadow's front
+# acknowledges at once and scores after; short timeouts bound what a stalled shadow can
+# cost the client's connection, and a dead one is refused at once.
+SHADOW_UPSTREAM = """    upstream shadow {{
+        server {loopback}:{port} max_fails=0;
+        keepalive 32;
+    }}
+"""
+SHADOW_LOCATION = """        location = /_shadow {{
+            internal;
+            proxy_pass http://shadow/invocations;
+            proxy_next_upstream off;
+            proxy_connect_timeout {timeout_ms}ms;
+            proxy_send_timeout {timeout_ms}ms;
+            proxy_read_timeout {timeout_ms}ms;
+        }}
+"""
+SHADOW_TIMEOUT_MS = 50
 MAX_BODY = "8m"  # 5,000 raw TLC records are about 2 MB of JSON
 
 
@@ -93,27 +124,51 @@ def nginx_binary() -> str:
     return found
 
 
-def tail(log: Path) -> str:
-    """The cause of a failure, as a process's log file reports it."""
-    try:
-        return cause(log.read_text(errors="replace"))
-    except OSError:
-        return "no log"
-
-
 def _json_error(code: str, message: str) -> str:
     """An error body as MLflow's scoring server writes one, quoted for nginx's `return`."""
     return json.dumps({"error_code": code, "message": message}).replace("'", "\\'")
 
 
-def write_conf(settings: Settings, name: str, version: str, backend_port: int) -> Path:
-    """The proxy's config: every request to the scoring process on `backend_port`."""
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    """Where the proxy sends requests: Production's port, and a candidate arm's, if any."""
+
+    name: str
+    production_port: int
+    candidate: str | None = None  # canary or shadow
+    candidate_port: int | None = None
+    weight: int = 0  # the canary's share of clients, %
+
+
+def _arms(route: Route) -> tuple[str, str, str]:
+    """The candidate's upstream (and split), the /invocations location, and the shadow's."""
+    pass_to = "            proxy_pass http://{};\n"
+    if route.candidate == "canary":
+        up = CANARY.format(loopback=LOOPBACK, port=route.candidate_port,
+                           production_port=route.production_port, weight=route.weight)  # fmt: skip
+        return up, pass_to.format("$arm"), ""
+    if route.candidate == "shadow":
+        up = SHADOW_UPSTREAM.format(loopback=LOOPBACK, port=route.candidate_port)
+        mirror = "            mirror /_shadow;\n            mirror_request_body on;\n"
+        return (
+            up,
+            mirror + pass_to.format("production"),
+            SHADOW_LOCATION.format(timeout_ms=SHADOW_TIMEOUT_MS),
+        )
+    return "", pass_to.format("production"), ""
+
+
+def write_conf(settings: Settings, route: Route) -> Path:
+    """The proxy's config: every request to Production's workers, or split with a canary,
+    or mirrored to a shadow."""
     state = settings.paths.serve_state
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (state / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    candidate, invocations, shadow = _arms(route)
     text = NGINX_CONF.format(
-        state=state.resolve(), loopback=LOOPBACK, backend_port=backend_port,
-        port=settings.serve.port, name=name, version=version, max_body=MAX_BODY,
+        state=state.resolve(), loopback=LOOPBACK, production_port=route.production_port,
+        port=settings.serve.port, max_body=MAX_BODY, candidate=candidate,
+        invocations=invocations, shadow=shadow,
         too_large=_json_error(
             "REQUEST_TOO_LARGE",
             f"the body is over {MAX_BODY}: send fewer rides a request "

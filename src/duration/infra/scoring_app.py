@@ -46,6 +46,10 @@ class Rides:
     n: int
 
 
+NO_RIDES = Rides(columns={}, ride_ids=[], n=0)
+ACCEPTED = b'{"accepted": true}'
+
+
 class Refused(Exception):
     """A request no worker takes: its HTTP status and one line saying why."""
 
@@ -131,6 +135,11 @@ class Front:
     ) -> None:  # fmt: skip
         self.inner, self.log, self.max_rides = inner, log, max_rides
         self.who = (meta["model_name"], meta["model_version"], meta["arm"])  # in SCHEMA's order
+        self.shadow = meta["arm"] == "shadow"
+        self.identity = [(b"x-model-name", meta["model_name"].encode()),
+                         (b"x-model-version", meta["model_version"].encode()),
+                         (b"x-model-arm", meta["arm"].encode()),
+                         (b"x-served-by", str(os.getpid()).encode())]  # fmt: skip
         schema = pyfunc.metadata.get_input_schema()
         self.types = {c.name: _kind(c.type) for c in schema.inputs} if schema else {}
         self.required = [c.name for c in schema.inputs if c.required] if schema else []
@@ -138,7 +147,6 @@ class Front:
         self.model = impl if isinstance(impl, DurationModel) else None
         canon = resolve_columns(list(self.types))  # canonical name -> the signature's
         self.inputs = [canon.get(c) for c in INPUTS]  # the log's inputs, as clients name them
-        self.pid = str(os.getpid()).encode()  # built in the worker, by uvicorn's factory
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -165,12 +173,25 @@ class Front:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         body = await _body(receive)
-        reply = [
-            (b"x-request-id", request_id.encode()),
-            (b"x-served-by", self.pid),
-        ]
+        reply = [(b"x-request-id", request_id.encode()), *self.identity]
+        smoke = bool(headers.get("x-duration-smoke"))  # a deploy's smoke test: not served
+        mirrored = self.shadow and not smoke  # a copy of a client's request: no one waits
+        if mirrored:  # acknowledged at once, scored after
+            await _answer(send, 202, ACCEPTED, reply)
         if not headers.get("content-type", JSON).startswith(JSON):
-            return await self._pass(scope, body, send, reply)  # CSV, parquet: MLflow's own
+            if not mirrored:
+                await self._pass(scope, body, send, reply)  # CSV, parquet: MLflow's own
+            return
+        status, content, rides, pred = await self._score(scope, body)
+        if not mirrored:
+            await _answer(send, status, content, reply)
+        if status != 200:
+            self._failed()
+        elif not smoke:
+            self._record(request_id, rides, pred, time.perf_counter() - start)
+
+    async def _score(self, scope: Scope, body: bytes) -> tuple[int, bytes, Rides, list]:
+        """The request's status, answer, rides and predictions."""
         try:
             rides = parse(body, list(self.types), self.max_rides)
             if missing := [c for c in self.required if c not in rides.columns]:
@@ -179,14 +200,9 @@ class Front:
                     f"column of its signature ({', '.join(self.types)})",
                 )  # fmt: skip
         except Refused as e:
-            self._failed()
-            return await _answer(send, e.status, _error(e), reply)
+            return e.status, _error(e), NO_RIDES, []
         status, content, pred = await self._predict(scope, rides)
-        await _answer(send, status, content, reply)
-        if status != 200:
-            self._failed()
-        elif not headers.get("x-duration-smoke"):  # a deploy's smoke test is not served
-            self._record(request_id, rides, pred, time.perf_counter() - start)
+        return status, content, rides, pred
 
     async def _predict(self, scope: Scope, rides: Rides) -> tuple[int, bytes, list]:
         """Our own prediction for plain values, else MLflow's server's answer: the status,
@@ -294,7 +310,7 @@ async def _call(app: Any, scope: Scope, body: bytes) -> tuple[int, list, bytes]:
 
 def create() -> Front:
     """The worker's app (uvicorn's factory), for the version and log that `DURATION_SCORING`
-    names (`duration.infra.serving.worker_spec` writes it)."""
+    names (`duration.infra.backends.worker_spec` writes it)."""
     from mlflow.pyfunc import scoring_server  # deferred: MLflow loads in the worker only
 
     spec = json.loads(os.environ["DURATION_SCORING"])

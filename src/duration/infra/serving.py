@@ -1,56 +1,49 @@
-"""Serve a registered version over HTTP: scoring workers behind the nginx proxy.
+"""What serves over HTTP: Production's workers behind the nginx proxy, and at most one
+candidate arm beside them (a canary answering a share of the clients, or a shadow that
+scores a mirror of every request and answers no one).
 
-Each version runs as its own group of uvicorn workers (`serve.workers`, default one per
-core) on a free loopback port: MLflow's scoring app, behind the front of
-`duration.infra.scoring_app`, which records every served ride in the prediction log. The
-version's artifacts are downloaded once, beside the serving state; each worker loads them
-from there. `switch` points the proxy at a version and stops the old one once the proxy
-has drained it (a graceful stop flushes its log). What serves is recorded in `serve.json`
-under `paths.serve_state`, written atomically after every switch.
+`switch` points the proxy at a new Production and stops what served before (the
+candidate too) once the proxy has drained it (a graceful stop flushes its log); `add_arm`
+and `remove_arm` put a candidate in and take it out the same way. What serves is recorded
+in `serve.json` under `paths.serve_state`, written atomically after every change.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
-
-from duration.errors import DurationError
 from duration.infra import prediction_log, proxy
+from duration.infra.backends import Backend, start_backend, stop_backend, up, workers
 from duration.infra.files import write_atomic
-from duration.infra.net import LOOPBACK, free_port, is_healthy
-from duration.infra.proc import alive, stop_group
+from duration.infra.net import is_healthy
+from duration.infra.proc import alive
 from duration.settings import Settings
 
 
 @dataclass(frozen=True, kw_only=True)
-class Backend:
-    """One version's scoring workers: a uvicorn supervisor and the workers it restarts."""
+class Arm:
+    """The candidate beside Production: its role, its share and its workers."""
 
     version: str
+    role: str  # canary or shadow
+    weight: int  # a canary's share of clients, %; a shadow sees every request (100)
     port: int
-    pid: int  # the process group: the uvicorn supervisor, its workers inside
-    server_pid: int  # the process that answers for the group (the supervisor)
+    pid: int
+    started_at: str
 
     @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+    def backend(self) -> Backend:
+        return Backend(version=self.version, port=self.port, pid=self.pid, server_pid=self.pid)
 
 
 @dataclass(frozen=True, kw_only=True)
 class State:
-    """What is serving: written atomically to serve.json after every switch."""
+    """What is serving: written atomically to serve.json after every change."""
 
     name: str
     version: str
@@ -60,12 +53,22 @@ class State:
     server_pid: int
     proxy_pid: int
     started_at: str
+    candidate: Arm | None = None
 
     @property
     def backend(self) -> Backend:
         return Backend(
             version=self.version, port=self.backend_port, pid=self.backend_pid,
             server_pid=self.server_pid,
+        )  # fmt: skip
+
+    @property
+    def route(self) -> proxy.Route:
+        c = self.candidate
+        return proxy.Route(
+            name=self.name, production_port=self.backend_port,
+            candidate=c.role if c else None, candidate_port=c.port if c else None,
+            weight=c.weight if c else 0,
         )  # fmt: skip
 
 
@@ -76,7 +79,9 @@ def state_file(settings: Settings) -> Path:
 def read_state(settings: Settings) -> State | None:
     """The recorded state, or None when nothing was started (or the file is unreadable)."""
     try:
-        return State(**json.loads(state_file(settings).read_text()))
+        raw = json.loads(state_file(settings).read_text())
+        arm = raw.pop("candidate", None)
+        return State(**raw, candidate=Arm(**arm) if arm else None)
     except (OSError, ValueError, TypeError):
         return None
 
@@ -85,177 +90,118 @@ def write_state(settings: Settings, state: State) -> None:
     write_atomic(state_file(settings), json.dumps(asdict(state), indent=2) + "\n")
 
 
-def model_dir(settings: Settings, name: str, version: str) -> Path:
-    """The local copy of `models:/name/version` its workers load (downloaded once)."""
-    return settings.paths.serve_state / "models" / f"{name}-v{version}"
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def download(settings: Settings, name: str, version: str) -> Path:
-    """`models:/name/version`'s artifacts, downloaded once (atomically: whole or absent)."""
-    dest = model_dir(settings, name, version)
-    if (dest / "MLmodel").is_file():
-        return dest
-    import mlflow.artifacts  # deferred: MLflow takes seconds to import
-
-    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    try:
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=str(part),
-            tracking_uri=settings.tracking.url,
-        )  # fmt: skip
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(part, dest)
-    finally:
-        shutil.rmtree(part, ignore_errors=True)
-    return dest
-
-
-def worker_spec(settings: Settings, name: str, version: str, model: Path, arm: str) -> dict:
-    """What each scoring worker is told (`DURATION_SCORING`): its model and its log."""
-    s = settings.serve
-    return {
-        "model": str(model), "name": name, "version": version, "arm": arm,
-        "log": str(settings.paths.serve_log) if s.log else None,
-        "status": str(settings.paths.serve_state / "workers"),
-        "flush_s": s.flush_s, "max_rides": s.max_rides,
-    }  # fmt: skip
-
-
-def uvicorn_command(app: str, port: int, workers: int, factory: bool = True) -> list[str]:
-    """The command line of `workers` uvicorn workers of `app` on 127.0.0.1:`port`: uvloop
-    and httptools, no access log (the prediction log is the record), and a keep-alive
-    longer than nginx's, so the proxy's idle connections are never cut under it."""
-    return [sys.executable, "-m", "uvicorn", *(["--factory"] if factory else []), app,
-            "--host", LOOPBACK, "--port", str(port), "--workers", str(workers),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-            "--log-level", "warning", "--timeout-keep-alive", "75"]  # fmt: skip
-
-
-def start_backend(
-    settings: Settings, name: str, version: str, arm: str = "production", timeout: float = 180.0
-) -> Backend:
-    """Start `models:/name/version`'s workers on a free loopback port; wait until they
-    answer /health. A version that cannot load is one line, from its log."""
-    state = settings.paths.serve_state
-    state.mkdir(parents=True, exist_ok=True)
-    model = download(settings, name, version)
-    port = free_port()
-    log_path = state / f"scoring-v{version}.log"
-    spec = worker_spec(settings, name, version, model, arm)
-    env = {**os.environ, "DURATION_SCORING": json.dumps(spec),
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # fmt: skip
-    cmd = uvicorn_command("duration.infra.scoring_app:create", port, settings.serve.workers)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True,
-        )  # fmt: skip
-    url = f"http://{LOOPBACK}:{port}"
-    deadline = time.monotonic() + timeout
-    while not is_healthy(url, timeout=1.0):
-        # a worker that cannot load is restarted by its supervisor: its log says so first
-        if proc.poll() is not None or time.monotonic() > deadline or _failed(log_path):
-            stop_group(proc.pid)
-            raise DurationError(
-                f"version {version} of {name} did not start serving ({proxy.tail(log_path)}); "
-                f"see {log_path}"
-            )
-        time.sleep(0.2)
-    return Backend(version=version, port=port, pid=proc.pid, server_pid=proc.pid)
-
-
-def _failed(log: Path) -> bool:
-    try:
-        return "Traceback (most recent call last)" in log.read_text(errors="replace")
-    except OSError:
-        return False
-
-
-def up(backend: Backend) -> bool:
-    """True when the backend's supervisor runs and its workers answer (workers orphaned by
-    a supervisor killed with -9 still answer, but nothing would restart them)."""
-    return alive(backend.server_pid, "scoring_app") and is_healthy(backend.url)
-
-
-def workers(backend: Backend) -> list[int]:
-    """The pids of the workers that answer for `backend` now."""
-    with contextlib.suppress(psutil.Error):
-        kids = psutil.Process(backend.server_pid).children()
-        found = sorted(int(k.pid) for k in kids if "spawn_main" in " ".join(k.cmdline()))
-        return found or [backend.server_pid]  # one worker: the supervisor answers itself
-    return []
-
-
-def stop_backend(backend: Backend) -> None:
-    """Stop a scoring process: its group holds the uvicorn process it started."""
-    stop_group(backend.pid)
+def _apply(settings: Settings, route: proxy.Route) -> int:
+    """Write the proxy's config for `route` and start or reload it (draining the old
+    workers' requests); the proxy's pid."""
+    proxy.write_conf(settings, route)
+    master = proxy.pid(settings)
+    if master is None:
+        return proxy.start(settings)
+    proxy.reload(settings, master)
+    return master
 
 
 def switch(settings: Settings, name: str, backend: Backend) -> State:
-    """Point the proxy at `backend` (starting the proxy if needed); stop the old backend."""
+    """Point the proxy at `backend` as Production alone (starting the proxy if needed);
+    stop the old Production and any candidate once drained."""
     old = read_state(settings)
-    proxy.write_conf(settings, name, backend.version, backend.port)
-    master = proxy.pid(settings)
-    if master is None:
-        master = proxy.start(settings)
-    else:
-        proxy.reload(settings, master)
+    master = _apply(settings, proxy.Route(name=name, production_port=backend.port))
     state = State(
-        name=name,
-        version=backend.version,
-        url=settings.serve.url,
-        backend_port=backend.port,
-        backend_pid=backend.pid,
-        server_pid=backend.server_pid,
-        proxy_pid=master,
-        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
+        name=name, version=backend.version, url=settings.serve.url, backend_port=backend.port,
+        backend_pid=backend.pid, server_pid=backend.server_pid, proxy_pid=master,
+        started_at=_now(),
+    )  # fmt: skip
     write_state(settings, state)
-    if old is not None and old.backend_pid != backend.pid:
-        stop_backend(old.backend)
+    if old is not None:
+        if old.backend_pid != backend.pid:
+            stop_backend(old.backend)
+        if old.candidate is not None and old.candidate.pid != backend.pid:
+            stop_backend(old.candidate.backend)
     return state
 
 
+def add_arm(settings: Settings, state: State, backend: Backend, role: str, weight: int) -> State:
+    """Put `backend` beside Production as a canary (`weight`% of clients) or a shadow."""
+    arm = Arm(version=backend.version, role=role, weight=weight, port=backend.port,
+              pid=backend.pid, started_at=_now())  # fmt: skip
+    new = replace(state, candidate=arm)
+    master = _apply(settings, new.route)
+    new = replace(new, proxy_pid=master)
+    write_state(settings, new)
+    return new
+
+
+def remove_arm(settings: Settings, state: State) -> State:
+    """Take the candidate out: Production answers every request, then the candidate's
+    workers stop once the proxy has drained them."""
+    new = replace(state, candidate=None)
+    master = _apply(settings, new.route)
+    new = replace(new, proxy_pid=master)
+    write_state(settings, new)
+    if state.candidate is not None:
+        stop_backend(state.candidate.backend)
+    return new
+
+
 @contextmanager
-def started(settings: Settings, name: str, version: str) -> Iterator[Backend]:
-    """Start `version` beside whatever serves; if the block fails before it is the one
-    serving, stop it (the old version goes on serving)."""
+def started(
+    settings: Settings, name: str, version: str, role: str = "production"
+) -> Iterator[Backend]:
+    """Start `version` beside whatever serves; if the block fails before it serves, stop
+    it (what served before goes on serving)."""
     proxy.check_port(settings)
-    backend = start_backend(settings, name, version)
+    backend = start_backend(settings, name, version, arm=role)
     try:
         yield backend
     except BaseException:
         serving = read_state(settings)
-        if serving is None or serving.backend_pid != backend.pid:
+        pids = set() if serving is None else {serving.backend_pid}
+        if serving is not None and serving.candidate is not None:
+            pids.add(serving.candidate.pid)
+        if backend.pid not in pids:
             stop_backend(backend)
         raise
 
 
+def _arm_status(version: str, role: str, weight: int, backend: Backend) -> dict:
+    healthy = up(backend)
+    return {"version": version, "role": role, "weight": weight, "healthy": healthy,
+            "pid": backend.server_pid, "workers": workers(backend) if healthy else []}  # fmt: skip
+
+
 def status(settings: Settings) -> dict:
-    """What serves, asked of the processes themselves (stale pid files are cleaned), with
-    the workers that answer and what the prediction log holds."""
+    """What serves, asked of the processes themselves (stale pid files are cleaned): each
+    arm, its workers, and what the prediction log holds."""
     state = read_state(settings)
     master = proxy.pid(settings)
     out: dict = {"url": settings.serve.url, "model_name": None, "version": None, "pid": None,
-                 "workers": [], "proxy_pid": master, "healthy": False,
-                 "started_at": None}  # fmt: skip
+                 "workers": [], "proxy_pid": master, "healthy": False, "started_at": None,
+                 "arms": []}  # fmt: skip
     if state is None:
         out["problem"] = "nothing is serving: run `duration serve start` or `duration deploy`"
         return out
-    backend_up = up(state.backend)
+    c = state.candidate
+    share = 100 - c.weight if c is not None and c.role == "canary" else 100
+    arms = [_arm_status(state.version, "production", share, state.backend)]
+    if c is not None:
+        arms.append(_arm_status(c.version, c.role, c.weight, c.backend))
     out.update(
-        model_name=state.name,
-        version=state.version,
-        pid=state.server_pid,
-        workers=workers(state.backend) if backend_up else [],
-        started_at=state.started_at,
-        healthy=bool(master and backend_up and is_healthy(settings.serve.url)),
-    )
+        model_name=state.name, version=state.version, pid=state.server_pid,
+        workers=arms[0]["workers"], started_at=state.started_at, arms=arms,
+        healthy=bool(master and arms[0]["healthy"] and is_healthy(settings.serve.url)),
+    )  # fmt: skip
     if not out["healthy"]:
         what = "the proxy is down" if master is None else f"version {state.version} is down"
         out["problem"] = f"{what}: `duration serve start` or `duration deploy` restores it"
+    elif c is not None and not arms[1]["healthy"]:
+        out["problem"] = (
+            f"the {c.role} arm (version {c.version}) is down, and Production answers for it: "
+            "`duration deploy --abort` removes it"
+        )
     out["logging"] = log_status(settings)
     if "problem" in out["logging"] and "problem" not in out:
         out["problem"] = out["logging"]["problem"]
@@ -279,12 +225,17 @@ def running(settings: Settings) -> bool:
 
 
 def stop(settings: Settings) -> list[str]:
-    """Stop the proxy and the serving backend; return what was stopped."""
+    """Stop the proxy and every arm's workers; return what was stopped."""
     stopped = ["proxy"] if proxy.stop(settings) else []
     state = read_state(settings)
     if state is not None:
-        if alive(state.backend_pid, "scoring_app"):
-            stopped.append(f"version {state.version}")
-        stop_backend(state.backend)
+        backends = [(f"version {state.version}", state.backend)]
+        if state.candidate is not None:
+            c = state.candidate
+            backends.append((f"{c.role} version {c.version}", c.backend))
+        for what, backend in backends:
+            if alive(backend.pid, "scoring_app"):
+                stopped.append(what)
+            stop_backend(backend)
         state_file(settings).unlink(missing_ok=True)
     return stopped

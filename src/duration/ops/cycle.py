@@ -22,7 +22,7 @@ import pandas as pd
 from duration.core.schema import Color, month_range, previous_month
 from duration.data import matrices, prepare, tlc
 from duration.errors import DurationError, NotPublished, Stopped
-from duration.ops import monitor
+from duration.ops import live, monitor
 from duration.ops.requests import CycleRequest, check_range
 from duration.registry import register as reg
 from duration.registry.lease import promote_lock
@@ -44,7 +44,7 @@ class CycleResult:
 
     month: str
     verdict: str
-    action: str  # kept, promoted, rejected
+    action: str  # kept, promoted, rejected; live: shadow, canary, then aborted, continued
     champion_version: str
     challenger_version: str | None
     production_version: str
@@ -183,6 +183,7 @@ def run(
 ) -> CycleResult:
     """One month: monitor, and retrain, gate and promote when the verdict says so."""
     req.check()
+    live.check_serving(settings, req)
     if (done := recorded(req.name, req.month)) is not None:
         return CycleResult(**{**done, "repeated": True})
     champion = version_in(req.name, "Production")
@@ -199,7 +200,17 @@ def run(
         reason=f"Production v{champion.version} is {report.verdict} on {req.month}",
     )  # fmt: skip
     slices = None
-    if report.verdict != "ok":
+    arm = live.candidate(settings, req.name) if req.live != "off" else None
+    if arm is not None:  # last month's challenger has served live: decide it first
+        d = live.decide(settings, req, champion.version, arm)
+        result.action, result.production_version, result.reason = (
+            d.action, d.production_version, d.reason,
+        )  # fmt: skip
+        result.challenger_version = arm.version
+        result.gate_rmse_champion, result.gate_rmse_challenger = (
+            d.gate_rmse_champion, d.gate_rmse_challenger,
+        )  # fmt: skip
+    elif report.verdict != "ok":
         slices = _retrain_and_gate(settings, req, stop, result)
     result.decision_run_id = _log(result, req, slices, parent)
     return result
@@ -225,11 +236,14 @@ def _retrain_and_gate(
         )  # fmt: skip
         result.reason = c.verdict.reason
         _tag_gate(req.name, challenger, req.month, c.challenger_rmse)
-        if c.verdict.promoted:
+        if c.verdict.promoted and req.live == "off":
             set_production(req.name, challenger)
             result.action, result.production_version = "promoted", challenger
-        else:
+        elif not c.verdict.promoted:
             result.action = "rejected"
+    if c.verdict.promoted and req.live != "off":  # outside the promote lock: it deploys
+        result.reason += "; " + live.put_live(settings, req, challenger)
+        result.action = req.live
     return c.slices
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,8 @@ import requests
 from duration.core.records import raw_records
 from duration.data import prepare
 from duration.errors import DurationError
-from duration.infra import serving
+from duration.infra import backends, serving
+from duration.infra.backends import Backend
 from duration.infra.files import exclusive
 from duration.registry.uris import check_version, exists, load, set_production
 from duration.settings import Settings
@@ -40,11 +42,13 @@ class Deployment:
     model_name: str
     version: str
     previous_version: str | None
-    outcome: str  # deployed, rolled-back, already-serving
+    outcome: str  # deployed, rolled-back, already-serving; canary, shadow, finished, aborted
     url: str
     timings: dict = field(default_factory=dict)  # start_s, smoke_s, switch_s
     smoke: dict = field(default_factory=dict)  # rows, month, max_abs_diff
     run_id: str | None = None
+    role: str = "production"  # or the candidate's: canary, shadow
+    weight: int = 100  # the share of clients it answers, %
 
 
 @contextmanager
@@ -121,34 +125,41 @@ def _serving(settings: Settings, name: str) -> serving.State | None:
     return serving.read_state(settings) if st["healthy"] and st["model_name"] == name else None
 
 
-def _bring_up(settings: Settings, name: str, version: str, rows: int, out: Deployment) -> None:
-    """Start `version`, smoke-test it, switch to it; the old one serves until the switch."""
+def bring_up(
+    settings: Settings, name: str, version: str, rows: int, out: Deployment,
+    place: Callable[[Backend], object], role: str = "production",
+) -> None:  # fmt: skip
+    """Start `version` as `role`, smoke-test it, then `place` it (switch to it, or add it
+    as an arm); what serves goes on serving until then, and if anything fails."""
     color = check_version(name, version).tags.get("color", "green")
     records, month = smoke_rides(settings, color, rows)
     t0 = time.perf_counter()
-    with serving.started(settings, name, version) as backend:
+    with serving.started(settings, name, version, role) as backend:
         out.timings["start_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         out.smoke = {"month": month, **smoke_test(backend.url, name, version, records)}
         out.timings["smoke_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
-        serving.switch(settings, name, backend)
+        place(backend)
         out.timings["switch_s"] = round(time.perf_counter() - t0, 3)
 
 
-def _record(out: Deployment, rollback: bool) -> None:
-    """The deploy's params, timings and outcome on its run; the version's deployed_at tag."""
+def record(out: Deployment, deployed: bool = True, **params: object) -> None:
+    """The deploy's params, timings and outcome on its run; when `deployed` (it serves as
+    Production now), the version's deployed_at tag."""
     import mlflow  # deferred: MLflow takes seconds to import
 
     mlflow.log_params({"version": out.version, "previous_version": out.previous_version,
-                       "rollback": rollback, "smoke_rows": out.smoke.get("rows")})  # fmt: skip
+                       "role": out.role, "weight": out.weight,
+                       "smoke_rows": out.smoke.get("rows"), **params})  # fmt: skip
     metrics = {**out.timings}
     if "max_abs_diff" in out.smoke:
         metrics["smoke_max_abs_diff"] = out.smoke["max_abs_diff"]
     mlflow.log_metrics(metrics)
     mlflow.set_tags({"outcome": out.outcome, "smoke_month": out.smoke.get("month", "")})
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    client().set_model_version_tag(out.model_name, out.version, "deployed_at", now)
+    if deployed:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        client().set_model_version_tag(out.model_name, out.version, "deployed_at", now)
 
 
 def deploy(
@@ -168,28 +179,49 @@ def deploy(
             model_name=name, version=target, previous_version=previous, outcome="deployed",
             url=settings.serve.url,
         )  # fmt: skip
+        check_no_candidate(settings, force)
         if version is not None:
             out.outcome = "rolled-back"
         elif current and current.version == target and not force:
             out.outcome = "already-serving"
             return out
-        with runs.active_run(
-            experiment_id=experiments.experiment_id(DEPLOY_EXPERIMENT),
-            run_name=f"deploy-v{target}",
-            tags={"model_name": name, "version": target, **runs.process_tags()},
-        ) as run:
+        with deploy_run(name, target, f"deploy-v{target}") as run:
             out.run_id = run.info.run_id
             if force or not (current and current.version == target):
-                try:
-                    _bring_up(settings, name, target, rows, out)
-                except DurationError as e:
-                    client().set_tag(run.info.run_id, "outcome", "failed")
-                    client().set_tag(run.info.run_id, "reason", str(e)[:500])
-                    raise
+                bring_up(settings, name, target, rows, out,
+                         lambda b: serving.switch(settings, name, b))  # fmt: skip
             if version is not None:
                 set_production(name, version)
-            _record(out, version is not None)
+            record(out, rollback=version is not None)
         return out
+
+
+def check_no_candidate(settings: Settings, force: bool) -> None:
+    """Refuse, unless forced, to replace Production while a canary or shadow is running."""
+    state = serving.read_state(settings)
+    if state is not None and state.candidate is not None and not force:
+        c = state.candidate
+        raise DurationError(
+            f"a {c.role} of version {c.version} is serving beside Production: `duration deploy "
+            "--finish` or `--abort` it first, or give --force (which removes it)"
+        )
+
+
+@contextmanager
+def deploy_run(name: str, version: str, run_name: str, **tags: str) -> Iterator[Any]:
+    """One run in the deployments experiment; a refusal on the way marks it failed, with
+    its reason, and the run ends FAILED."""
+    with runs.active_run(
+        experiment_id=experiments.experiment_id(DEPLOY_EXPERIMENT),
+        run_name=run_name,
+        tags={"model_name": name, "version": version, **tags, **runs.process_tags()},
+    ) as run:
+        try:
+            yield run
+        except DurationError as e:
+            client().set_tag(run.info.run_id, "outcome", "failed")
+            client().set_tag(run.info.run_id, "reason", str(e)[:500])
+            raise
 
 
 def start(settings: Settings, name: str, wait: float = 0.0) -> serving.State:
@@ -201,7 +233,7 @@ def start(settings: Settings, name: str, wait: float = 0.0) -> serving.State:
         version = production_version(name)
         kept = serving.read_state(settings)
         same = kept is not None and (kept.name, kept.version) == (name, version)
-        if kept is not None and same and serving.up(kept.backend):
+        if kept is not None and same and backends.up(kept.backend):
             return serving.switch(settings, name, kept.backend)  # only the proxy was down
         with serving.started(settings, name, version) as backend:
             return serving.switch(settings, name, backend)

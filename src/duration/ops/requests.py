@@ -13,6 +13,7 @@ from duration.tracking.names import MODEL_NAME
 from duration.training.config import SearchConfig
 
 MAX_WINDOW = 12  # labelled months a retrain may use (all but the newest train)
+LIVE_MODES = ("off", "shadow", "canary")  # how the cycle's challenger meets live traffic
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,10 +55,18 @@ class CycleRequest:
     seed: int = 42
     features: FeatureSet = FeatureSet.default
     rule: GateRule = GateRule()
+    live: str = "off"  # off: promote on the gate; shadow or canary: put the challenger live
+    live_weight: int = 20  # the canary's share of clients, %
 
     def check(self) -> None:
         """One line for a cycle that cannot run as asked."""
         check_month(self.month)
+        if self.live not in LIVE_MODES:
+            raise DurationError(
+                f"--live {self.live!r}: give off (promote on the offline gate), shadow or canary"
+            )
+        if self.live == "canary" and not 1 <= self.live_weight <= 99:
+            raise DurationError(f"--live-weight {self.live_weight}: give 1-99 (% of clients)")
         if not 2 <= self.window <= MAX_WINDOW:
             raise DurationError(
                 f"--window {self.window}: give 2 to {MAX_WINDOW} labelled months (the older "

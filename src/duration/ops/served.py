@@ -40,7 +40,7 @@ class ServedReport:
     slices: list[dict] = field(default_factory=list)
 
 
-def _logged(settings: Settings) -> pd.DataFrame:
+def logged(settings: Settings) -> pd.DataFrame:
     table = prediction_log.read(settings.paths.serve_log)
     if table.num_rows == 0:
         raise DurationError(
@@ -60,23 +60,24 @@ def _labels(settings: Settings, color: Color, month: str) -> pd.DataFrame:
         ) from e
 
 
-def _version_row(name: str, version: str, served: pd.DataFrame, y: np.ndarray) -> dict:
-    labelled = int(served["label_row"].ge(0).sum())
-    pred = served.loc[served["label_row"] >= 0, "prediction"].to_numpy()
-    s = scores(y, pred) if labelled else {"rmse": math.nan, "mae": math.nan}
-    return {
-        "model_name": name, "model_version": version, "arms": ",".join(sorted(
-            served["arm"].dropna().unique())), "served_rides": len(served),
-        "labelled_rides": labelled, "labelled_share": labelled / len(served),
-        "rmse": s["rmse"], "mae": s["mae"],
-    }  # fmt: skip
+@dataclass(frozen=True, kw_only=True)
+class Joined:
+    """The log's rides of one (color, month), and those joined to their real ride."""
+
+    logged_rides: int  # every row of the log
+    month: pd.DataFrame  # the rows whose ride_id names a ride of the month
+    labelled: pd.DataFrame  # those with a real ride: the log's row, the ride's own columns
 
 
-def measure(settings: Settings, color: Color | str, month: str) -> ServedReport:
-    """Join the log with `month`'s labelled rides; measure each version that served them."""
+REAL = ["pickup_datetime", "PULocationID", "DOLocationID", "trip_distance", "duration"]
+
+
+def join(settings: Settings, color: Color | str, month: str) -> Joined:
+    """Join the prediction log with `month`'s prepared rides by ride_id (one line when there
+    is nothing to join, or the month's durations are not published)."""
     color = Color(color)
     check_month(month)
-    log = _logged(settings)
+    log = logged(settings)
     index = prepare.ride_index(log["ride_id"], color, month)
     mine = log[index.to_numpy() >= 0].assign(label_row=index[index >= 0].to_numpy())
     if mine.empty:
@@ -86,19 +87,38 @@ def measure(settings: Settings, color: Color | str, month: str) -> ServedReport:
             f"(`duration traffic --month {month}`)"
         )
     labels = _labels(settings, color, month)
-    mine.loc[mine["label_row"] >= len(labels), "label_row"] = -1  # no such ride: no label
+    found = mine[mine["label_row"] < len(labels)].reset_index(drop=True)
+    real = labels.iloc[found["label_row"].to_numpy()][REAL].reset_index(drop=True)
+    labelled = found.drop(columns=REAL[:-1]).join(real)
+    return Joined(logged_rides=len(log), month=mine.reset_index(drop=True), labelled=labelled)
+
+
+def _version_row(name: str, version: str, served: pd.DataFrame, found: pd.DataFrame) -> dict:
+    y, pred = found["duration"].to_numpy(np.float64), found["prediction"].to_numpy(np.float64)
+    s = scores(y, pred) if len(found) else {"rmse": math.nan, "mae": math.nan}
+    return {
+        "model_name": name, "model_version": version, "arms": ",".join(sorted(
+            served["arm"].dropna().unique())), "served_rides": len(served),
+        "labelled_rides": len(found), "labelled_share": len(found) / len(served),
+        "rmse": s["rmse"], "mae": s["mae"],
+    }  # fmt: skip
+
+
+def measure(settings: Settings, color: Color | str, month: str) -> ServedReport:
+    """Join the log with `month`'s labelled rides; measure each version that served them."""
+    j = join(settings, color, month)
     boroughs = tlc.boroughs(settings)
-    out = ServedReport(run_id="", month=month, color=color.value, logged_rides=len(log),
-                       month_rides=len(mine))  # fmt: skip
-    for (name, version), served in mine.groupby(["model_name", "model_version"], sort=True):
-        rows = served.loc[served["label_row"] >= 0, "label_row"].to_numpy()
-        rides = labels.iloc[rows].reset_index(drop=True)
-        y = rides["duration"].to_numpy(dtype=np.float64)
-        out.versions.append(_version_row(str(name), str(version), served, y))
-        pred = served.loc[served["label_row"] >= 0, "prediction"].to_numpy()
-        if len(rides):
-            table = slice_table(rides, pred, boroughs).assign(model_version=str(version))
-            out.slices.extend(table.to_dict("records"))
+    out = ServedReport(run_id="", month=month, color=Color(color).value,
+                       logged_rides=j.logged_rides, month_rides=len(j.month))  # fmt: skip
+    keys = ["model_name", "model_version"]
+    by = dict(tuple(j.labelled.groupby(keys, sort=True)))
+    for key, served in j.month.groupby(keys, sort=True):
+        found = by.get(key, j.labelled.iloc[:0])
+        name, version = str(key[0]), str(key[1])
+        out.versions.append(_version_row(name, version, served, found))
+        if len(found):
+            table = slice_table(found, found["prediction"].to_numpy(), boroughs)
+            out.slices.extend(table.assign(model_version=version).to_dict("records"))
     out.versions.sort(key=lambda v: int(v["model_version"]) if v["model_version"].isdigit() else 0)
     return out
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import requests
@@ -42,11 +43,13 @@ class Traffic:
     p50_ms: float
     p99_ms: float
     versions: dict[str, int] = field(default_factory=dict)  # rides answered, by version
+    arms: dict[str, int] = field(default_factory=dict)  # rides answered, by arm
     errors: list[str] = field(default_factory=list)  # the first few, one line each
 
 
-def bodies(settings: Settings, req: TrafficRequest) -> list[tuple[bytes, int]]:
-    """The JSON bodies of the replay, and how many rides each holds."""
+def bodies(settings: Settings, req: TrafficRequest) -> list[tuple[bytes, int, str]]:
+    """The JSON bodies of the replay, how many rides each holds, and its first ride's id
+    (sent as X-Ride-Id: the key a canary split keeps each ride to one arm by)."""
     rides = prepare.load_processed(settings, req.color, req.month)
     if len(rides) < req.rides:
         raise DurationError(
@@ -62,7 +65,7 @@ def bodies(settings: Settings, req: TrafficRequest) -> list[tuple[bytes, int]]:
     for a in range(0, len(rows), req.batch):
         part = rows[a : a + req.batch]
         body = {"dataframe_split": {"columns": columns, "data": part}}
-        out.append((json.dumps(body).encode(), len(part)))
+        out.append((json.dumps(body).encode(), len(part), part[0][-1]))
     return out
 
 
@@ -74,61 +77,71 @@ def _first_line(r: requests.Response) -> str:
     return f"HTTP {r.status_code}: {' '.join(str(message).split())[:160]}"
 
 
+class _Replay:
+    """The replay's shared state: the next request to send, and what came back."""
+
+    def __init__(self, url: str, work: list[tuple[bytes, int, str]], rate: float,
+                 stop: threading.Event) -> None:  # fmt: skip
+        self.url, self.work, self.rate, self.stop = url, work, rate, stop
+        self.lock, self.counter = threading.Lock(), itertools.count()
+        self.latencies: list[float] = []
+        self.versions: Counter[str] = Counter()
+        self.arms: Counter[str] = Counter()
+        self.errors: list[str] = []
+        self.failed = 0
+        self.start = time.perf_counter()
+
+    def client(self) -> None:
+        """One client: keep-alive, each request at its turn (i / rate after the start)."""
+        with requests.Session() as session:
+            while not self.stop.is_set():
+                with self.lock:
+                    i = next(self.counter)
+                if i >= len(self.work):
+                    return
+                body, n, key = self.work[i]
+                time.sleep(max(0.0, self.start + i / self.rate - time.perf_counter()))
+                t0 = time.perf_counter()
+                try:
+                    r = session.post(f"{self.url}/invocations", data=body, timeout=30, headers={
+                        "Content-Type": "application/json", "X-Ride-Id": key})  # fmt: skip
+                    ok, problem = r.status_code == 200, _first_line(r)
+                except requests.RequestException as e:
+                    ok, problem = False, " ".join(str(e).split())[:160]
+                self._count(ok, problem, (time.perf_counter() - t0) * 1000, n, r if ok else None)
+
+    def _count(self, ok: bool, problem: str, ms: float, n: int, r: Any) -> None:
+        with self.lock:
+            if ok:
+                self.latencies.append(ms)
+                self.versions[r.headers.get("X-Model-Version", "?")] += n
+                self.arms[r.headers.get("X-Model-Arm", "?")] += n
+            else:
+                self.failed += 1
+                if len(self.errors) < 5:
+                    self.errors.append(problem)
+
+
 def replay(settings: Settings, req: TrafficRequest, stop: threading.Event | None = None) -> Traffic:
     """Send the rides of `req` to the proxy; return what came back."""
     req.check(settings.serve.max_rides)
     url = settings.serve.url
     if not is_healthy(url):
         raise DurationError(f"nothing serves at {url}: run `make serve` (or `duration deploy`)")
-    work = bodies(settings, req)
-    stop = stop or threading.Event()
-    lock = threading.Lock()
-    counter = itertools.count()
-    latencies: list[float] = []
-    versions: Counter[str] = Counter()
-    errors: list[str] = []
-    failed = 0
-    start = time.perf_counter()
-
-    def client() -> None:
-        nonlocal failed
-        with requests.Session() as session:
-            while not stop.is_set():
-                with lock:
-                    i = next(counter)
-                if i >= len(work):
-                    return
-                body, n = work[i]
-                time.sleep(max(0.0, start + i / req.rate - time.perf_counter()))
-                t0 = time.perf_counter()
-                try:
-                    r = session.post(f"{url}/invocations", data=body, timeout=30,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-                    ok, problem = r.status_code == 200, _first_line(r)
-                except requests.RequestException as e:
-                    ok, problem = False, " ".join(str(e).split())[:160]
-                ms = (time.perf_counter() - t0) * 1000
-                with lock:
-                    if ok:
-                        latencies.append(ms)
-                        versions[r.headers.get("X-Model-Version", "?")] += n
-                    else:
-                        failed += 1
-                        if len(errors) < 5:
-                            errors.append(problem)
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(req.concurrency)]
+    run = _Replay(url, bodies(settings, req), req.rate, stop or threading.Event())
+    threads = [threading.Thread(target=run.client, daemon=True) for _ in range(req.concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    seconds = time.perf_counter() - start
-    done = len(latencies) + failed
-    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (np.nan, np.nan)
+    seconds = time.perf_counter() - run.start
+    done = len(run.latencies) + run.failed
+    p50, p99 = np.percentile(run.latencies, [50, 99]) if run.latencies else (np.nan, np.nan)
     return Traffic(
-        url=url, month=req.month, color=req.color.value, rides=sum(n for _, n in work[:done]),
-        requests=done, answered_rides=sum(versions.values()), failed_requests=failed,
+        url=url, month=req.month, color=req.color.value,
+        rides=sum(w[1] for w in run.work[:done]), requests=done,
+        answered_rides=sum(run.versions.values()), failed_requests=run.failed,
         seconds=round(seconds, 3), requests_per_s=round(done / seconds, 1) if seconds else 0.0,
-        p50_ms=round(float(p50), 2), p99_ms=round(float(p99), 2), versions=dict(versions),
-        errors=errors,
+        p50_ms=round(float(p50), 2), p99_ms=round(float(p99), 2),
+        versions=dict(run.versions), arms=dict(run.arms), errors=run.errors,
     )  # fmt: skip

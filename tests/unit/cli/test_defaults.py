@@ -43,6 +43,7 @@ MAKE_FLAGS = {  # Makefile variable -> (command, flag) it is passed to
     "MONTH": ("monitor", "--month"), "CYCLE_TRIALS": ("cycle", "--trials"),
     "CYCLE_WINDOW": ("cycle", "--window"), "RIDES": ("traffic", "--rides"),
     "RATE": ("traffic", "--rate"), "CONCURRENCY": ("traffic", "--concurrency"),
+    "CYCLE_LIVE": ("cycle", "--live"),
 }  # fmt: skip
 
 

@@ -4,9 +4,10 @@ config, ports and processes."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
+
+import pytest
 
 from duration.infra import postgres, proxy
 from duration.infra.net import free_port, port_in_use
@@ -32,14 +33,32 @@ def test_a_postgres_programs_reason_is_its_fatal_line_and_the_cause_before_it():
     assert postgres.reason("") == "no output"
 
 
-def test_the_proxy_config_binds_loopback_only(tmp_path):
+ROUTES = {
+    "production": proxy.Route(name="m", production_port=41234),
+    "canary": proxy.Route(name="m", production_port=41234, candidate="canary",
+                          candidate_port=41235, weight=20),
+    "shadow": proxy.Route(name="m", production_port=41234, candidate="shadow",
+                          candidate_port=41235),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(ROUTES))
+def test_the_proxy_config_binds_loopback_only_and_nginx_takes_it(tmp_path, kind):
     s = Settings(paths=Paths(home=tmp_path), serve=Serve(port=5999))
-    conf = proxy.write_conf(s, "m", "3", 41234).read_text()
-    assert "listen 127.0.0.1:5999;" in conf and "server 127.0.0.1:41234" in conf
-    assert "X-Model-Version 3" in conf
-    if shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK):
-        check = subprocess.run(proxy.command(s, "-t"), capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
+    conf = proxy.write_conf(s, ROUTES[kind]).read_text()
+    assert "listen 127.0.0.1:5999;" in conf and "server 127.0.0.1:41234 max_fails=0" in conf
+    assert "listen" not in conf.replace("listen 127.0.0.1:5999;", "")  # nothing else listens
+    if kind == "canary":
+        assert 'split_clients "${client_key}" $arm { 20% canary; * production; }' in conf
+        assert "server 127.0.0.1:41234 backup;" in conf  # a dead canary: Production answers
+        assert "$http_x_client_id" in conf and "$http_x_ride_id" in conf
+    else:
+        assert "split_clients" not in conf
+    assert ("mirror /_shadow;" in conf) == (kind == "shadow")
+    if kind == "shadow":
+        assert f"proxy_read_timeout {proxy.SHADOW_TIMEOUT_MS}ms;" in conf
+    check = subprocess.run(proxy.command(s, "-t"), capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
 
 
 def test_a_free_port_is_free_and_a_listening_one_is_not():
