@@ -10,6 +10,7 @@ wrk runs on the same 2 cores as nginx and the workers: the figures are a floor.
 - a bare ASGI app under uvicorn, the same workers and flags, the same load: the floor;
 - the proxy with the prediction log on, and a second service beside it with the log off,
   measured in turn: what logging costs;
+- a shadow beside Production, healthy, made slow (SIGSTOP) and dead: Production's p99;
 - `deploy --force` while wrk runs: failed requests during the switch;
 - 1,000 real rides replayed (`duration traffic`): the log has one row each, and the served
   predictions equal the version's in-process ones.
@@ -19,7 +20,10 @@ Writes reports/serve.json and reports/serve.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +37,7 @@ from duration.bench import wrk
 from duration.bench.runs import stamp
 from duration.core.records import raw_records
 from duration.data import prepare
-from duration.infra import backends, prediction_log, serving, tracking_server
+from duration.infra import backends, prediction_log, proxy, serving, tracking_server
 from duration.infra.net import LOOPBACK, free_port, is_healthy, port_in_use
 from duration.infra.proc import stop_group
 from duration.ops import deploy, traffic
@@ -96,6 +100,32 @@ def logging_cost(s: Settings, one: bytes, tmp: Path) -> dict:
             "runs": runs, "overhead_pct": round((1 - ratio) * 100, 1)}  # fmt: skip
 
 
+def shadow_cost(s: Settings, one: bytes) -> dict:
+    """Production's p99 with no shadow, a healthy one, one made slow (its workers stopped
+    with SIGSTOP: it accepts and never answers), and a dead one. The shadow here is a
+    second set of workers of the same version: it is the mirror's cost that is measured."""
+    url = f"{s.serve.url}/invocations"
+    out = {"none": wrk.run(url, one, CONNECTIONS, SECONDS)}
+    state = serving.read_state(s)
+    with serving.started(s, MODEL_NAME, state.version, role="shadow") as backend:
+        serving.add_arm(s, state, backend, "shadow", 100)
+    try:
+        wrk.run(url, one, CONNECTIONS, WARMUP)
+        out["healthy"] = wrk.run(url, one, CONNECTIONS, SECONDS)
+        os.killpg(backend.pid, signal.SIGSTOP)
+        out["slow"] = wrk.run(url, one, CONNECTIONS, SECONDS)
+        os.killpg(backend.pid, signal.SIGCONT)
+        os.killpg(backend.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        out["dead"] = wrk.run(url, one, CONNECTIONS, SECONDS)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(backend.pid, signal.SIGCONT)
+        serving.remove_arm(s, serving.read_state(s))
+    return {k: {"requests_per_s": v["requests_per_s"], "p50_ms": v["p50_ms"],
+                "p99_ms": v["p99_ms"], "failed": v["failed"]} for k, v in out.items()}  # fmt: skip
+
+
 def redeploy_under_load(s: Settings, one: bytes) -> dict:
     """`deploy --force` while wrk posts one ride a request on 4 connections."""
     out: dict = {}
@@ -146,6 +176,7 @@ def main() -> None:
                                 SECONDS)  # fmt: skip
             bare = floor(s.serve.workers, one)
             cost = logging_cost(s, one, Path(tmp))
+            shadow = shadow_cost(s, one)
             switch = redeploy_under_load(s, one)
             answers = replayed(s, version, month)
         finally:
@@ -162,7 +193,9 @@ def main() -> None:
         "max_abs_diff_min": answers["max_abs_diff_min"],
         "runs": {"proxy_1": proxy_1, "direct_1": direct_1, "proxy_100": proxy_100,
                  "floor_1": bare},
-        "logging": cost, "redeploy": switch, "replay": answers, "targets": TARGETS,
+        "shadow_p99_ms": {k: v["p99_ms"] for k, v in shadow.items()},
+        "logging": cost, "shadow": shadow, "redeploy": switch, "replay": answers,
+        "targets": TARGETS,
     }  # fmt: skip
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -215,6 +248,17 @@ def markdown(r: dict) -> str:
         f"- redeploy under wrk load: start {d['start_s']} s, smoke test of {d['smoke_rows']} "
         f"rides {d['smoke_s']} s, switch {d['switch_s']} s; {d['failed']} failed of "
         f"{d['requests']} requests in {d['load_s']:g} s, slowest {d['slowest_ms']} ms",
+        "",
+        f"A shadow's cost on Production (one ride a request, {CONNECTIONS} connections; the "
+        f"mirror's timeouts are {proxy.SHADOW_TIMEOUT_MS} ms):",
+        "",
+        "| shadow | requests/s | p50 ms | p99 ms | failed |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {k} | {v['requests_per_s']} | {v['p50_ms']} | {v['p99_ms']} | {v['failed']} |"
+            for k, v in r["shadow"].items()
+        ),
+        "",
         f"- replay of {a['rides']} real rides: {a['answered']} answered, {a['logged']} log rows "
         f"({a['unique_request_ids']} request ids)",
     ]

@@ -13,6 +13,7 @@ answered ride becomes one row of the log, with the request's id (nginx's `X-Requ
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -48,6 +49,7 @@ class Rides:
 
 NO_RIDES = Rides(columns={}, ride_ids=[], n=0)
 ACCEPTED = b'{"accepted": true}'
+SHADOW_BACKLOG = 2_000  # copies a shadow holds unscored; past it, new ones are dropped
 
 
 class Refused(Exception):
@@ -136,6 +138,7 @@ class Front:
         self.inner, self.log, self.max_rides = inner, log, max_rides
         self.who = (meta["model_name"], meta["model_version"], meta["arm"])  # in SCHEMA's order
         self.shadow = meta["arm"] == "shadow"
+        self.backlog = 0  # a shadow's copies acknowledged, not yet scored
         self.identity = [(b"x-model-name", meta["model_name"].encode()),
                          (b"x-model-version", meta["model_version"].encode()),
                          (b"x-model-arm", meta["arm"].encode()),
@@ -175,20 +178,34 @@ class Front:
         body = await _body(receive)
         reply = [(b"x-request-id", request_id.encode()), *self.identity]
         smoke = bool(headers.get("x-duration-smoke"))  # a deploy's smoke test: not served
-        mirrored = self.shadow and not smoke  # a copy of a client's request: no one waits
-        if mirrored:  # acknowledged at once, scored after
-            await _answer(send, 202, ACCEPTED, reply)
-        if not headers.get("content-type", JSON).startswith(JSON):
-            if not mirrored:
-                await self._pass(scope, body, send, reply)  # CSV, parquet: MLflow's own
+        if self.shadow and not smoke:  # a copy of a client's request: no one waits for it
+            await _answer(send, 202, ACCEPTED, reply)  # acknowledged at once, scored after
+            if self.backlog < SHADOW_BACKLOG and headers.get("content-type", JSON) == JSON:
+                self.backlog += 1
+                asyncio.get_running_loop().create_task(self._mirrored(scope, body, request_id))
+            elif self.log is not None:
+                self.log.failed()  # more than it can score: dropped, counted
             return
+        if not headers.get("content-type", JSON).startswith(JSON):
+            return await self._pass(scope, body, send, reply)  # CSV, parquet: MLflow's own
         status, content, rides, pred = await self._score(scope, body)
-        if not mirrored:
-            await _answer(send, status, content, reply)
+        await _answer(send, status, content, reply)
         if status != 200:
             self._failed()
         elif not smoke:
             self._record(request_id, rides, pred, time.perf_counter() - start)
+
+    async def _mirrored(self, scope: Scope, body: bytes, request_id: str) -> None:
+        """Score a shadow's copy of a request and log it, under the primary's request id."""
+        start = time.perf_counter()
+        try:
+            status, _, rides, pred = await self._score(scope, body)
+            if status == 200:
+                self._record(request_id, rides, pred, time.perf_counter() - start)
+            else:
+                self._failed()
+        finally:
+            self.backlog -= 1
 
     async def _score(self, scope: Scope, body: bytes) -> tuple[int, bytes, Rides, list]:
         """The request's status, answer, rides and predictions."""
@@ -207,10 +224,11 @@ class Front:
     async def _predict(self, scope: Scope, rides: Rides) -> tuple[int, bytes, list]:
         """Our own prediction for plain values, else MLflow's server's answer: the status,
         the body, and the predictions (one per ride) when it answered."""
-        arrays = {c: _plain(self.types[c], v) for c, v in rides.columns.items()}
-        if self.model is not None and all(a is not None for a in arrays.values()):
+        maybe = {c: _plain(self.types[c], v) for c, v in rides.columns.items()}
+        arrays = {c: a for c, a in maybe.items() if a is not None}
+        if self.model is not None and len(arrays) == len(maybe):
             try:
-                pred = self.model.predict_columns(arrays, rides.n)  # type: ignore[arg-type]
+                pred = self.model.predict_columns(arrays, rides.n)
             except DurationError as e:  # rides the features cannot take (a missing column)
                 return 400, _error(Refused(400, str(e))), []
             if pred is not None:
