@@ -29,7 +29,7 @@ from duration.tracking.names import MONITOR_EXPERIMENT
 from tests.helpers import assert_one_line_error, invoke
 from tests.integration.serving import env, payload, rides
 
-pytestmark = pytest.mark.xdist_group("serve")  # with test_serve.py: its trained runs, once
+pytestmark = pytest.mark.xdist_group("served")
 MONTH = "2021-03"  # the newest month the session prepared, and the smoke test's
 
 
