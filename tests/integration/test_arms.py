@@ -71,7 +71,7 @@ def test_a_canary_splits_by_client_reports_and_aborts_under_traffic(home, name, 
                              timeout=30).headers["X-Model-Arm"] for i in range(15)}  # fmt: skip
         assert len(met) == 1, (client, met)
 
-    until(lambda: serving.status(home)["logging"]["pending_rides"] == 0)
+    assert serving.wait_for_log(home, time.time(), timeout=15)  # the direct requests
     report_path = tmp_path / "ab.json"
     proc = invoke("ab", "report", "--month", MONTH, "--summary", str(report_path), env=e)
     assert proc.returncode == 0, proc.stderr
@@ -197,7 +197,6 @@ def test_the_refusals_are_one_line_and_change_nothing(home, name):
     assert_one_line_error(proc, "a canary of version 2 is serving beside Production", "--force")
     # too few labelled rides for a report
     assert invoke("traffic", "--month", MONTH, "--rides", "60", env=e).returncode == 0
-    until(lambda: serving.status(home)["logging"]["pending_rides"] == 0)
     proc = invoke("ab", "report", "--month", MONTH, env=e)
     assert_one_line_error(proc, "labelled rides of 2021-03 (an arm needs 200)")
     state = serving.read_state(home)
@@ -227,7 +226,6 @@ def test_the_cycle_puts_its_challenger_live_then_decides_on_its_rides(home, weak
     proc = invoke("traffic", "--month", "2021-05", "--rides", "1000", "--rate", "1000",
                   "--concurrency", "8", env=e)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    until(lambda: serving.status(home)["logging"]["pending_rides"] == 0)
     proc = invoke("cycle", *args, "--month", "2021-05", "--summary", str(out), env=e)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(out.read_text())

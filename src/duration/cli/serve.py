@@ -192,5 +192,8 @@ def traffic(
     )
     for line in t.errors:
         typer.echo(f"  failed: {line}", err=True)
+    if not t.logged:
+        typer.echo("  the prediction log had not caught up when it returned: see "
+                   "`duration serve status`", err=True)  # fmt: skip
     if t.failed_requests:
         raise typer.Exit(1)

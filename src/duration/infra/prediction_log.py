@@ -56,6 +56,7 @@ class Counters:
     logged_rides: int = 0  # written to files
     pending_rides: int = 0  # in memory, waiting for the next flush (or for space)
     dropped_rides: int = 0  # arrived while the buffer was full
+    unscored_copies: int = 0  # a shadow's: copies of requests acknowledged, not yet scored
     files: int = 0
     writing: bool = True  # False while the last flush failed
     error: str = ""
@@ -243,8 +244,9 @@ def export(folder: Path, output: Path) -> pa.Table:
 
 
 def status(folder: Path, alive: Any) -> dict:
-    """The live workers' counters, summed (`alive(pid)`: whether a worker still runs; the
-    files of workers that stopped are removed)."""
+    """The live workers' counters, summed, and `as_of`, when the oldest was reported
+    (`alive(pid)`: whether a worker still runs; the files of workers that stopped are
+    removed)."""
     workers = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         with contextlib.suppress(OSError, ValueError):
@@ -254,9 +256,11 @@ def status(folder: Path, alive: Any) -> dict:
             else:
                 path.unlink()  # a stopped worker's: its rows are in the log already
     keys = ("answered_requests", "failed_requests", "logged_rides", "pending_rides",
-            "dropped_rides", "files")  # fmt: skip
-    out: dict[str, Any] = {k: sum(w[k] for w in workers) for k in keys}
+            "dropped_rides", "unscored_copies", "files")  # fmt: skip
+    out: dict[str, Any] = {k: sum(w.get(k, 0) for w in workers) for k in keys}
     out["workers"] = len(workers)
+    # counted as of the oldest worker's report (each reports after every flush)
+    out["as_of"] = min((w["updated_at"] for w in workers), default=None)
     out["writing"] = all(w["writing"] for w in workers)
     errors = sorted({w["error"] for w in workers if w["error"]})
     if errors:

@@ -181,7 +181,7 @@ class Front:
         if self.shadow and not smoke:  # a copy of a client's request: no one waits for it
             await _answer(send, 202, ACCEPTED, reply)  # acknowledged at once, scored after
             if self.backlog < SHADOW_BACKLOG and headers.get("content-type", JSON) == JSON:
-                self.backlog += 1
+                self._backlog(+1)
                 asyncio.get_running_loop().create_task(self._mirrored(scope, body, request_id))
             elif self.log is not None:
                 self.log.failed()  # more than it can score: dropped, counted
@@ -189,11 +189,11 @@ class Front:
         if not headers.get("content-type", JSON).startswith(JSON):
             return await self._pass(scope, body, send, reply)  # CSV, parquet: MLflow's own
         status, content, rides, pred = await self._score(scope, body)
-        await _answer(send, status, content, reply)
         if status != 200:
             self._failed()
-        elif not smoke:
+        elif not smoke:  # buffered before the client has its answer: a count never lags it
             self._record(request_id, rides, pred, time.perf_counter() - start)
+        await _answer(send, status, content, reply)
 
     async def _mirrored(self, scope: Scope, body: bytes, request_id: str) -> None:
         """Score a shadow's copy of a request and log it, under the primary's request id."""
@@ -205,7 +205,12 @@ class Front:
             else:
                 self._failed()
         finally:
-            self.backlog -= 1
+            self._backlog(-1)
+
+    def _backlog(self, change: int) -> None:
+        self.backlog += change
+        if self.log is not None:
+            self.log.counters.unscored_copies = self.backlog
 
     async def _score(self, scope: Scope, body: bytes) -> tuple[int, bytes, Rides, list]:
         """The request's status, answer, rides and predictions."""

@@ -11,6 +11,7 @@ in `serve.json` under `paths.serve_state`, written atomically after every change
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -217,6 +218,30 @@ def log_status(settings: Settings) -> dict:
     )
     return {"enabled": True, "folder": str(settings.paths.serve_log),
             "flush_s": settings.serve.flush_s, **counts}  # fmt: skip
+
+
+LOG_GRACE_S = 0.25  # a mirror's copy reaches the shadow this long after the answer, at most
+
+
+def log_caught_up(settings: Settings, since: float) -> bool:
+    """True when every ride answered before `since` (epoch s) is in the log's files: each
+    live worker reported after it (rows are buffered before a client has its answer, and a
+    shadow's copy lands within LOG_GRACE_S), with nothing pending or unscored."""
+    st = log_status(settings)
+    if not st["enabled"] or not st["workers"]:
+        return True
+    return (st["as_of"] > since + LOG_GRACE_S and st["pending_rides"] == 0
+            and st["unscored_copies"] == 0)  # fmt: skip
+
+
+def wait_for_log(settings: Settings, since: float, timeout: float) -> bool:
+    """Wait (up to `timeout` s) until `log_caught_up(settings, since)`; say whether it did."""
+    deadline = time.monotonic() + timeout
+    while not log_caught_up(settings, since):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def running(settings: Settings) -> bool:

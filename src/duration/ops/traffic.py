@@ -22,6 +22,7 @@ import requests
 from duration.core.records import raw_records
 from duration.data import prepare
 from duration.errors import DurationError
+from duration.infra import serving
 from duration.infra.net import is_healthy
 from duration.ops.requests import TrafficRequest
 from duration.settings import Settings
@@ -45,6 +46,7 @@ class Traffic:
     versions: dict[str, int] = field(default_factory=dict)  # rides answered, by version
     arms: dict[str, int] = field(default_factory=dict)  # rides answered, by arm
     errors: list[str] = field(default_factory=list)  # the first few, one line each
+    logged: bool = True  # every answered ride was in the prediction log when it returned
 
 
 def bodies(settings: Settings, req: TrafficRequest) -> list[tuple[bytes, int, str]]:
@@ -136,6 +138,8 @@ def replay(settings: Settings, req: TrafficRequest, stop: threading.Event | None
         t.join()
     seconds = time.perf_counter() - run.start
     done = len(run.latencies) + run.failed
+    # what was served is in the log before it returns: a report run next sees all of it
+    logged = serving.wait_for_log(settings, time.time(), 3 * settings.serve.flush_s + 5)
     p50, p99 = np.percentile(run.latencies, [50, 99]) if run.latencies else (np.nan, np.nan)
     return Traffic(
         url=url, month=req.month, color=req.color.value,
@@ -143,5 +147,5 @@ def replay(settings: Settings, req: TrafficRequest, stop: threading.Event | None
         answered_rides=sum(run.versions.values()), failed_requests=run.failed,
         seconds=round(seconds, 3), requests_per_s=round(done / seconds, 1) if seconds else 0.0,
         p50_ms=round(float(p50), 2), p99_ms=round(float(p99), 2),
-        versions=dict(run.versions), arms=dict(run.arms), errors=run.errors,
+        versions=dict(run.versions), arms=dict(run.arms), errors=run.errors, logged=logged,
     )  # fmt: skip

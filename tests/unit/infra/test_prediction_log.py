@@ -166,3 +166,21 @@ def test_a_worker_merges_its_files_and_read_skips_parts_left_behind(tmp_path, mo
     left = log.folder / f"{stamp}-{pid}-{hexa}-{first}.parquet"
     pl.pq.write_table(pl._table([ride(0)]), left)
     assert pl.read(log.folder)["ride_id"].to_pylist() == rows  # not twice
+
+
+def test_the_summed_status_says_as_of_when_and_what_is_not_yet_written(tmp_path):
+    log = make_log(tmp_path, flush_s=60).start()
+    before = time.time()
+    log.flush()  # a report with nothing in it: as of now, all written
+    st = pl.status(tmp_path / "workers", lambda pid: True)
+    assert st["as_of"] >= before and st["pending_rides"] == 0 and st["workers"] == 1
+    log.add([ride(0)])
+    log.counters.unscored_copies = 2  # a shadow's, acknowledged and not yet scored
+    log._report()
+    st = pl.status(tmp_path / "workers", lambda pid: True)
+    assert (st["pending_rides"], st["unscored_copies"], st["logged_rides"]) == (1, 2, 0)
+    log.counters.unscored_copies = 0
+    log.close()
+    st = pl.status(tmp_path / "workers", lambda pid: True)
+    assert (st["pending_rides"], st["logged_rides"]) == (0, 1)
+    assert pl.status(tmp_path / "workers", lambda pid: False)["as_of"] is None  # none alive
