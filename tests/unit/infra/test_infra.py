@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -78,6 +79,9 @@ def test_a_process_group_is_stopped_whole():
         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     )  # a parent and its child, in a process group of their own
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.monotonic() + 30  # until the child has exec'd: its command line is its own
+    while not alive(proc.pid, "time.sleep") and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert alive(proc.pid, "time.sleep") and group_alive(proc.pid)
     stop_group(proc.pid, timeout=5)
     assert not group_alive(proc.pid) and not alive(proc.pid)
