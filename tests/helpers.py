@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_cli(
     *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
-    preexec_fn: Any = None,
+    preexec_fn: Any = None, input: str | None = None,
 ) -> subprocess.CompletedProcess:  # fmt: skip
     """Run the real `duration` console script; return the CompletedProcess.
 
     `env` is added to this process's environment; a variable set to None is removed.
-    `preexec_fn` runs in the child before it starts (to set a resource limit).
+    `preexec_fn` runs in the child before it starts (to set a resource limit); `input` is
+    its stdin.
     """
     exe = Path(sys.executable).with_name("duration")
     merged = {**os.environ, **(env or {})}
@@ -38,6 +39,7 @@ def run_cli(
         cwd=cwd,
         timeout=timeout,
         preexec_fn=preexec_fn,
+        input=input,
     )
 
 

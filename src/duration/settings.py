@@ -81,6 +81,16 @@ class Paths(Section):
         return self.home / "mlartifacts"
 
     @property
+    def team_state(self) -> Path:
+        """The team server's secrets (0600), auth config and TLS front."""
+        return self.state / "team"
+
+    @property
+    def tls(self) -> Path:
+        """The team server's CA and certificate (`.mlflow/tls/`)."""
+        return self.state / "tls"
+
+    @property
     def serve_state(self) -> Path:
         """The scoring service's state, pids, proxy config and logs, beside the server's."""
         return self.state / "serve"
@@ -111,6 +121,8 @@ class Tracking(Section):
     uri: str | None = None  # None: the local server, http://127.0.0.1:port
     store_uri: str | None = None  # the local server's store; None: SQLite in home
     check_s: float = Field(10.0, gt=0, le=3600)  # long commands check the server this often
+    team_port: Port = 5443  # the team server's TLS front (`server start --team`)
+    team_host: str = LOOPBACK  # ... and the address it binds (beyond loopback: auth + TLS)
 
     @field_validator("store_uri")
     @classmethod
@@ -192,6 +204,8 @@ ENV: dict[str, tuple[str, str]] = {
     "MLFLOW_TRACKING_URI": ("tracking", "uri"),
     "MLFLOW_BACKEND_STORE_URI": ("tracking", "store_uri"),
     "DURATION_SERVER_CHECK_S": ("tracking", "check_s"),
+    "DURATION_TEAM_PORT": ("tracking", "team_port"),
+    "DURATION_TEAM_HOST": ("tracking", "team_host"),
     "DURATION_SPARK_MASTER": ("spark", "master"),
     "DURATION_SPARK_DATA_DIR": ("spark", "data_dir"),
     "SPARK_MASTER_PORT": ("spark", "master_port"),

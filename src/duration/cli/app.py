@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from duration.cli import data, monitor, pipeline, registry, serve, server, spark, train
+from duration.cli import data, monitor, pipeline, registry, serve, server, spark, train, users
 from duration.settings import Settings
 
 app = typer.Typer(
@@ -49,3 +49,4 @@ app.add_typer(server.runs_app, name="runs")
 app.add_typer(spark.spark_app, name="spark")
 app.add_typer(serve.serve_app, name="serve")
 app.add_typer(monitor.ab_app, name="ab")
+app.add_typer(users.users_app, name="users")

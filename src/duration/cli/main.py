@@ -4,6 +4,7 @@ with a non-zero exit code (no traceback; DURATION_DEBUG=1 shows it)."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import typer
@@ -40,9 +41,39 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if os.environ.get("DURATION_DEBUG"):
             raise
+        if (line := refused(e)) is not None:
+            print(f"duration: error: {line}", file=sys.stderr)
+            return 1
         print(f"duration: error: {_what(e)}: {one_line(e)} (set DURATION_DEBUG=1 for the "
               "traceback)", file=sys.stderr)  # fmt: skip
         return 1
+
+
+_ENDPOINT = re.compile(r"endpoint (/\S+)")
+
+
+def refused(e: Exception) -> str | None:
+    """One line for a request the tracking server refused for want of permission (403) or
+    of credentials (401), naming what was refused and what to do; None for any other error."""
+    text = str(e)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if "error code 401" in text:
+        return (
+            f"the tracking server refused the credentials of {user or 'no user'} (401): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    if "PERMISSION_DENIED" not in text and "error code 403" not in text:
+        return None
+    if "has READ only" in text:  # the team server's own line says it all
+        return one_line(text[text.rindex("PERMISSION_DENIED: ") + 19 :])
+    found = _ENDPOINT.search(text)
+    what = found.group(1) if found else "a request"
+    who = user or "this user"
+    return (
+        f"the tracking server refused {who} {what} (403): writing needs EDIT, which the "
+        f"editor role grants (a reader has READ): ask an admin (`duration users role {who} "
+        "editor`)"
+    )
 
 
 def _what(e: Exception) -> str:

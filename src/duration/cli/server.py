@@ -10,8 +10,9 @@ import typer
 from duration.cli import render
 from duration.cli.runtime import connect, settings
 from duration.errors import DurationError
-from duration.infra import postgres, tracking_server
+from duration.infra import postgres, team, tracking_server
 from duration.infra.net import is_healthy
+from duration.settings import Settings
 from duration.tracking.names import MODEL_NAME
 
 server_app = typer.Typer(no_args_is_help=True, help="The local MLflow tracking server.")
@@ -41,19 +42,45 @@ def server_run(ctx: typer.Context) -> None:
 
 
 @server_app.command("start")
-def server_start(ctx: typer.Context) -> None:
+def server_start(
+    ctx: typer.Context,
+    team_mode: bool = typer.Option(
+        False, "--team", help="Users, roles and TLS in front (docs/guides/team-server.md)."
+    ),
+    host: str = typer.Option(
+        None, "--host", help="The TLS front's address (--team only) [env DURATION_TEAM_HOST]."
+    ),
+) -> None:
     """Start the local server in the background if it is not answering."""
+    if host is not None and not team_mode:
+        raise DurationError(
+            f"--host {host} needs --team: only a server with users and TLS may listen beyond "
+            "127.0.0.1 (the plain server has no authentication)"
+        )
+    if team_mode:
+        return _team_start(settings(ctx).but({}, tracking={"team_host": host}))
     uri = connect(ctx)
     typer.echo(f"MLflow server: {uri}")
     for link in render.links(uri, MODEL_NAME):
         typer.echo(f"  {link}")
 
 
+def _team_start(s: Settings) -> None:
+    url = team.start(s)
+    f = team.files(s)
+    typer.echo(f"team server: {url} (users, roles, TLS; MLflow behind on {s.tracking.local_uri})")
+    ca = s.paths.tls.resolve() / "ca.pem"
+    typer.echo(f"  CA file for clients: {ca} (MLFLOW_TRACKING_SERVER_CERT_PATH)")
+    typer.echo(f"  admin password: in {f.admin_password.resolve()} (0600)")
+    typer.echo("  add people with `duration users add NAME --role editor|reader`")
+
+
 @server_app.command("stop")
 def server_stop(ctx: typer.Context) -> None:
-    """Stop the background server started by this project."""
+    """Stop the background server started by this project (and the team server's front)."""
+    front = team.stop(settings(ctx))
     stopped = tracking_server.stop(settings(ctx))
-    typer.echo("stopped" if stopped else "no background server was running")
+    typer.echo("stopped" if stopped or front else "no background server was running")
 
 
 @db_app.command("start")
@@ -104,6 +131,10 @@ def db_backup(
         raise DurationError("PostgreSQL is not running: start it with `duration db start`")
     path = postgres.backup(s, st["uri"], out)
     typer.echo(f"backed up {st['uri']} to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if st.get("auth"):  # the team server's users and permissions
+        to = None if out is None else out.with_suffix(".auth.dump")
+        auth = postgres.backup(s, st["auth"], to)
+        typer.echo(f"backed up {st['auth']} to {auth} ({auth.stat().st_size / 1e6:.1f} MB)")
 
 
 @runs_app.command("reap")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import ssl
+import urllib.error
 import urllib.request
 
 LOOPBACK = "127.0.0.1"
@@ -15,19 +18,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def port_in_use(port: int) -> bool:
-    """True when something accepts connections on 127.0.0.1:`port`."""
+def port_in_use(port: int, host: str = LOOPBACK) -> bool:
+    """True when something accepts connections on `host`:`port` (127.0.0.1 by default)."""
     with socket.socket() as s:
         s.settimeout(1.0)
-        return s.connect_ex((LOOPBACK, port)) == 0
+        return s.connect_ex((host, port)) == 0
+
+
+CERT_ENV = "MLFLOW_TRACKING_SERVER_CERT_PATH"  # the CA a client trusts, as MLflow's reads it
+
+
+def tls_context() -> ssl.SSLContext:
+    """What an https client here trusts: the CA file in MLFLOW_TRACKING_SERVER_CERT_PATH,
+    else the system's; host names are checked."""
+    return ssl.create_default_context(cafile=os.environ.get(CERT_ENV) or None)
 
 
 def is_healthy(uri: str, timeout: float = 2.0) -> bool:
-    """True when `uri`/health answers OK."""
+    """True when `uri`/health answers OK (over https, with `tls_context`)."""
+    return health_problem(uri, timeout) is None
+
+
+def health_problem(uri: str, timeout: float = 2.0) -> str | None:
+    """None when `uri`/health answers OK; else why not, in a few words (a TLS failure is
+    named as such: `tls: ...`)."""
     if not uri.startswith(("http://", "https://")):
-        return False
+        return "not an http(s) address"
+    context = tls_context() if uri.startswith("https://") else None
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:  # noqa: S310
-            return bool(r.status == 200)
-    except (OSError, ValueError):
-        return False
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout,  # noqa: S310
+                                    context=context) as r:  # fmt: skip
+            return None if r.status == 200 else f"HTTP {r.status}"
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLError):
+            return f"tls: {getattr(e.reason, 'verify_message', None) or e.reason}"
+        return str(e.reason)
+    except ssl.SSLError as e:
+        return f"tls: {getattr(e, 'verify_message', None) or e}"
+    except (OSError, ValueError) as e:
+        return str(e)

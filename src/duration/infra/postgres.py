@@ -24,6 +24,7 @@ from duration.settings import Settings
 
 ROLE = "duration"  # the database role MLflow connects as
 DATABASE = "mlflow"
+AUTH_DATABASE = "mlflow_auth"  # the team server's users and permissions
 DEFAULT_PG_PORT = 5432
 
 
@@ -327,10 +328,37 @@ def status(settings: Settings) -> dict:
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
             out["size_mb"] = round(size / 1e6, 1)
             out["answers"] = True
+            found = "SELECT 1 FROM pg_database WHERE datname = %s"
+            if conn.execute(found, (AUTH_DATABASE,)).fetchone():
+                out["auth"] = urlsplit(uri(port))._replace(path=f"/{AUTH_DATABASE}").geturl()
     except Exception as e:  # noqa: BLE001 - reported, not raised: status describes
         out["answers"] = False
         out["error"] = " ".join(str(e).split())[:200]
     return out
+
+
+def ensure_database(settings: Settings, store_uri: str, name: str) -> str:
+    """The URI of database `name` on the server of `store_uri` (same user, password from
+    pgpass), created when missing."""
+    import psycopg  # deferred: libpq loads only when a database is opened
+    from psycopg import sql
+
+    parts = urlsplit(store_uri)
+    wanted = parts._replace(path=f"/{name}").geturl()
+    admin = urlsplit(libpq_uri(store_uri))._replace(path="/postgres").geturl()
+    pgpass = local_pgpass(settings)
+    if pgpass and "PGPASSFILE" not in os.environ:
+        admin += f"?passfile={pgpass}"
+    try:
+        with psycopg.connect(admin, connect_timeout=10, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.Error as e:
+        raise DurationError(
+            f"the auth database {name} on {redact(store_uri)} cannot be made: "
+            f"{' '.join(str(e).split())[:200]}; is PostgreSQL running (`duration db start`)?"
+        ) from None
+    return wanted
 
 
 def local_pgpass(settings: Settings) -> Path | None:

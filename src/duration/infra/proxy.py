@@ -181,16 +181,16 @@ def write_conf(settings: Settings, route: Route) -> Path:
     return write_atomic(state / "nginx.conf", text)
 
 
-def command(settings: Settings, *args: str) -> list[str]:
-    """An nginx command line for the proxy's own config and folder."""
-    state = settings.paths.serve_state.resolve()
-    return [nginx_binary(), "-p", str(state), "-c", str(state / "nginx.conf"), "-e",
-            str(state / "nginx-error.log"), *args]  # fmt: skip
+def nginx_command(folder: Path, *args: str) -> list[str]:
+    """An nginx command line for the config, pid and logs under `folder`."""
+    folder = folder.resolve()
+    return [nginx_binary(), "-p", str(folder), "-c", str(folder / "nginx.conf"), "-e",
+            str(folder / "nginx-error.log"), *args]  # fmt: skip
 
 
-def pid(settings: Settings) -> int | None:
-    """The running proxy's master pid, or None (a stale pid file is removed)."""
-    pid_file = settings.paths.serve_state / "nginx.pid"
+def nginx_pid(folder: Path) -> int | None:
+    """The master pid of the nginx under `folder`, or None (a stale pid file is removed)."""
+    pid_file = folder / "nginx.pid"
     try:
         found = int(pid_file.read_text().strip())
     except (OSError, ValueError):
@@ -200,6 +200,42 @@ def pid(settings: Settings) -> int | None:
     stop_group(found, timeout=5.0)  # a master killed with -9 can leave its workers serving
     pid_file.unlink(missing_ok=True)
     return None
+
+
+def start_nginx(folder: Path, port: int, host: str = LOOPBACK, timeout: float = 15.0) -> int:
+    """Start the nginx under `folder` (its config written already); wait for `port`."""
+    log = folder / "nginx-error.log"
+    proc = subprocess.Popen(
+        nginx_command(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not port_in_use(port, host):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_group(proc.pid)
+            raise DurationError(f"the proxy on port {port} did not start ({tail(log)}); see {log}")
+        time.sleep(0.1)
+    return proc.pid
+
+
+def stop_nginx(folder: Path) -> bool:
+    """Stop the nginx under `folder`; False if it was not running."""
+    master = nginx_pid(folder)
+    if master is None:
+        return False
+    stop_group(master)
+    (folder / "nginx.pid").unlink(missing_ok=True)
+    return True
+
+
+def command(settings: Settings, *args: str) -> list[str]:
+    """An nginx command line for the proxy's own config and folder."""
+    return nginx_command(settings.paths.serve_state, *args)
+
+
+def pid(settings: Settings) -> int | None:
+    """The running proxy's master pid, or None."""
+    return nginx_pid(settings.paths.serve_state)
 
 
 def check_port(settings: Settings) -> None:
@@ -214,20 +250,8 @@ def check_port(settings: Settings) -> None:
 
 def start(settings: Settings, timeout: float = 15.0) -> int:
     """Start nginx on 127.0.0.1:SERVE_PORT with the config written last."""
-    port = settings.serve.port
     check_port(settings)
-    log = settings.paths.serve_state / "nginx-error.log"
-    proc = subprocess.Popen(
-        command(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while not port_in_use(port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_group(proc.pid)
-            raise DurationError(f"the proxy on port {port} did not start ({tail(log)}); see {log}")
-        time.sleep(0.1)
-    return proc.pid
+    return start_nginx(settings.paths.serve_state, settings.serve.port, timeout=timeout)
 
 
 def _draining(master: int) -> bool:
@@ -253,9 +277,4 @@ def reload(settings: Settings, master: int, timeout: float = 130.0) -> None:
 
 def stop(settings: Settings) -> bool:
     """Stop the proxy; False if it was not running."""
-    master = pid(settings)
-    if master is None:
-        return False
-    stop_group(master)
-    (settings.paths.serve_state / "nginx.pid").unlink(missing_ok=True)
-    return True
+    return stop_nginx(settings.paths.serve_state)

@@ -23,7 +23,7 @@ from pathlib import Path
 from duration.errors import DurationError, cause, redact
 from duration.infra import postgres
 from duration.infra.files import atomic_path, exclusive, utc_stamp
-from duration.infra.net import LOOPBACK, free_port, is_healthy
+from duration.infra.net import CERT_ENV, LOOPBACK, free_port, health_problem, is_healthy
 from duration.infra.proc import stop_group
 from duration.settings import Settings
 
@@ -40,6 +40,7 @@ class Server:
     state: Path  # its pid, log and store files, and the store's backups
     port: int
     workers: int = 1  # the lean server the product runs; the load test asks for more
+    app: str | None = None  # an `mlflow.app` entry point: the team server's "duration-team"
 
     @property
     def url(self) -> str:
@@ -183,12 +184,15 @@ def command(server: Server) -> list[str]:
         "--backend-store-uri", server.store,
         "--artifacts-destination", str(server.artifacts.resolve()),
         "--host", LOOPBACK, "--port", str(server.port), "--workers", str(server.workers),
+        *(["--app-name", server.app] if server.app else []),
     ]  # fmt: skip
 
 
-def start(server: Server, settings: Settings, timeout: float = 90.0) -> subprocess.Popen:
-    """Start the server in the background (pid, store and log files under its `state`);
-    wait for /health."""
+def start(
+    server: Server, settings: Settings, timeout: float = 90.0, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start the server in the background (pid, store and log files under its `state`), with
+    `env` added to its environment; wait for /health."""
     server.state.mkdir(parents=True, exist_ok=True)
     server.artifacts.mkdir(parents=True, exist_ok=True)
     if note := prepare_store(server, settings):
@@ -197,10 +201,12 @@ def start(server: Server, settings: Settings, timeout: float = 90.0) -> subproce
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             command(server), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**store_env(settings, server.store), **LEAN_ENV}, start_new_session=True,
+            env={**store_env(settings, server.store), **LEAN_ENV, **(env or {})},
+            start_new_session=True,
         )  # fmt: skip
     (server.state / "server.pid").write_text(str(proc.pid))
     (server.state / "server.store").write_text(redact(server.store))
+    (server.state / "server.app").write_text(server.app or "")
     deadline = time.monotonic() + timeout
     while not is_healthy(server.url, timeout=1.0):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -241,7 +247,16 @@ def stop(settings: Settings) -> bool:
     stop_group(int(pid_file.read_text()))
     pid_file.unlink()
     (state / "server.store").unlink(missing_ok=True)
+    (state / "server.app").unlink(missing_ok=True)
     return True
+
+
+def running_app(settings: Settings) -> str | None:
+    """The app the home's background server runs ("" for plain MLflow), or None if none."""
+    try:
+        return (settings.paths.state / "server.app").read_text().strip()
+    except OSError:
+        return None
 
 
 def ensure(settings: Settings) -> str:
@@ -252,10 +267,14 @@ def ensure(settings: Settings) -> str:
             f"MLFLOW_TRACKING_URI={uri!r} is not a server address: this project tracks through "
             "an MLflow server (http://...); unset it to use the local one"
         )
-    if is_healthy(uri):
+    problem = health_problem(uri)
+    if problem is None:
         if settings.tracking.is_local:
             check_store(settings)
+        check_credentials(uri)
         return uri
+    if problem.startswith("tls:"):
+        raise DurationError(tls_refused(uri, problem))
     if not settings.tracking.is_local:
         raise DurationError(
             f"the tracking server at {uri} does not answer: start it, or unset "
@@ -263,6 +282,39 @@ def ensure(settings: Settings) -> str:
         )
     start(local(settings), settings)
     return uri
+
+
+def tls_refused(uri: str, problem: str) -> str:
+    """One line for a certificate this client does not accept, naming the CA file to use."""
+    ca = os.environ.get(CERT_ENV)
+    given = f"it does not trust the server's with {CERT_ENV}={ca}" if ca else f"{CERT_ENV} is unset"
+    return (
+        f"the certificate of {uri} was refused ({problem.removeprefix('tls: ')}), and {given}: "
+        f"set {CERT_ENV} to the team server's CA file (.mlflow/tls/ca.pem on its host), and "
+        "use the host name it was issued for"
+    )
+
+
+def check_credentials(uri: str) -> None:
+    """One line when the server wants credentials this client lacks (401), before any work."""
+    import requests  # deferred: only commands that talk to a server need it
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    verify: str | bool = os.environ.get(CERT_ENV) or True
+    try:
+        r = requests.get(
+            f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+            auth=auth, verify=verify, timeout=10,
+        )  # fmt: skip
+    except requests.RequestException:
+        return  # it answered /health: a slow search is for the command to meet
+    if r.status_code == 401:
+        who = f"as {user!r}, the password was refused" if user else "no credentials were given"
+        raise DurationError(
+            f"the tracking server at {uri} wants a user ({who}): set MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD (an admin makes users: `duration users add NAME`)"
+        )
 
 
 def check_store(settings: Settings) -> None:

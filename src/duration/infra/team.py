@@ -1,0 +1,294 @@
+"""The team server: the tracking server with users, roles and TLS in front.
+
+- **Authentication:** MLflow's basic auth, through the `duration-team` app
+  (`duration.infra.team_app`). Its database is `mlflow_auth` in the store's PostgreSQL, or
+  `mlflow-auth.db` next to a SQLite store.
+- **Secrets:** the admin password, the Flask secret key, the auth config that holds them,
+  and each user's password are 0600 files under `.mlflow/team/`. The server reads them from
+  the config file and its environment, never from a URI, a command line or a log.
+- **Roles,** onto MLflow's role-based permissions (a role's grant on `*` covers every
+  experiment and registered model, new ones too): see ROLES; `admin` is MLflow's admin
+  flag (MANAGE on everything, and users). A reader's create is refused by
+  the app (MLflow would let anyone create, and make them its owner).
+- **TLS:** nginx on TEAM_HOST:TEAM_PORT (127.0.0.1:5443 by default) with a certificate of the
+  project's CA (`duration.infra.tls`); plain HTTP there is redirected to https. MLflow stays
+  on 127.0.0.1:MLFLOW_PORT behind it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from duration.errors import DurationError
+from duration.infra import postgres, proxy, tls, tracking_server
+from duration.infra.files import write_atomic
+from duration.infra.net import LOOPBACK, is_healthy, port_in_use
+from duration.settings import Settings
+
+APP = "duration-team"
+ADMIN = "admin"
+# What each role holds on every experiment and registered model ("*": new ones too); admin
+# is MLflow's is_admin flag. An editor needs MANAGE on registered models: MLflow lets only
+# MANAGE remove an alias, and every stage move takes the `staging` alias off a version.
+ROLES = {
+    "reader": {"experiment": "READ", "registered_model": "READ"},
+    "editor": {"experiment": "EDIT", "registered_model": "MANAGE"},
+}
+AUTH_CACHE_S = 300
+MIN_PASSWORD = 12  # MLflow's own sign-up form asks for 12
+NAME_RULE = "letters, digits, '.', '_' or '-', 2 to 64 of them"
+
+NGINX_CONF = """# Written by duration.infra.team: do not edit (rewritten on every start).
+daemon off;
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_max_body_size 0;  # artifacts: models, plots, datasets
+    client_body_temp_path {folder}/tmp/body;
+    proxy_temp_path {folder}/tmp/proxy;
+    fastcgi_temp_path {folder}/tmp/fastcgi;
+    uwsgi_temp_path {folder}/tmp/uwsgi;
+    scgi_temp_path {folder}/tmp/scgi;
+    proxy_request_buffering off;
+    proxy_buffering off;
+    upstream mlflow {{
+        server {loopback}:{mlflow_port};
+        keepalive 16;
+    }}
+    server {{
+        listen {host}:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:team:1m;
+        error_page 497 =301 https://$host:$server_port$request_uri;  # plain HTTP: go https
+        location / {{
+            proxy_pass http://mlflow;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host {loopback}:{mlflow_port};  # MLflow takes only its own
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Files:
+    """Where the team server keeps its secrets and its front (all under `folder`)."""
+
+    folder: Path
+
+    @property
+    def admin_password(self) -> Path:
+        return self.folder / "admin.password"
+
+    @property
+    def flask_key(self) -> Path:
+        return self.folder / "flask.key"
+
+    @property
+    def ini(self) -> Path:
+        return self.folder / "auth.ini"
+
+    @property
+    def front(self) -> Path:
+        return self.folder / "front"
+
+    def password(self, user: str) -> Path:
+        return self.folder / "users" / f"{user}.password"
+
+
+def files(settings: Settings) -> Files:
+    return Files(settings.paths.team_state)
+
+
+def secret(path: Path, nbytes: int = 24) -> str:
+    """The secret in `path` (0600), made once."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(path, secrets.token_urlsafe(nbytes) + "\n", mode=0o600)
+    return path.read_text().strip()
+
+
+def auth_database(settings: Settings, store: str) -> str:
+    """The auth database's URI: `mlflow_auth` beside the store in PostgreSQL (created when
+    missing; the password stays in pgpass), else SQLite next to the SQLite store."""
+    if store.startswith("postgresql"):
+        return postgres.ensure_database(settings, store, postgres.AUTH_DATABASE)
+    db = Path(store.removeprefix("sqlite:///"))
+    return tracking_server.sqlite_store(db.with_name("mlflow-auth.db"))
+
+
+def write_ini(settings: Settings, store: str) -> Path:
+    """The auth app's config (it holds the admin password: 0600)."""
+    f = files(settings)
+    text = (
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = {auth_database(settings, store)}\n"
+        f"admin_username = {ADMIN}\n"
+        f"admin_password = {secret(f.admin_password)}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # a password check (scrypt) costs ~0.3 s here: a verified one is kept AUTH_CACHE_S
+        # (in the one worker, which drops a user's entries when the user changes)
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_S}\n"
+    )
+    return write_atomic(f.ini, text, mode=0o600)
+
+
+def server_env(settings: Settings, store: str) -> dict[str, str]:
+    """What the MLflow server's environment adds: where its auth config is, its Flask key."""
+    f = files(settings)
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(write_ini(settings, store).resolve()),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(f.flask_key, 32)}  # fmt: skip
+
+
+def team_url(settings: Settings) -> str:
+    return f"https://{settings.tracking.team_host}:{settings.tracking.team_port}"
+
+
+def check_host(settings: Settings) -> None:
+    """DURATION_TEAM_HOST (`--host`) must be an IP address. Only this front may bind beyond
+    loopback: it has users and TLS (a plain server's `--host` is refused by the CLI)."""
+    host = settings.tracking.team_host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise DurationError(
+            f"DURATION_TEAM_HOST={host!r} is not an IP address: give the address to bind, "
+            "such as 127.0.0.1 or this host's LAN address"
+        ) from None
+
+
+def write_front(settings: Settings, certs: tls.Tls) -> Path:
+    """The TLS front's nginx config."""
+    folder = files(settings).front.resolve()
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (folder / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    text = NGINX_CONF.format(
+        folder=folder, loopback=LOOPBACK, mlflow_port=settings.tracking.port,
+        host=settings.tracking.team_host, port=settings.tracking.team_port,
+        cert=certs.cert.resolve(), key=certs.key.resolve(),
+    )  # fmt: skip
+    return write_atomic(folder / "nginx.conf", text)
+
+
+def check_port(settings: Settings) -> None:
+    """Refuse, before anything starts, a TLS port that another program holds."""
+    host, port = settings.tracking.team_host, settings.tracking.team_port
+    if proxy.nginx_pid(files(settings).front) is None and port_in_use(port, host):
+        raise DurationError(
+            f"port {port} on {host} is taken by another program: stop it, or give the TLS "
+            "front another port with DURATION_TEAM_PORT=..."
+        )
+
+
+def start_front(settings: Settings) -> str:
+    """The TLS front: a certificate for its names, then nginx; returns its URL."""
+    folder = files(settings).front
+    host, port = settings.tracking.team_host, settings.tracking.team_port
+    check_port(settings)
+    names = list(dict.fromkeys([host, LOOPBACK, "localhost"]))
+    write_front(settings, tls.ensure(settings.paths.tls, names))
+    proxy.stop_nginx(folder)  # a front left running: started again on the new config
+    proxy.start_nginx(folder, port, host)
+    return team_url(settings)
+
+
+def stop_front(settings: Settings) -> bool:
+    return proxy.stop_nginx(files(settings).front)
+
+
+# --- users and roles, through the server's REST API, as the admin ---------------------
+
+
+def _admin(settings: Settings) -> tuple[str, tuple[str, str]]:
+    f = files(settings)
+    if not f.admin_password.exists():
+        raise DurationError(
+            f"no team server was set up under {settings.paths.home}: run "
+            "`duration server start --team` first"
+        )
+    return settings.tracking.local_uri, (ADMIN, secret(f.admin_password))
+
+
+def call(settings: Settings, method: str, path: str, **kw: Any) -> Any:
+    """One admin request to the local MLflow server; its own message on failure."""
+    base, auth = _admin(settings)
+    try:
+        r = requests.request(method, f"{base}{path}", auth=auth, timeout=30, **kw)
+    except requests.RequestException:
+        raise DurationError(
+            f"the team server at {base} does not answer: `duration server start --team`"
+        ) from None
+    if r.status_code >= 400:
+        raise DurationError(_said(r))
+    return r.json() if r.content else {}
+
+
+def _said(r: requests.Response) -> str:
+    try:
+        message = r.json().get("message", r.text)
+    except ValueError:
+        message = r.text
+    return f"the server refused it (HTTP {r.status_code}): {' '.join(str(message).split())[:200]}"
+
+
+def ensure_roles(settings: Settings) -> dict[str, int]:
+    """The `reader` and `editor` roles and their grants on `*`; their ids."""
+    have = {r["name"]: r for r in call(settings, "GET", "/api/3.0/mlflow/roles/list",
+                                       params={"workspace": "default"})["roles"]}  # fmt: skip
+    ids = {}
+    for name, grants in ROLES.items():
+        role = have.get(name) or call(
+            settings, "POST", "/api/3.0/mlflow/roles/create",
+            json={"name": name, "workspace": "default"},
+        )["role"]  # fmt: skip
+        granted = {(p["resource_type"], p["resource_pattern"]) for p in role.get("permissions", [])}
+        for kind, permission in grants.items():
+            if (kind, "*") not in granted:
+                call(settings, "POST", "/api/3.0/mlflow/roles/permissions/add", json={
+                    "role_id": role["id"], "resource_type": kind, "resource_pattern": "*",
+                    "permission": permission})  # fmt: skip
+        ids[name] = int(role["id"])
+    return ids
+
+
+# --- the whole team server --------------------------------------------------------------
+
+
+def start(settings: Settings) -> str:
+    """The MLflow server with auth on 127.0.0.1:MLFLOW_PORT (started unless it runs), its
+    roles, and the TLS front; returns the front's URL."""
+    check_host(settings)
+    check_port(settings)
+    server = replace(tracking_server.local(settings), app=APP)
+    app = tracking_server.running_app(settings)
+    if is_healthy(server.url) and app != APP:
+        raise DurationError(
+            f"a tracking server without authentication answers at {server.url}: stop it "
+            "(`duration server stop`), then start the team server"
+        )
+    if app != APP or not is_healthy(server.url):
+        tracking_server.stop(settings)
+        tracking_server.start(server, settings, env=server_env(settings, server.store))
+    ensure_roles(settings)
+    return start_front(settings)
+
+
+def stop(settings: Settings) -> bool:
+    """Stop the TLS front (the server behind it stops with `tracking_server.stop`)."""
+    return stop_front(settings)

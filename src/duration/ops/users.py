@@ -1,0 +1,161 @@
+"""The team server's users: add, list, remove, change a password or a role.
+
+Run on the server's host, as its admin (the admin password is read from its 0600 file). A
+generated password goes in a 0600 file under `.mlflow/team/users/`, and only the file's
+path is printed. Each change is checked before anything is written, and a change the
+server refuses halfway is undone, so a refusal leaves the users as they were.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from duration.errors import DurationError
+from duration.infra import team
+from duration.infra.files import write_atomic
+from duration.settings import Settings
+
+ROLE_NAMES = ("reader", "editor", "admin")
+_NAME = re.compile(r"^[A-Za-z0-9._-]{2,64}$")
+USERS = "/api/2.0/mlflow/users"
+
+
+@dataclass(frozen=True, kw_only=True)
+class User:
+    """A user of the team server, and its role."""
+
+    name: str
+    role: str  # reader, editor, admin, or "none"
+
+
+def _role_of(entry: dict) -> str:
+    if entry.get("is_admin"):
+        return "admin"
+    names = {r["name"] for r in entry.get("roles", [])}
+    return next((r for r in ("editor", "reader") if r in names), "none")
+
+
+def users(settings: Settings) -> list[User]:
+    """Every user, with its role."""
+    listed = team.call(settings, "GET", f"{USERS}/list")["users"]
+    return [User(name=u["username"], role=_role_of(u)) for u in listed]
+
+
+def _find(settings: Settings, name: str) -> User:
+    for u in users(settings):
+        if u.name == name:
+            return u
+    raise DurationError(f"there is no user {name!r} on the team server: `duration users list`")
+
+
+def check_password(name: str, password: str) -> None:
+    """The rule: at least MIN_PASSWORD characters, not made of the user's name."""
+    if len(password) < team.MIN_PASSWORD or name.lower() in password.lower():
+        raise DurationError(
+            f"that password is too weak: it needs at least {team.MIN_PASSWORD} characters and "
+            "must not contain the user's name (or leave out --password-stdin to get one made)"
+        )
+
+
+def _check_new(settings: Settings, name: str, role: str) -> None:
+    if not _NAME.match(name):
+        raise DurationError(f"{name!r} is not a user name: use {team.NAME_RULE}")
+    if role not in ROLE_NAMES:
+        raise DurationError(f"--role {role!r} is not a role: use one of {', '.join(ROLE_NAMES)}")
+    if any(u.name == name for u in users(settings)):
+        raise DurationError(
+            f"user {name!r} exists already: `duration users role {name} ROLE` changes its "
+            f"role, `duration users passwd {name}` its password"
+        )
+
+
+def _password_file(settings: Settings, name: str, password: str | None) -> tuple[str, Path | None]:
+    """The password to set, and the 0600 file it is written to when it was generated."""
+    if password is not None:
+        check_password(name, password)
+        return password, None
+    made = secrets.token_urlsafe(18)
+    return made, team.files(settings).password(name)
+
+
+def _grant(settings: Settings, name: str, role: str, ids: dict[str, int]) -> None:
+    """Give `name` exactly `role`."""
+    team.call(settings, "PATCH", f"{USERS}/update-admin",
+              json={"username": name, "is_admin": role == "admin"})  # fmt: skip
+    held = {r["id"] for r in team.call(settings, "GET", "/api/3.0/mlflow/users/roles/list",
+                                       params={"username": name})["roles"]}  # fmt: skip
+    for other, role_id in ids.items():
+        if other != role and role_id in held:
+            team.call(settings, "DELETE", "/api/3.0/mlflow/roles/unassign",
+                      json={"username": name, "role_id": role_id})  # fmt: skip
+    if role in ids and ids[role] not in held:
+        team.call(settings, "POST", "/api/3.0/mlflow/roles/assign",
+                  json={"username": name, "role_id": ids[role]})  # fmt: skip
+
+
+def add(settings: Settings, name: str, role: str, password: str | None = None) -> Path | None:
+    """A new user with `role`; returns the file of its generated password (None when the
+    password was given)."""
+    _check_new(settings, name, role)
+    password, path = _password_file(settings, name, password)
+    ids = team.ensure_roles(settings)
+    team.call(settings, "POST", f"{USERS}/create", json={"username": name, "password": password})
+    try:
+        _grant(settings, name, role, ids)
+    except DurationError:
+        team.call(settings, "DELETE", f"{USERS}/delete", json={"username": name})
+        raise
+    if path is not None:
+        write_atomic(path, password + "\n", mode=0o600)
+    return path
+
+
+def _not_the_last_admin(settings: Settings, name: str, doing: str) -> None:
+    everyone = users(settings)
+    admins = [u.name for u in everyone if u.role == "admin"]
+    if admins == [name] or name == team.ADMIN:
+        raise DurationError(
+            f"cannot {doing} {name!r}: it is "
+            + ("the server's own admin" if name == team.ADMIN else "the last admin")
+            + ", and the team server needs one (make another admin first, if it is not "
+            "the server's own)"
+        )
+
+
+def remove(settings: Settings, name: str) -> None:
+    """Remove a user (never the last admin, nor the server's own)."""
+    user = _find(settings, name)
+    if user.role == "admin" or name == team.ADMIN:
+        _not_the_last_admin(settings, name, "remove")
+    team.call(settings, "DELETE", f"{USERS}/delete", json={"username": name})
+    team.files(settings).password(name).unlink(missing_ok=True)
+
+
+def passwd(settings: Settings, name: str, password: str | None = None) -> Path | None:
+    """A new password for `name`; returns the file of a generated one."""
+    _find(settings, name)
+    if name == team.ADMIN:
+        raise DurationError(
+            f"the server's own admin keeps its generated password "
+            f"({team.files(settings).admin_password}): make users for people instead"
+        )
+    password, path = _password_file(settings, name, password)
+    team.call(settings, "PATCH", f"{USERS}/update-password",
+              json={"username": name, "password": password})  # fmt: skip
+    if path is not None:
+        write_atomic(path, password + "\n", mode=0o600)
+    return path
+
+
+def set_role(settings: Settings, name: str, role: str) -> User:
+    """Give `name` the role `role` (never taking the last admin's away)."""
+    if role not in ROLE_NAMES:
+        raise DurationError(f"{role!r} is not a role: use one of {', '.join(ROLE_NAMES)}")
+    user = _find(settings, name)
+    if user.role == "admin" and role != "admin":
+        _not_the_last_admin(settings, name, "take the admin role from")
+    _grant(settings, name, role, team.ensure_roles(settings))
+    return User(name=name, role=role)

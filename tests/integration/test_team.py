@@ -1,0 +1,209 @@
+"""The team server, for real: MLflow's basic auth behind nginx's TLS on loopback, users and
+roles made through the CLI, and the `mlflow` client and the `duration` CLI as its clients."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+import stat
+import uuid
+from collections.abc import Iterator
+
+import psutil
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from duration.infra import proxy, team, tls, tracking_server
+from duration.infra.net import free_port
+from duration.ops import users
+from duration.settings import Paths, Settings, Tracking
+from duration.tracking.names import MODEL_NAME
+from tests.helpers import assert_one_line_error, cli_env, invoke, run_cli, spawn
+
+pytestmark = pytest.mark.xdist_group("team")
+
+
+@pytest.fixture(scope="module")
+def team_home(tmp_path_factory, settings, nginx) -> Iterator[Settings]:
+    """A team server of its own (SQLite store and auth database), with an editor alice, a
+    second editor carol, and a reader bob."""
+    home = tmp_path_factory.mktemp("team")
+    s = Settings(
+        paths=Paths(home=home, data_dir=settings.paths.data, tlc_url=settings.paths.tlc_url),
+        tracking=Tracking(port=free_port(), team_port=free_port()),
+    )
+    team.start(s)
+    try:
+        for name, role in (("alice", "editor"), ("carol", "editor"), ("bob", "reader")):
+            users.add(s, name, role)
+        yield s
+    finally:
+        team.stop(s)
+        tracking_server.stop(s)
+
+
+def password(s: Settings, user: str) -> str:
+    return team.files(s).password(user).read_text().strip()
+
+
+def as_user(s: Settings, user: str | None, **extra: str) -> dict:
+    """A client's environment: the https URL, the CA, and `user`'s credentials."""
+    creds = (
+        {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password(s, user)}
+        if user
+        else {"MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None}
+    )
+    given = {"MLFLOW_TRACKING_SERVER_CERT_PATH": str(s.paths.tls / "ca.pem"),
+             "DURATION_HOME": str(s.paths.home), **creds, **extra}  # fmt: skip
+    return cli_env(s, team.team_url(s), **given)
+
+
+def client_as(s: Settings, user: str, monkeypatch) -> MlflowClient:
+    for k, v in as_user(s, user).items():
+        monkeypatch.setenv(k, v) if v is not None else monkeypatch.delenv(k, raising=False)
+    return MlflowClient(team.team_url(s))
+
+
+def test_anonymous_gets_401_plain_http_is_redirected_and_every_secret_is_0600(team_home):
+    s, ca = team_home, str(team_home.paths.tls / "ca.pem")
+    url = team.team_url(s)
+    assert requests.get(f"{url}/health", verify=ca, timeout=10).status_code == 200
+    r = requests.get(f"{url}/api/2.0/mlflow/experiments/search", verify=ca, timeout=10)
+    assert r.status_code == 401
+    r = requests.get(f"{url}/api/2.0/mlflow/experiments/search", verify=ca, timeout=10,
+                     auth=("alice", "not-her-password"))  # fmt: skip
+    assert r.status_code == 401
+    plain = requests.get(url.replace("https", "http"), allow_redirects=False, timeout=10)
+    assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
+    f = team.files(s)
+    keys = [s.paths.tls / "ca-key.pem", s.paths.tls / "server-key.pem"]
+    secrets = [f.admin_password, f.flask_key, f.ini, *keys, f.password("alice"), f.password("bob")]
+    for path in secrets:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # no secret on a command line or in a log
+    words = [p.read_text().strip() for p in (f.admin_password, f.flask_key, f.password("alice"))]
+    pid = int((s.paths.state / "server.pid").read_text())
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    lines = " ".join(" ".join(p.cmdline()) for p in procs)
+    logs = "".join(p.read_text(errors="replace") for p in s.paths.state.rglob("*.log"))
+    assert not any(w in lines or w in logs for w in words)
+    assert "127.0.0.1" in lines and "0.0.0.0" not in lines  # MLflow stays on loopback
+
+
+def test_a_wrong_ca_another_name_or_an_expired_certificate_is_refused(team_home):
+    s = team_home
+    port = s.tracking.team_port
+    proc = invoke("runs", "reap", env=as_user(s, "alice", MLFLOW_TRACKING_SERVER_CERT_PATH=None))
+    assert_one_line_error(proc, "certificate", "MLFLOW_TRACKING_SERVER_CERT_PATH", "ca.pem")
+    ctx = ssl.create_default_context(cafile=str(s.paths.tls / "ca.pem"))
+    with (
+        pytest.raises(ssl.SSLCertVerificationError, match="mismatch|doesn't match"),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+    ):
+        ctx.wrap_socket(raw, server_hostname="mlflow.example.org")
+    # an expired certificate: one line naming the CA file; the next start issues a new one
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    tls.ensure(s.paths.tls, ["127.0.0.1", "localhost"], now=past, days=1, force=True)
+    proxy.stop_nginx(team.files(s).front)
+    proxy.start_nginx(team.files(s).front, port)
+    try:
+        proc = invoke("runs", "reap", env=as_user(s, "alice"))
+        assert_one_line_error(proc, "expired", "ca.pem")
+    finally:
+        team.start_front(s)
+    assert invoke("runs", "reap", env=as_user(s, "alice")).returncode == 0
+
+
+def test_a_reader_reads_and_every_write_is_refused(team_home, vectorized, monkeypatch):
+    s = team_home
+    alice = client_as(s, "alice", monkeypatch)
+    exp = alice.create_experiment(f"alice-{uuid.uuid4().hex[:6]}")
+    run = alice.create_run(exp)
+    model = f"team-{uuid.uuid4().hex[:6]}"
+    alice.create_registered_model(model)
+    bob = client_as(s, "bob", monkeypatch)
+    assert bob.get_experiment(exp).name.startswith("alice-")  # READ on what others made
+    assert bob.get_run(run.info.run_id).info.run_id == run.info.run_id
+    assert bob.get_registered_model(model).name == model
+    writes = [
+        lambda: bob.create_experiment(f"bob-{uuid.uuid4().hex[:6]}"),
+        lambda: bob.create_registered_model(f"bob-{uuid.uuid4().hex[:6]}"),
+        lambda: bob.create_run(exp),
+        lambda: bob.log_param(run.info.run_id, "x", "1"),
+        lambda: bob.set_registered_model_tag(model, "k", "v"),
+        lambda: bob.delete_experiment(exp),
+    ]
+    for write in writes:
+        with pytest.raises(MlflowException, match="403|PERMISSION_DENIED"):
+            write()
+    before = len(alice.search_experiments())
+    proc = invoke("tune", "--trials", "1", "--max-rounds", "5", env=as_user(s, "bob"))
+    assert_one_line_error(proc, "bob", "READ", "EDIT", "duration users role bob editor")
+    alice = client_as(s, "alice", monkeypatch)
+    assert len(alice.search_experiments()) == before  # nothing was made, not even half
+    assert alice.get_experiment(exp).lifecycle_stage == "active"
+    proc = invoke("runs", "reap", env=as_user(s, None))
+    assert_one_line_error(proc, "wants a user", "MLFLOW_TRACKING_USERNAME")
+    alice.set_terminated(run.info.run_id)
+
+
+def test_an_admin_manages_users_and_each_refusal_is_one_line(team_home, monkeypatch):
+    s = team_home
+    home = {"DURATION_HOME": str(s.paths.home), "MLFLOW_PORT": str(s.tracking.port)}
+    proc = invoke("users", "add", "dave", "--role", "reader", env=home)
+    assert proc.returncode == 0 and "0600" in proc.stdout, proc.stderr
+    assert_one_line_error(invoke("users", "add", "dave", env=home), "exists already")
+    assert_one_line_error(invoke("users", "remove", "zed", env=home), "no user 'zed'")
+    assert_one_line_error(invoke("users", "remove", "admin", env=home), "admin")
+    assert_one_line_error(invoke("users", "role", "dave", "boss", env=home), "not a role")
+    weak = run_cli("users", "add", "erin", "--password-stdin", env=home, input="short-pass\n")
+    assert_one_line_error(weak, "too weak", "12 characters")
+    assert "erin" not in [u.name for u in users.users(s)]
+    # a role change is a permission change
+    assert invoke("users", "role", "dave", "editor", env=home).returncode == 0
+    client_as(s, "dave", monkeypatch).create_experiment(f"dave-{uuid.uuid4().hex[:6]}")
+    assert invoke("users", "role", "dave", "reader", env=home).returncode == 0
+    with pytest.raises(MlflowException, match="403|PERMISSION_DENIED"):
+        client_as(s, "dave", monkeypatch).create_experiment(f"dave-{uuid.uuid4().hex[:6]}")
+    old = password(s, "dave")
+    assert invoke("users", "passwd", "dave", env=home).returncode == 0
+    ca = str(s.paths.tls / "ca.pem")
+    search = f"{team.team_url(s)}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, auth=("dave", old), verify=ca, timeout=10).status_code == 401
+    assert requests.get(search, auth=("dave", password(s, "dave")), verify=ca,
+                        timeout=10).status_code == 200  # fmt: skip
+    assert invoke("users", "remove", "dave", env=home).returncode == 0
+    assert not team.files(s).password("dave").exists()
+    # binding beyond loopback needs auth and TLS; a taken TLS port is refused before anything
+    assert_one_line_error(invoke("server", "start", "--host", "0.0.0.0", env=home), "--team")
+    other = {"DURATION_HOME": str(s.paths.home / "other"), "MLFLOW_PORT": str(free_port()),
+             "DURATION_TEAM_PORT": str(s.tracking.team_port)}  # fmt: skip
+    assert_one_line_error(invoke("server", "start", "--team", env=other), "is taken")
+    assert not (s.paths.home / "other" / ".mlflow" / "server.pid").exists()
+
+
+def test_two_editors_pipelines_at_once_end_with_one_production(team_home, vectorized, monkeypatch):
+    s = team_home
+    args = ["pipeline", "--trials", "2", "--max-rounds", "20", "--baselines", "none"]
+    procs = [spawn(args, as_user(s, user)) for user in ("alice", "carol")]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    client = client_as(s, "bob", monkeypatch)  # and a reader sees it all
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    assert len(versions) == 2 and [v.current_stage for v in versions].count("Production") == 1
+    prod = next(v for v in versions if v.current_stage == "Production")
+    assert client.get_registered_model(MODEL_NAME).aliases["production"] == prod.version
+    ours = [e.experiment_id for e in client.search_experiments() if e.name.startswith("nyc-")]
+    runs = client.search_runs(ours)
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    # the reader's promote and cycle: one line, and the registry as it was
+    for args in (("promote",), ("cycle", "--month", "2021-04", "--trials", "1")):
+        proc = invoke(*args, env=as_user(s, "bob"))
+        assert_one_line_error(proc, "bob", "READ", "EDIT", "duration users role bob editor")
+    after = client.search_model_versions(f"name='{MODEL_NAME}'")
+    assert [(v.version, v.current_stage) for v in after] == [
+        (v.version, v.current_stage) for v in versions]  # fmt: skip
