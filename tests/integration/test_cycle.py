@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from duration.data import matrices, prepare
 from duration.ops import cycle as cy
 from duration.tracking.names import CYCLE_EXPERIMENT
-from tests.helpers import assert_one_line_error, invoke, versions
+from tests.helpers import assert_one_line_error, invoke, spawn, versions
 
 
 def cycle(name, env, *args, ratio="10"):
@@ -160,3 +160,23 @@ def test_ctrl_c_during_the_retrain_records_nothing(weak, cli_env):
     assert set(versions(weak)) == {"1"} and cy.recorded(weak, "2021-04") is None
     exps = [e.experiment_id for e in client.search_experiments()]
     assert client.search_runs(exps, "attributes.status = 'RUNNING'") == []
+
+
+def test_two_cycles_of_one_month_at_once_decide_it_once(weak, cli_env, tmp_path):
+    """Two processes (as two hosts would) start the same month's cycle together: one decides
+    it, the other waits for the month's lease and repeats the recorded decision."""
+    args = ["cycle", "--name", weak, "--trials", "1", "--max-rounds", "30", "--month", "2021-02"]
+    outs = [tmp_path / f"{i}.json" for i in range(2)]
+    procs = [spawn([*args, "--summary", str(out)], {**cli_env, "DURATION_RMSE_RATIO": "10"})
+             for out in outs]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    results = [json.loads(out.read_text()) for out in outs]
+    assert sorted(bool(r.get("repeated")) for r in results) == [False, True]
+    assert len({r["decision_run_id"] for r in results}) == 1
+    exp = MlflowClient().get_experiment_by_name(CYCLE_EXPERIMENT)
+    runs = MlflowClient().search_runs([exp.experiment_id], f"tags.model_name = '{weak}' and "
+                                      "tags.month = '2021-02'")  # fmt: skip
+    assert len(runs) == 1
+    assert "cycle_lease_2021-02" not in MlflowClient().get_registered_model(weak).tags

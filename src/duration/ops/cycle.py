@@ -25,7 +25,7 @@ from duration.errors import DurationError, NotPublished, Stopped
 from duration.ops import live, monitor
 from duration.ops.requests import CycleRequest, check_range
 from duration.registry import register as reg
-from duration.registry.lease import promote_lock
+from duration.registry.lease import month_lock, promote_lock
 from duration.registry.promote import Comparison, compare
 from duration.registry.uris import set_production, version_in
 from duration.settings import Settings
@@ -189,6 +189,17 @@ def run(
     champion = version_in(req.name, "Production")
     if champion is None:
         raise DurationError(f"{req.name} has no Production version: run `make pipeline` first")
+    with month_lock(settings, req.name, req.month):  # a month is decided once, anywhere
+        if (done := recorded(req.name, req.month)) is not None:  # decided while this waited
+            return CycleResult(**{**done, "repeated": True})
+        return _decide(settings, req, stop, parent, champion)
+
+
+def _decide(
+    settings: Settings, req: CycleRequest, stop: threading.Event | None, parent: str | None,
+    champion: Any,
+) -> CycleResult:  # fmt: skip
+    """The month's decision, under its lease."""
     report = monitor.monitor(
         settings, f"models:/{req.name}/{champion.version}", req.color, req.month
     )
