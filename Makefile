@@ -24,6 +24,7 @@ CYCLE_LIVE ?= off
 RIDES    ?= 1000
 RATE     ?= 100
 CONCURRENCY ?= 4
+LOAD_CLIENTS ?= 4 8 16 32
 # The defaults above are the CLI's own (tests/unit/cli/test_defaults.py holds them equal);
 # ports, folders and the rest come from the environment (docs/configuration.md).
 # Debian packages the project runs, as command:package (installed only where missing).
@@ -160,8 +161,8 @@ postgres-stop: $(STAMP) ## Stop the local PostgreSQL
 postgres-backup: $(STAMP) ## pg_dump the local MLflow database into .postgres/backups/
 	$(BIN)/duration db backup
 
-load: $(STAMP) system ## Load-test a SQLite- and a PostgreSQL-backed server with many clients (reports/)
-	$(BIN)/python scripts/load.py
+load: $(STAMP) system ## Load-test SQLite, PostgreSQL and team (auth+TLS) servers with many clients (reports/)
+	$(BIN)/python scripts/load.py --clients $(LOAD_CLIENTS)
 
 mlflow: $(STAMP) ## Run the MLflow server in the foreground (UI on 127.0.0.1:$MLFLOW_PORT)
 	$(BIN)/duration server run

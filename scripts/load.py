@@ -24,12 +24,13 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from duration.bench.runs import stamp
-from duration.infra import postgres, tracking_server
+from duration.infra import postgres, team, tracking_server
 from duration.infra.net import free_port
-from duration.infra.proc import stop_group
+from duration.ops import users
 from duration.settings import Postgres, Settings
 from duration.tracking.client import configure
 
@@ -140,23 +141,71 @@ def level(uri: str, clients: int, runs: int, shape: dict) -> dict:
     }
 
 
+BACKENDS = ("sqlite", "postgres", "postgres-team")
+
+
+def team_server(settings: Settings, workers: int) -> str:
+    """The team server on the PostgreSQL store (basic auth, TLS in front), with an editor
+    whose credentials and CA every client process inherits from this environment."""
+    url = team.start(settings, workers=workers)
+    path = users.add(settings, "loader", "editor")
+    os.environ.update({
+        "MLFLOW_TRACKING_USERNAME": "loader", "MLFLOW_TRACKING_PASSWORD": path.read_text().strip(),
+        "MLFLOW_TRACKING_SERVER_CERT_PATH": str(settings.paths.tls / "ca.pem"),
+    })  # fmt: skip
+    return url
+
+
 def backend_server(kind: str, home: Path, workers: int):
     """Start the backend (and its PostgreSQL); return (uri, stop)."""
-    settings = Settings(paths={"home": home}, postgres=Postgres(port=free_port()))
-    local = tracking_server.local(settings)
-    store = local.store if kind == "sqlite" else postgres.start(settings).uri
-    server = tracking_server.Server(
-        store=store, artifacts=local.artifacts, state=local.state, port=free_port(),
-        workers=workers,
+    settings = Settings(
+        paths={"home": home}, postgres=Postgres(port=free_port()),
+        tracking={"port": free_port(), "team_port": free_port()},
     )  # fmt: skip
-    proc = tracking_server.start(server, settings)
+    if kind == "sqlite":
+        store = tracking_server.local(settings).store
+    else:
+        store = postgres.start(settings).uri
+        settings = settings.but({}, tracking={"store_uri": store})
+    local = replace(tracking_server.local(settings), workers=workers)
+    if kind == "postgres-team":
+        url = team_server(settings, workers)
+    else:
+        tracking_server.start(local, settings)
+        url = local.url
 
     def stop() -> None:
-        stop_group(proc.pid)
-        if kind == "postgres":
+        team.stop(settings)
+        tracking_server.stop(settings)
+        for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                    "MLFLOW_TRACKING_SERVER_CERT_PATH"):  # fmt: skip
+            os.environ.pop(var, None)
+        if kind != "sqlite":
             postgres.stop(settings)
 
-    return server.url, stop
+    return url, stop
+
+
+def probe(uri: str, n: int = 100) -> dict:
+    """One client, one request at a time (`experiments/search`, keep-alive): what a single
+    request costs on this backend, in ms."""
+    import requests
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    auth = (user, os.environ["MLFLOW_TRACKING_PASSWORD"]) if user else None
+    times = []
+    verify = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True  # per request: a
+    with requests.Session() as session:  # session's verify loses to REQUESTS_CA_BUNDLE
+        for _ in range(n + 5):  # the first five warm the connection and the credential cache
+            start = time.perf_counter()
+            r = session.get(
+                f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                auth=auth, verify=verify, timeout=30,
+            )  # fmt: skip
+            r.raise_for_status()
+            times.append((time.perf_counter() - start) * 1000)
+    q = statistics.quantiles(times[5:], n=100, method="inclusive")
+    return {"p50_ms": round(q[49], 2), "p95_ms": round(q[94], 2)}
 
 
 def run(args) -> dict:
@@ -164,12 +213,13 @@ def run(args) -> dict:
     report = {"machine": stamp(), "shape": shape, "runs_per_client": args.runs,
               "workers": args.workers, "backends": {}}  # fmt: skip
     deadline = time.monotonic() + args.max_seconds
-    for kind in ("sqlite", "postgres"):
+    for kind in args.backends:
         home = Path(tempfile.mkdtemp(prefix=f"duration-load-{kind}-"))
         os.chmod(home, 0o711)  # as root, the cluster's unprivileged user enters it
         uri, stop = backend_server(kind, home, args.workers)
         rows, limit = [], None
         try:
+            one = probe(uri)
             for n in args.clients:
                 if time.monotonic() > deadline:
                     limit = f"stopped at the time bound ({args.max_seconds} s)"
@@ -186,7 +236,8 @@ def run(args) -> dict:
         finally:
             stop()
             shutil.rmtree(home, ignore_errors=True)
-        report["backends"][kind] = {"levels": rows, "limit": limit or "none up to the bound"}
+        report["backends"][kind] = {"levels": rows, "limit": limit or "none up to the bound",
+                                    "request": one}  # fmt: skip
     return report
 
 
@@ -194,7 +245,7 @@ def markdown(report: dict, seconds: float) -> str:
     s = report["shape"]
     m = report["machine"]
     lines = [
-        "# Tracking server load: SQLite against PostgreSQL",
+        "# Tracking server load: SQLite, PostgreSQL, and the team server (auth + TLS)",
         "",
         f"Measured at {m['commit']} on {m['cores']} cores ({m['measured_at']}).",
         "",
@@ -203,7 +254,9 @@ def markdown(report: dict, seconds: float) -> str:
         f" per run it logs {s['params']} params and {s['metrics']} metrics x {s['steps']} steps"
         f" ({s['params'] + s['metrics'] * s['steps']} values) in `log_batch` calls, then ends the"
         f" run. Latency is per run (create, log, end). Each server runs {report['workers']}"
-        " uvicorn workers; lost = runs whose values did not all read back.",
+        " uvicorn workers; lost = runs whose values did not all read back. `postgres-team` is"
+        " the PostgreSQL store behind `duration server start --team`: every request with basic"
+        " auth (MLflow's credential cache on) through nginx's TLS, as an editor.",
         "",
         "| backend | clients | runs | runs/s | values/s | p50 s | p95 s | max s | errors | lost |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -215,6 +268,15 @@ def markdown(report: dict, seconds: float) -> str:
                 f"{r['values_per_s']} | {r['p50_s']} | {r['p95_s']} | {r['max_s']} | "
                 f"{r['errors']} | {r['lost']} |"
             )
+    lines += ["", "One client, one `experiments/search` at a time over keep-alive (100 requests):",
+              "", "| backend | p50 ms | p95 ms |", "|---|---:|---:|"]  # fmt: skip
+    for kind, b in report["backends"].items():
+        lines.append(f"| {kind} | {b['request']['p50_ms']} | {b['request']['p95_ms']} |")
+    b = report["backends"]
+    if "postgres" in b and "postgres-team" in b:
+        extra = b["postgres-team"]["request"]["p50_ms"] - b["postgres"]["request"]["p50_ms"]
+        lines += ["", f"Auth and TLS cost {extra:.1f} ms a request at p50 (postgres-team less"
+                  " postgres), with MLflow's credential cache warm."]  # fmt: skip
     lines += ["", "Where each backend stops (errors, or p95 over 5 s):", ""]
     for kind, b in report["backends"].items():
         first = next((r["first_error"] for r in b["levels"] if r["first_error"]), "")
@@ -233,6 +295,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--workers", type=int, default=4, help="uvicorn workers per server")
     p.add_argument("--max-seconds", type=float, default=900, help="stop climbing after this")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     p.add_argument("--out", type=Path, default=REPORTS / "load.md")
     args = p.parse_args()
     configure()

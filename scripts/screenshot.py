@@ -9,6 +9,11 @@ registered model (run `make pipeline` first). Writes two pictures into docs/:
 Chromium is driven over its DevTools protocol, so the UI's own settings can be chosen
 before the page loads (the Model training workflow) and the assistant panel, which opens by
 itself and takes a third of the width, can be closed.
+
+`--team` shoots the team server instead (`duration server start --team`), through its TLS
+front, logged in as MLFLOW_TRACKING_USERNAME: `team-login.png`, the Model training view of
+the search experiment. Chromium trusts exactly the front's certificate (its key's SPKI pin)
+and sends the user's basic-auth header, as a browser does once the user has logged in.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -112,6 +118,28 @@ def targets(uri: str, name: str, search_id: str | None) -> dict[str, str]:
     }
 
 
+def spki_pin(cert: Path) -> str:
+    """The base64 SHA-256 of a certificate's public key, as Chromium pins one."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    der = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def team_login(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """Chromium's extra flags and headers for the team server: its certificate, pinned, and
+    the user's login."""
+    user, password = os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    pin = spki_pin(settings.paths.tls / "server.pem")
+    return [f"--ignore-certificate-errors-spki-list={pin}"], {"Authorization": f"Basic {token}"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default=MODEL_NAME)
@@ -119,18 +147,30 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=8.0, help="seconds for a page to render")
     parser.add_argument("--port", type=int, default=9222, help="Chromium's DevTools port")
     parser.add_argument("--search", help="the search's parent run id (default: the latest)")
+    parser.add_argument("--team", action="store_true", help="the team server, logged in")
     args = parser.parse_args()
-    uri = Settings.from_env().tracking.url.rstrip("/")
+    settings = Settings.from_env()
+    uri = settings.tracking.url.rstrip("/")
+    flags, headers = team_login(settings) if args.team else ([], {})
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         sys.exit("screenshot: chromium is not installed: apt-get install chromium")
     if not is_healthy(uri):
         sys.exit(f"screenshot: no MLflow server answers at {uri}: run `make pipeline` first")
     pages = targets(uri, args.name, args.search)
+    if args.team:
+        pages = {"team-login.png": pages["mlflow-search.png"].split("/runs/")[0]
+                 + "/runs?workflowType=machine_learning"}  # fmt: skip
     args.outdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.Popen(
-            [browser, *FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={args.port}"],
+            [
+                browser,
+                *FLAGS,
+                *flags,
+                f"--user-data-dir={profile}",
+                f"--remote-debugging-port={args.port}",
+            ],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its helper processes too are stopped as one group
@@ -138,6 +178,9 @@ def main() -> None:
         try:
             page = Page(_debugger(args.port, time.monotonic() + 60))
             page.call("Page.enable")
+            if headers:
+                page.call("Network.enable")
+                page.call("Network.setExtraHTTPHeaders", headers=headers)
             page.call("Page.navigate", url=f"{uri}/")  # the UI's origin, for its localStorage
             time.sleep(2)
             setup = ";".join(f"localStorage.setItem({k!r}, {v!r})" for k, v in UI_SETTINGS.items())

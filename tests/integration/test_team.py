@@ -4,6 +4,7 @@ roles made through the CLI, and the `mlflow` client and the `duration` CLI as it
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 import ssl
 import stat
@@ -16,7 +17,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from duration.infra import proxy, team, tls, tracking_server
+from duration.infra import postgres, proxy, team, tls, tracking_server
 from duration.infra.net import free_port
 from duration.ops import users
 from duration.settings import Paths, Settings, Tracking
@@ -27,14 +28,20 @@ pytestmark = pytest.mark.xdist_group("team")
 
 
 @pytest.fixture(scope="module")
-def team_home(tmp_path_factory, settings, nginx) -> Iterator[Settings]:
-    """A team server of its own (SQLite store and auth database), with an editor alice, a
-    second editor carol, and a reader bob."""
+def team_home(tmp_path_factory, settings, nginx, postgres_cluster) -> Iterator[Settings]:
+    """A team server of its own on the PostgreSQL store (its auth database beside it), with
+    an editor alice, a second editor carol, and a reader bob."""
     home = tmp_path_factory.mktemp("team")
+    _, db = postgres_cluster
+    database = f"team_{uuid.uuid4().hex[:8]}"  # a store of its own in the shared cluster
+    store = db.uri.rsplit("/", 1)[0] + f"/{database}"
     s = Settings(
         paths=Paths(home=home, data_dir=settings.paths.data, tlc_url=settings.paths.tlc_url),
-        tracking=Tracking(port=free_port(), team_port=free_port()),
+        tracking=Tracking(port=free_port(), team_port=free_port(), store_uri=store),
     )
+    saved = os.environ.get("PGPASSFILE")
+    os.environ["PGPASSFILE"] = db.pgpass  # how the server and its clients reach the cluster
+    postgres.ensure_database(s, store, database)
     team.start(s)
     try:
         for name, role in (("alice", "editor"), ("carol", "editor"), ("bob", "reader")):
@@ -43,6 +50,7 @@ def team_home(tmp_path_factory, settings, nginx) -> Iterator[Settings]:
     finally:
         team.stop(s)
         tracking_server.stop(s)
+        os.environ.pop("PGPASSFILE") if saved is None else os.environ.update(PGPASSFILE=saved)
 
 
 def password(s: Settings, user: str) -> str:
@@ -200,8 +208,8 @@ def test_two_editors_pipelines_at_once_end_with_one_production(team_home, vector
     ours = [e.experiment_id for e in client.search_experiments() if e.name.startswith("nyc-")]
     runs = client.search_runs(ours)
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
-    # the reader's promote and cycle: one line, and the registry as it was
-    for args in (("promote",), ("cycle", "--month", "2021-04", "--trials", "1")):
+    # the reader's promote, cycle and deploy: one line, and the registry as it was
+    for args in (("promote",), ("cycle", "--month", "2021-04", "--trials", "1"), ("deploy",)):
         proc = invoke(*args, env=as_user(s, "bob"))
         assert_one_line_error(proc, "bob", "READ", "EDIT", "duration users role bob editor")
     after = client.search_model_versions(f"name='{MODEL_NAME}'")

@@ -13,6 +13,8 @@ from typer.exceptions import TyperException
 from duration.cli.app import app
 from duration.cli.runtime import prepare_process
 from duration.errors import DurationError, Stopped, one_line
+from duration.infra import tracking_server
+from duration.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if os.environ.get("DURATION_DEBUG"):
             raise
-        if (line := refused(e)) is not None:
+        if (line := refused(e) or server_failed(e)) is not None:
             print(f"duration: error: {line}", file=sys.stderr)
             return 1
         print(f"duration: error: {_what(e)}: {one_line(e)} (set DURATION_DEBUG=1 for the "
@@ -74,6 +76,19 @@ def refused(e: Exception) -> str | None:
         f"editor role grants (a reader has READ): ask an admin (`duration users role {who} "
         "editor`)"
     )
+
+
+def server_failed(e: Exception) -> str | None:
+    """One line with the server's own reason when the local tracking server failed a
+    request (its log says why: a full artifact disk, its database gone); else None."""
+    text = str(e)
+    if "/api/2.0/" not in text or not any(k in text for k in ("500", "failed with exception")):
+        return None
+    try:
+        reason = tracking_server.failure_reason(Settings.from_env())
+    except DurationError:
+        return None
+    return None if reason is None else f"the tracking server failed a request: {reason}"
 
 
 def _what(e: Exception) -> str:

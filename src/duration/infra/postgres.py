@@ -24,7 +24,7 @@ from duration.settings import Settings
 
 ROLE = "duration"  # the database role MLflow connects as
 DATABASE = "mlflow"
-AUTH_DATABASE = "mlflow_auth"  # the team server's users and permissions
+AUTH_DATABASE = f"{DATABASE}_auth"  # the team server's users and permissions
 DEFAULT_PG_PORT = 5432
 
 

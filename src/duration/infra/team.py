@@ -22,6 +22,7 @@ import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -124,10 +125,12 @@ def secret(path: Path, nbytes: int = 24) -> str:
 
 
 def auth_database(settings: Settings, store: str) -> str:
-    """The auth database's URI: `mlflow_auth` beside the store in PostgreSQL (created when
-    missing; the password stays in pgpass), else SQLite next to the SQLite store."""
+    """The auth database's URI: STORE_auth beside the store's database in PostgreSQL
+    (`mlflow_auth` for the local `mlflow`; created when missing, the password staying in
+    pgpass), else `mlflow-auth.db` next to a SQLite store."""
     if store.startswith("postgresql"):
-        return postgres.ensure_database(settings, store, postgres.AUTH_DATABASE)
+        name = urlsplit(store).path.strip("/") or postgres.DATABASE
+        return postgres.ensure_database(settings, store, f"{name}_auth")
     db = Path(store.removeprefix("sqlite:///"))
     return tracking_server.sqlite_store(db.with_name("mlflow-auth.db"))
 
@@ -270,12 +273,13 @@ def ensure_roles(settings: Settings) -> dict[str, int]:
 # --- the whole team server --------------------------------------------------------------
 
 
-def start(settings: Settings) -> str:
+def start(settings: Settings, workers: int = 1) -> str:
     """The MLflow server with auth on 127.0.0.1:MLFLOW_PORT (started unless it runs), its
-    roles, and the TLS front; returns the front's URL."""
+    roles, and the TLS front; returns the front's URL. (`workers` > 1: each keeps its own
+    credential cache, so a changed password takes up to AUTH_CACHE_S in the others.)"""
     check_host(settings)
     check_port(settings)
-    server = replace(tracking_server.local(settings), app=APP)
+    server = replace(tracking_server.local(settings), app=APP, workers=workers)
     app = tracking_server.running_app(settings)
     if is_healthy(server.url) and app != APP:
         raise DurationError(

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -331,3 +332,38 @@ def check_store(settings: Settings) -> None:
             f"{wanted} (MLFLOW_BACKEND_STORE_URI): stop it with `duration server stop`, or "
             "pick another MLFLOW_PORT"
         )
+
+
+# What the local server's log says when it fails a request, and the line a client gets.
+_FAILURES = (
+    (re.compile(r"No space left on device|Errno 28"),
+     "no space left on device on the tracking server's artifact store ({artifacts}): free "
+     "space there, then `duration runs reap` ends the runs this left RUNNING"),
+    (re.compile(r"OperationalError|could not connect to server|connection refused|"
+                r"server closed the connection", re.IGNORECASE),
+     "the tracking server cannot reach its database ({store}): start it (`duration db "
+     "start` for the local PostgreSQL), then `duration runs reap`"),
+)  # fmt: skip
+RECENT_S = 300.0  # a log line older than this explains nothing about the request just failed
+
+
+def failure_reason(settings: Settings, now: float | None = None) -> str | None:
+    """Why the home's local server failed requests just now, from the tail of its log (None
+    when it says nothing recent that this project knows how to word)."""
+    log = settings.paths.state / "server.log"
+    try:
+        if (now or time.time()) - log.stat().st_mtime > RECENT_S:
+            return None
+        with open(log, "rb") as f:
+            f.seek(max(0, log.stat().st_size - 65536))
+            lines = f.read().decode(errors="replace").splitlines()[-400:]
+    except OSError:
+        return None
+    server = local(settings)
+    for line in reversed(lines):
+        for pattern, words in _FAILURES:
+            if pattern.search(line):
+                return words.format(
+                    artifacts=server.artifacts.resolve(), store=redact(server.store)
+                )
+    return None

@@ -6,13 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import stat
+import time
 
 import pytest
 from cryptography import x509
 
-from duration.cli.main import refused
+from duration.cli.main import refused, server_failed
 from duration.errors import DurationError
-from duration.infra import team, tls
+from duration.infra import team, tls, tracking_server
 from duration.infra.team_app import _writes
 from duration.ops.users import check_password
 from duration.settings import Paths, Settings, Tracking
@@ -91,3 +92,26 @@ def test_the_secrets_are_0600_and_the_config_holds_no_password_in_a_uri(tmp_path
     assert team.server_env(s, f"sqlite:///{tmp_path / 'mlflow.db'}") == env  # made once
     with pytest.raises(DurationError, match="not an IP address"):
         team.check_host(s.but({}, tracking={"team_host": "my-laptop"}))
+
+
+def test_the_servers_own_reason_is_read_from_its_log(tmp_path, monkeypatch):
+    s = Settings(paths=Paths(home=tmp_path))
+    log = s.paths.state / "server.log"
+    log.parent.mkdir(parents=True)
+    log.write_text('INFO: "PUT /api/2.0/mlflow-artifacts/artifacts/1/a/model.ubj" 500\n'
+                   "OSError: [Errno 28] No space left on device\n")  # fmt: skip
+    assert "no space left on device on the tracking server's artifact store" in (
+        tracking_server.failure_reason(s))  # fmt: skip
+    log.write_text("sqlalchemy.exc.OperationalError: (psycopg.OperationalError) connection "
+                   'failed: connection to server at "127.0.0.1", port 5432 failed\n')  # fmt: skip
+    assert "cannot reach its database" in tracking_server.failure_reason(s)
+    assert tracking_server.failure_reason(s, now=time.time() + 3600) is None  # an old line
+    log.write_text('INFO: "GET /health" 200\n')
+    assert tracking_server.failure_reason(s) is None
+    # a client's failed request, worded with the reason of the server in its home
+    log.write_text("OSError: [Errno 28] No space left on device\n")
+    monkeypatch.setenv("DURATION_HOME", str(tmp_path))
+    e = Exception("API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch failed "
+                  "with exception: too many 500 error responses")  # fmt: skip
+    assert server_failed(e).startswith("the tracking server failed a request: no space left")
+    assert server_failed(Exception("a local problem")) is None
