@@ -136,6 +136,7 @@ def test_a_reader_reads_and_every_write_is_refused(team_home, vectorized, monkey
     assert bob.get_experiment(exp).name.startswith("alice-")  # READ on what others made
     assert bob.get_run(run.info.run_id).info.run_id == run.info.run_id
     assert bob.get_registered_model(model).name == model
+    assert bob.get_latest_versions(model) == []  # a POST that only reads
     writes = [
         lambda: bob.create_experiment(f"bob-{uuid.uuid4().hex[:6]}"),
         lambda: bob.create_registered_model(f"bob-{uuid.uuid4().hex[:6]}"),
@@ -190,6 +191,11 @@ def test_an_admin_manages_users_and_each_refusal_is_one_line(team_home, monkeypa
     other = {"DURATION_HOME": str(s.paths.home / "other"), "MLFLOW_PORT": str(free_port()),
              "DURATION_TEAM_PORT": str(s.tracking.team_port)}  # fmt: skip
     assert_one_line_error(invoke("server", "start", "--team", env=other), "is taken")
+    assert not (s.paths.home / "other" / ".mlflow" / "server.pid").exists()
+    # its PostgreSQL not running: one line that says how to start it, nothing started
+    nowhere = f"postgresql://duration@127.0.0.1:{free_port()}/mlflow"
+    down = {**other, "DURATION_TEAM_PORT": str(free_port()), "MLFLOW_BACKEND_STORE_URI": nowhere}
+    assert_one_line_error(invoke("server", "start", "--team", env=down), "duration db start")
     assert not (s.paths.home / "other" / ".mlflow" / "server.pid").exists()
 
 

@@ -15,8 +15,9 @@ from typing import Any
 
 EDITOR = "editor"  # the role that writes (duration.infra.team.ROLES)
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
-# POSTs that only read: searches, and MLflow's UI's batch reads
-_READS = re.compile(r"/(search|search-datasets|get-history-bulk-interval|batch-get)$")
+# POSTs that only read (MLflow 3.17's, from mlflow.server.handlers.get_endpoints): the
+# searches, the registry's latest versions, and batch reads
+_READS = re.compile(r"/(search|search-datasets|get-latest-versions|batchGetInfos|batch-get)$")
 
 
 def _writes(method: str, path: str) -> bool:

@@ -52,6 +52,8 @@ def test_the_ca_is_made_once_and_the_certificate_names_its_hosts(tmp_path):
     ("DELETE", "/api/2.0/mlflow/registered-models/alias", True),
     ("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/x/model.ubj", True),
     ("POST", "/api/2.0/mlflow/runs/search-and-delete", True),
+    ("POST", "/api/2.0/mlflow/registered-models/get-latest-versions", False),
+    ("POST", "/api/2.0/mlflow/runs/log-batch", True),
 ])  # fmt: skip
 def test_a_reader_may_send_reads_and_searches_only(method, path, writes):
     assert _writes(method, path) is writes
