@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -176,3 +178,25 @@ def scoring_workers(name: str, version: str | None = None) -> list:
             if mine and p.status() != psutil.STATUS_ZOMBIE:
                 found.append(p)
     return found
+
+
+@contextlib.contextmanager
+def full_disk(folder: Path, size: str = "3m") -> Iterator[Path]:
+    """`folder` as a tmpfs of `size`, filled until not one more byte fits: a real full disk
+    (root only; skips otherwise). Unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+        for chunk in (1 << 16, 1 << 10, 1):  # until not one more byte fits
+            try:
+                while os.write(fd, b"\0" * chunk):
+                    pass
+            except OSError:
+                pass
+        os.close(fd)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from duration.ops.requests import TrafficRequest
 from duration.registry import uris
 from duration.settings import Settings
 from duration.tracking.names import MONITOR_EXPERIMENT
-from tests.helpers import assert_one_line_error, invoke
+from tests.helpers import assert_one_line_error, full_disk, invoke
 from tests.integration.serving import env, payload, rides
 
 pytestmark = pytest.mark.xdist_group("served")
@@ -151,24 +150,11 @@ def test_a_deploy_under_traffic_loses_no_request_and_the_log_shows_both(home, na
 @pytest.fixture
 def small_disk(home) -> Path:
     """A 3 MB tmpfs as the prediction log's folder, filled up: a real full disk."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    folder = home.paths.serve_log
-    folder.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], check=True)
-    try:
-        fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
-        for size in (1 << 16, 1 << 10, 1):  # until not one more byte fits
-            try:
-                while os.write(fd, b"\0" * size):
-                    pass
-            except OSError:
-                pass
-        os.close(fd)
-        yield folder
-    finally:
-        serving.stop(home)
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+    with full_disk(home.paths.serve_log) as folder:
+        try:
+            yield folder
+        finally:
+            serving.stop(home)
 
 
 def test_a_full_disk_never_stops_serving_and_logging_resumes(home, name, small_disk):

@@ -4,10 +4,11 @@ DURATION_HOME."""
 from __future__ import annotations
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from duration.infra.net import free_port, is_healthy
 from duration.infra.proc import group_alive
-from tests.helpers import assert_one_line_error, invoke, run_cli
+from tests.helpers import assert_one_line_error, cli_env, full_disk, invoke, run_cli
 
 pytestmark = pytest.mark.server
 
@@ -41,3 +42,23 @@ def test_start_answers_under_home_and_stop_ends_the_process_group(tmp_path):
     assert not is_healthy(uri) and not group_alive(pid)  # workers included
     assert not (tmp_path / ".mlflow" / "server.pid").exists()
     assert run_cli("server", "stop", env=env).stdout.strip() == "no background server was running"
+
+
+def test_a_full_artifact_store_ends_in_one_line_with_the_servers_reason(tmp_path, vectorized):
+    """The home's own server, its artifact store a full 3 MB tmpfs: a training run cannot
+    log its model, and the command says what the server said, not MLflow's retry error."""
+    home = tmp_path / "home"
+    env = cli_env(vectorized, DURATION_HOME=str(home), MLFLOW_PORT=str(free_port()),
+                  MLFLOW_TRACKING_URI=None)  # fmt: skip
+    try:
+        with full_disk(home / "mlartifacts"):
+            proc = run_cli("train", "--model", "linear", "--features", "course", env=env)
+            assert_one_line_error(proc, "no space left on device on the tracking server's "
+                                  "artifact store", "duration runs reap")  # fmt: skip
+        url = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
+        left = [r for r in MlflowClient(url).search_runs(
+            [e.experiment_id for e in MlflowClient(url).search_experiments()])
+            if r.info.status == "RUNNING"]  # fmt: skip
+        assert not left  # the run ended (FAILED), nothing for `runs reap` to do
+    finally:
+        run_cli("server", "stop", env=env)

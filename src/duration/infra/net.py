@@ -7,6 +7,7 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 
@@ -57,3 +58,13 @@ def health_problem(uri: str, timeout: float = 2.0) -> str | None:
         return f"tls: {getattr(e, 'verify_message', None) or e}"
     except (OSError, ValueError) as e:
         return str(e)
+
+
+def said(r: Any, limit: int = 200) -> str:
+    """What an HTTP answer (a `requests` response) says, on one line: its JSON `message`
+    (MLflow's error bodies), else its text."""
+    try:
+        message = r.json().get("message", r.text)
+    except ValueError:
+        message = r.text
+    return " ".join(str(message).split())[:limit]

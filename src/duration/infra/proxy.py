@@ -27,23 +27,13 @@ from duration.infra.proc import alive, stop_group
 from duration.settings import Settings
 
 NGINX_CONF = """# Written by duration.infra.proxy: do not edit (rewritten on every deploy).
-daemon off;
-worker_processes 1;
-pid {state}/nginx.pid;
-error_log {state}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
+{head}http {{
     access_log off;  # the prediction log records every served ride
     # A request's body is read whole, in memory, before it goes on: a worker that dies
     # mid-request can then be retried on another. Over the limit is a JSON 413.
     client_max_body_size {max_body};
     client_body_buffer_size {max_body};
-    client_body_temp_path {state}/tmp/body;
-    proxy_temp_path {state}/tmp/proxy;
-    fastcgi_temp_path {state}/tmp/fastcgi;
-    uwsgi_temp_path {state}/tmp/uwsgi;
-    scgi_temp_path {state}/tmp/scgi;
-    proxy_buffering off;
+{temp_paths}    proxy_buffering off;
     # The workers share one port; listed twice, a request that lost its worker (killed,
     # restarting) is retried once on a fresh connection, and no peer is ever marked down.
     upstream production {{
@@ -111,6 +101,27 @@ SHADOW_TIMEOUT_MS = 50
 MAX_BODY = "8m"  # 5,000 raw TLC records are about 2 MB of JSON
 
 
+# What every nginx of the project starts with: one worker, its pid, log and temp files
+# under its own folder (the `{head}` and `{temp_paths}` of a config).
+NGINX_HEAD = """daemon off;
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+"""
+TEMPS = ("body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def nginx_folder(folder: Path) -> dict[str, str]:
+    """Make `folder`'s temp folders; the `head` and `temp_paths` of a config there."""
+    folder = folder.resolve()
+    for sub in TEMPS:
+        (folder / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    names = {"body": "client_body"}
+    temp_paths = "".join(f"    {names.get(t, t)}_temp_path {folder}/tmp/{t};\n" for t in TEMPS)
+    return {"head": NGINX_HEAD.format(folder=folder), "temp_paths": temp_paths}
+
+
 def nginx_binary() -> str:
     """The nginx executable, or a one-line error saying how to install it."""
     found = shutil.which("nginx") or next(
@@ -162,11 +173,9 @@ def write_conf(settings: Settings, route: Route) -> Path:
     """The proxy's config: every request to Production's workers, or split with a canary,
     or mirrored to a shadow."""
     state = settings.paths.serve_state
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (state / "tmp" / sub).mkdir(parents=True, exist_ok=True)
     candidate, invocations, shadow = _arms(route)
     text = NGINX_CONF.format(
-        state=state.resolve(), loopback=LOOPBACK, production_port=route.production_port,
+        **nginx_folder(state), loopback=LOOPBACK, production_port=route.production_port,
         port=settings.serve.port, max_body=MAX_BODY, candidate=candidate,
         invocations=invocations, shadow=shadow,
         too_large=_json_error(

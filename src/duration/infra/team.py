@@ -29,7 +29,7 @@ import requests
 from duration.errors import DurationError
 from duration.infra import postgres, proxy, tls, tracking_server
 from duration.infra.files import write_atomic
-from duration.infra.net import LOOPBACK, is_healthy, port_in_use
+from duration.infra.net import LOOPBACK, is_healthy, port_in_use, said
 from duration.settings import Settings
 
 APP = "duration-team"
@@ -46,20 +46,10 @@ MIN_PASSWORD = 12  # MLflow's own sign-up form asks for 12
 NAME_RULE = "letters, digits, '.', '_' or '-', 2 to 64 of them"
 
 NGINX_CONF = """# Written by duration.infra.team: do not edit (rewritten on every start).
-daemon off;
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
+{head}http {{
     access_log off;
     client_max_body_size 0;  # artifacts: models, plots, datasets
-    client_body_temp_path {folder}/tmp/body;
-    proxy_temp_path {folder}/tmp/proxy;
-    fastcgi_temp_path {folder}/tmp/fastcgi;
-    uwsgi_temp_path {folder}/tmp/uwsgi;
-    scgi_temp_path {folder}/tmp/scgi;
-    proxy_request_buffering off;
+{temp_paths}    proxy_request_buffering off;
     proxy_buffering off;
     upstream mlflow {{
         server {loopback}:{mlflow_port};
@@ -179,10 +169,8 @@ def check_host(settings: Settings) -> None:
 def write_front(settings: Settings, certs: tls.Tls) -> Path:
     """The TLS front's nginx config."""
     folder = files(settings).front.resolve()
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (folder / "tmp" / sub).mkdir(parents=True, exist_ok=True)
     text = NGINX_CONF.format(
-        folder=folder, loopback=LOOPBACK, mlflow_port=settings.tracking.port,
+        **proxy.nginx_folder(folder), loopback=LOOPBACK, mlflow_port=settings.tracking.port,
         host=settings.tracking.team_host, port=settings.tracking.team_port,
         cert=certs.cert.resolve(), key=certs.key.resolve(),
     )  # fmt: skip
@@ -243,11 +231,7 @@ def call(settings: Settings, method: str, path: str, **kw: Any) -> Any:
 
 
 def _said(r: requests.Response) -> str:
-    try:
-        message = r.json().get("message", r.text)
-    except ValueError:
-        message = r.text
-    return f"the server refused it (HTTP {r.status_code}): {' '.join(str(message).split())[:200]}"
+    return f"the server refused it (HTTP {r.status_code}): {said(r)}"
 
 
 def ensure_roles(settings: Settings) -> dict[str, int]:

@@ -23,7 +23,7 @@ from duration.core.records import raw_records
 from duration.data import prepare
 from duration.errors import DurationError
 from duration.infra import serving
-from duration.infra.net import is_healthy
+from duration.infra.net import is_healthy, said
 from duration.ops.requests import TrafficRequest
 from duration.settings import Settings
 
@@ -72,11 +72,7 @@ def bodies(settings: Settings, req: TrafficRequest) -> list[tuple[bytes, int, st
 
 
 def _first_line(r: requests.Response) -> str:
-    try:
-        message = r.json().get("message", r.text)
-    except ValueError:
-        message = r.text
-    return f"HTTP {r.status_code}: {' '.join(str(message).split())[:160]}"
+    return f"HTTP {r.status_code}: {said(r, 160)}"
 
 
 class _Replay:
