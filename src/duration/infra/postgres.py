@@ -24,8 +24,15 @@ from duration.settings import Settings
 
 ROLE = "duration"  # the database role MLflow connects as
 DATABASE = "mlflow"
-AUTH_DATABASE = f"{DATABASE}_auth"  # the team server's users and permissions
 DEFAULT_PG_PORT = 5432
+
+
+def auth_name(database: str) -> str:
+    """The team server's database of users and permissions, beside the store `database`."""
+    return f"{database}_auth"
+
+
+AUTH_DATABASE = auth_name(DATABASE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,12 +256,20 @@ def _connect(port: int, dbname: str, pgpass: Path) -> Any:
     )  # fmt: skip
 
 
-def _ensure_database(c: Cluster, port: int) -> None:
+def _exists(conn: Any, name: str) -> bool:
+    return bool(conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone())
+
+
+def _create_missing(conn: Any, name: str) -> None:
     from psycopg import sql  # deferred, as psycopg above
 
-    with _connect(port, "postgres", c.pgpass) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    if not _exists(conn, name):
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def with_database(store_uri: str, name: str) -> str:
+    """`store_uri` with database `name` in place of its own."""
+    return urlsplit(store_uri)._replace(path=f"/{name}").geturl()
 
 
 def _state(c: Cluster, port: int, user: str | None, started: bool) -> DbState:
@@ -292,7 +307,8 @@ def start(settings: Settings, wait: float = 60.0) -> DbState:
             )  # fmt: skip
         except DurationError as e:
             raise DurationError(f"{e}; the server's log says: {last_error(c.log)} ({c.log})") from e
-        _ensure_database(c, port)
+        with _connect(port, "postgres", c.pgpass) as conn:
+            _create_missing(conn, DATABASE)
         state = _state(c, port, user, started=True)
         with atomic_path(c.state_file) as tmp:
             tmp.write_text(json.dumps(asdict(state), indent=2))
@@ -328,9 +344,8 @@ def status(settings: Settings) -> dict:
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
             out["size_mb"] = round(size / 1e6, 1)
             out["answers"] = True
-            found = "SELECT 1 FROM pg_database WHERE datname = %s"
-            if conn.execute(found, (AUTH_DATABASE,)).fetchone():
-                out["auth"] = urlsplit(uri(port))._replace(path=f"/{AUTH_DATABASE}").geturl()
+            if _exists(conn, AUTH_DATABASE):
+                out["auth"] = with_database(uri(port), AUTH_DATABASE)
     except Exception as e:  # noqa: BLE001 - reported, not raised: status describes
         out["answers"] = False
         out["error"] = " ".join(str(e).split())[:200]
@@ -341,24 +356,20 @@ def ensure_database(settings: Settings, store_uri: str, name: str) -> str:
     """The URI of database `name` on the server of `store_uri` (same user, password from
     pgpass), created when missing."""
     import psycopg  # deferred: libpq loads only when a database is opened
-    from psycopg import sql
 
-    parts = urlsplit(store_uri)
-    wanted = parts._replace(path=f"/{name}").geturl()
-    admin = urlsplit(libpq_uri(store_uri))._replace(path="/postgres").geturl()
+    admin = with_database(libpq_uri(store_uri), "postgres")
     pgpass = local_pgpass(settings)
     if pgpass and "PGPASSFILE" not in os.environ:
         admin += f"?passfile={pgpass}"
     try:
         with psycopg.connect(admin, connect_timeout=10, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            _create_missing(conn, name)
     except psycopg.Error as e:
         raise DurationError(
             f"the auth database {name} on {redact(store_uri)} cannot be made: "
             f"{' '.join(str(e).split())[:200]}; is PostgreSQL running (`duration db start`)?"
         ) from None
-    return wanted
+    return with_database(store_uri, name)
 
 
 def local_pgpass(settings: Settings) -> Path | None:

@@ -247,14 +247,18 @@ def pid(settings: Settings) -> int | None:
     return nginx_pid(settings.paths.serve_state)
 
 
+def check_free(folder: Path, port: int, host: str, instead: str) -> None:
+    """Refuse, before anything starts, a port that a program other than the nginx under
+    `folder` holds; `instead` says how to pick another."""
+    if nginx_pid(folder) is None and port_in_use(port, host):
+        on = "" if host == LOOPBACK else f" on {host}"
+        raise DurationError(f"port {port}{on} is taken by another program: stop it, or {instead}")
+
+
 def check_port(settings: Settings) -> None:
     """Refuse, before anything starts, a serving port that another program holds."""
-    port = settings.serve.port
-    if pid(settings) is None and port_in_use(port):
-        raise DurationError(
-            f"port {port} is taken by another program: stop it, or serve on another port "
-            "with SERVE_PORT=..."
-        )
+    check_free(settings.paths.serve_state, settings.serve.port, LOOPBACK,
+               "serve on another port with SERVE_PORT=...")  # fmt: skip
 
 
 def start(settings: Settings, timeout: float = 15.0) -> int:

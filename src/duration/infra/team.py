@@ -29,7 +29,7 @@ import requests
 from duration.errors import DurationError
 from duration.infra import postgres, proxy, tls, tracking_server
 from duration.infra.files import write_atomic
-from duration.infra.net import LOOPBACK, is_healthy, port_in_use, said
+from duration.infra.net import LOOPBACK, is_healthy, said
 from duration.settings import Settings
 
 APP = "duration-team"
@@ -120,7 +120,7 @@ def auth_database(settings: Settings, store: str) -> str:
     pgpass), else `mlflow-auth.db` next to a SQLite store."""
     if store.startswith("postgresql"):
         name = urlsplit(store).path.strip("/") or postgres.DATABASE
-        return postgres.ensure_database(settings, store, f"{name}_auth")
+        return postgres.ensure_database(settings, store, postgres.auth_name(name))
     db = Path(store.removeprefix("sqlite:///"))
     return tracking_server.sqlite_store(db.with_name("mlflow-auth.db"))
 
@@ -179,12 +179,9 @@ def write_front(settings: Settings, certs: tls.Tls) -> Path:
 
 def check_port(settings: Settings) -> None:
     """Refuse, before anything starts, a TLS port that another program holds."""
-    host, port = settings.tracking.team_host, settings.tracking.team_port
-    if proxy.nginx_pid(files(settings).front) is None and port_in_use(port, host):
-        raise DurationError(
-            f"port {port} on {host} is taken by another program: stop it, or give the TLS "
-            "front another port with DURATION_TEAM_PORT=..."
-        )
+    proxy.check_free(files(settings).front, settings.tracking.team_port,
+                     settings.tracking.team_host,
+                     "give the TLS front another port with DURATION_TEAM_PORT=...")  # fmt: skip
 
 
 def start_front(settings: Settings) -> str:
@@ -197,10 +194,6 @@ def start_front(settings: Settings) -> str:
     proxy.stop_nginx(folder)  # a front left running: started again on the new config
     proxy.start_nginx(folder, port, host)
     return team_url(settings)
-
-
-def stop_front(settings: Settings) -> bool:
-    return proxy.stop_nginx(files(settings).front)
 
 
 # --- users and roles, through the server's REST API, as the admin ---------------------
@@ -264,14 +257,14 @@ def start(settings: Settings, workers: int = 1) -> str:
     check_host(settings)
     check_port(settings)
     server = replace(tracking_server.local(settings), app=APP, workers=workers)
-    app = tracking_server.running_app(settings)
-    if is_healthy(server.url) and app != APP:
+    answers = is_healthy(server.url)
+    if answers and tracking_server.running_app(settings) != APP:
         raise DurationError(
             f"a tracking server without authentication answers at {server.url}: stop it "
             "(`duration server stop`), then start the team server"
         )
-    if app != APP or not is_healthy(server.url):
-        tracking_server.stop(settings)
+    if not answers:
+        tracking_server.stop(settings)  # one left behind that no longer answers
         tracking_server.start(server, settings, env=server_env(settings, server.store))
     ensure_roles(settings)
     return start_front(settings)
@@ -279,4 +272,4 @@ def start(settings: Settings, workers: int = 1) -> str:
 
 def stop(settings: Settings) -> bool:
     """Stop the TLS front (the server behind it stops with `tracking_server.stop`)."""
-    return stop_front(settings)
+    return proxy.stop_nginx(files(settings).front)

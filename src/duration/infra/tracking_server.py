@@ -352,10 +352,11 @@ def failure_reason(settings: Settings, now: float | None = None) -> str | None:
     when it says nothing recent that this project knows how to word)."""
     log = settings.paths.state / "server.log"
     try:
-        if (now or time.time()) - log.stat().st_mtime > RECENT_S:
+        st = log.stat()
+        if (now or time.time()) - st.st_mtime > RECENT_S:
             return None
         with open(log, "rb") as f:
-            f.seek(max(0, log.stat().st_size - 65536))
+            f.seek(max(0, st.st_size - 65536))
             lines = f.read().decode(errors="replace").splitlines()[-400:]
     except OSError:
         return None

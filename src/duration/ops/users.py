@@ -60,11 +60,15 @@ def check_password(name: str, password: str) -> None:
         )
 
 
+def _check_role(role: str, given_as: str = "") -> None:
+    if role not in ROLE_NAMES:
+        raise DurationError(f"{given_as}{role!r} is not a role: use one of {', '.join(ROLE_NAMES)}")
+
+
 def _check_new(settings: Settings, name: str, role: str) -> None:
     if not _NAME.match(name):
         raise DurationError(f"{name!r} is not a user name: use {team.NAME_RULE}")
-    if role not in ROLE_NAMES:
-        raise DurationError(f"--role {role!r} is not a role: use one of {', '.join(ROLE_NAMES)}")
+    _check_role(role, "--role ")
     if any(u.name == name for u in users(settings)):
         raise DurationError(
             f"user {name!r} exists already: `duration users role {name} ROLE` changes its "
@@ -79,6 +83,13 @@ def _password_file(settings: Settings, name: str, password: str | None) -> tuple
         return password, None
     made = secrets.token_urlsafe(18)
     return made, team.files(settings).password(name)
+
+
+def _keep(path: Path | None, password: str) -> Path | None:
+    """A generated password, once the server has it, in its 0600 file."""
+    if path is not None:
+        write_atomic(path, password + "\n", mode=0o600)
+    return path
 
 
 def _grant(settings: Settings, name: str, role: str, ids: dict[str, int]) -> None:
@@ -108,9 +119,7 @@ def add(settings: Settings, name: str, role: str, password: str | None = None) -
     except DurationError:
         team.call(settings, "DELETE", f"{USERS}/delete", json={"username": name})
         raise
-    if path is not None:
-        write_atomic(path, password + "\n", mode=0o600)
-    return path
+    return _keep(path, password)
 
 
 def _not_the_last_admin(settings: Settings, name: str, doing: str) -> None:
@@ -145,15 +154,12 @@ def passwd(settings: Settings, name: str, password: str | None = None) -> Path |
     password, path = _password_file(settings, name, password)
     team.call(settings, "PATCH", f"{USERS}/update-password",
               json={"username": name, "password": password})  # fmt: skip
-    if path is not None:
-        write_atomic(path, password + "\n", mode=0o600)
-    return path
+    return _keep(path, password)
 
 
 def set_role(settings: Settings, name: str, role: str) -> User:
     """Give `name` the role `role` (never taking the last admin's away)."""
-    if role not in ROLE_NAMES:
-        raise DurationError(f"{role!r} is not a role: use one of {', '.join(ROLE_NAMES)}")
+    _check_role(role)
     user = _find(settings, name)
     if user.role == "admin" and role != "admin":
         _not_the_last_admin(settings, name, "take the admin role from")

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from duration.errors import DurationError
 from duration.infra.files import exclusive
@@ -94,9 +93,18 @@ def registry_lease(
             client().delete_registered_model_tag(name, tag)
 
 
-def _host_lock(settings: Settings, key: str) -> Path:
+@contextmanager
+def _held(
+    settings: Settings, name: str, *, kind: str, key: str, busy: str, wait: float,
+    ttl: float = 900.0, tag: str = LEASE_TAG,
+) -> Iterator[bool]:  # fmt: skip
+    """A lock file for `kind` of `key` on this host, then the registry lease `tag` on model
+    `name`; yields True when either made this one wait."""
     digest = hashlib.sha256(f"{settings.tracking.url.rstrip('/')}|{key}".encode()).hexdigest()
-    return settings.paths.lock_dir / f"{digest[:16]}.lock"
+    lock = settings.paths.lock_dir / f"{kind}-{digest[:16]}.lock"
+    lease = registry_lease(name, wait, ttl=ttl, tag=tag, what=kind)
+    with exclusive(lock, wait, busy) as here, lease as elsewhere:
+        yield here or elsewhere
 
 
 @contextmanager
@@ -105,9 +113,8 @@ def promote_lock(settings: Settings, name: str, wait: float = 600.0) -> Iterator
     host, then the registry's lease for promotes on other hosts; yields True when it had to
     wait for another."""
     busy = f"another promote of {name} has run for over {wait:.0f} s: try again later"
-    lock = _host_lock(settings, f"promote|{name}")
-    with exclusive(lock, wait, busy) as here, registry_lease(name, wait) as elsewhere:
-        yield here or elsewhere
+    with _held(settings, name, kind="promote", key=name, busy=busy, wait=wait) as waited:
+        yield waited
 
 
 MONTH_TAG = "cycle_lease_{month}"
@@ -118,11 +125,7 @@ def month_lock(settings: Settings, name: str, month: str, wait: float = 3600.0) 
     """One decision of `month` for model `name` per tracking server, whichever host runs the
     cycle: a lock file here, then the lease `cycle_lease_MONTH` on the registered model (held
     up to an hour, the longest a retrain may take). Yields True when it waited for another."""
-    busy = f"the cycle of {name} for {month} has been decided elsewhere for over {wait:.0f} s"
-    lock = _host_lock(settings, f"cycle|{name}|{month}")
-    tag = MONTH_TAG.format(month=month)
-    with (
-        exclusive(lock, wait, busy) as here,
-        registry_lease(name, wait, ttl=3600.0, tag=tag, what=f"cycle for {month}") as elsewhere,
-    ):
-        yield here or elsewhere
+    busy = f"another cycle of {name} for {month} has run here for over {wait:.0f} s"
+    with _held(settings, name, kind="cycle", key=f"{name}|{month}", busy=busy, wait=wait,
+               ttl=3600.0, tag=MONTH_TAG.format(month=month)) as waited:  # fmt: skip
+        yield waited
