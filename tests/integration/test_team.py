@@ -168,6 +168,12 @@ def test_an_admin_manages_users_and_each_refusal_is_one_line(team_home, monkeypa
     assert_one_line_error(invoke("users", "remove", "zed", env=home), "no user 'zed'")
     assert_one_line_error(invoke("users", "remove", "admin", env=home), "admin")
     assert_one_line_error(invoke("users", "role", "dave", "boss", env=home), "not a role")
+    assert_one_line_error(invoke("users", "add", "no/slash", env=home), "not a user name")
+    assert_one_line_error(invoke("users", "add", "eve", "--role", "boss", env=home),
+                          "--role 'boss' is not a role")  # fmt: skip
+    assert_one_line_error(invoke("users", "passwd", "admin", env=home), "keeps its generated")
+    empty = run_cli("users", "add", "erin", "--password-stdin", env=home, input="")
+    assert_one_line_error(empty, "--password-stdin read nothing")
     weak = run_cli("users", "add", "erin", "--password-stdin", env=home, input="short-pass\n")
     assert_one_line_error(weak, "too weak", "12 characters")
     assert "erin" not in [u.name for u in users.users(s)]
@@ -221,3 +227,17 @@ def test_two_editors_pipelines_at_once_end_with_one_production(team_home, vector
     after = client.search_model_versions(f"name='{MODEL_NAME}'")
     assert [(v.version, v.current_stage) for v in after] == [
         (v.version, v.current_stage) for v in versions]  # fmt: skip
+
+
+def test_no_team_server_or_a_plain_one_in_the_way_is_one_line(tmp_path, mlflow_server, nginx):
+    home = {"DURATION_HOME": str(tmp_path / "none")}
+    assert_one_line_error(invoke("users", "list", env=home), "no team server was set up",
+                          "duration server start --team")  # fmt: skip
+    # a plain server (the session's) answers on the team server's MLflow port: refused, and it
+    # keeps running
+    port = mlflow_server.rsplit(":", 1)[1]
+    env = {"DURATION_HOME": str(tmp_path / "plain"), "MLFLOW_PORT": port,
+           "DURATION_TEAM_PORT": str(free_port())}  # fmt: skip
+    assert_one_line_error(invoke("server", "start", "--team", env=env),
+                          "a tracking server without authentication answers")  # fmt: skip
+    assert requests.get(f"{mlflow_server}/health", timeout=10).status_code == 200
