@@ -50,7 +50,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark,docs]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP) system ## Create .venv, install the package with its dev tools, and nginx
@@ -97,13 +97,13 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 bench: $(STAMP) ## Benchmark prepare+vectorize against the course's approach (reports/)
-	$(BIN)/python scripts/benchmark.py
+	$(BIN)/python -m benchmarks.benchmark
 
 bench-scale: $(STAMP) ## Benchmark the whole pipeline at yellow scale, 30 trials, against a full-data reference (reports/)
-	$(BIN)/python scripts/bench_scale.py
+	$(BIN)/python -m benchmarks.bench_scale
 
 bench-spark: $(STAMP) ## Benchmark the search: local against Spark, green and yellow scale (reports/)
-	$(BIN)/python scripts/bench_spark.py
+	$(BIN)/python -m benchmarks.bench_spark
 
 notebook: $(STAMP) ## Open Jupyter Lab with the project's environment as the kernel
 	$(BIN)/python -m pip install --quiet -e '.[dev,notebook]'
@@ -138,7 +138,7 @@ ab-report: $(STAMP) ## Canary or shadow against Production on MONTH's real durat
 	$(BIN)/duration ab report --color $(COLOR) --month $(MONTH) --summary reports/ab-$(MONTH).json
 
 bench-serve: $(STAMP) system ## Benchmark serving with wrk: requests/s, p99, the floor, logging's cost (reports/)
-	$(BIN)/python scripts/bench_serve.py
+	$(BIN)/python -m benchmarks.bench_serve
 
 monitor: $(STAMP) system ## Monitor Production on MONTH: quality, drift, verdict (reports/monitor-MONTH.json)
 	$(BIN)/duration monitor --color $(COLOR) --month $(MONTH) --summary reports/monitor-$(MONTH).json
@@ -150,7 +150,7 @@ replay: $(STAMP) system ## The cycle for every month FROM..TO the source has, in
 	$(BIN)/duration cycle --color $(COLOR) --from $(FROM) --to $(TO) --trials $(CYCLE_TRIALS) --window $(CYCLE_WINDOW) --summary reports/replay.json
 
 monitor-months: $(STAMP) system ## Monitor Production on every month FROM..TO the source has (reports/monitoring.md)
-	$(BIN)/python scripts/monitor_months.py --color $(COLOR) --from $(FROM) --to $(TO)
+	$(BIN)/python -m scripts.monitor_months --color $(COLOR) --from $(FROM) --to $(TO)
 
 postgres: $(STAMP) system ## Start a local PostgreSQL on 127.0.0.1 (data in .postgres/); prints the store URI
 	$(BIN)/duration db start
@@ -162,7 +162,7 @@ postgres-backup: $(STAMP) ## pg_dump the local MLflow database into .postgres/ba
 	$(BIN)/duration db backup
 
 load: $(STAMP) system ## Load-test SQLite, PostgreSQL and team (auth+TLS) servers with many clients (reports/)
-	$(BIN)/python scripts/load.py --clients $(LOAD_CLIENTS)
+	$(BIN)/python -m benchmarks.load --clients $(LOAD_CLIENTS)
 
 mlflow: $(STAMP) ## Run the MLflow server in the foreground (UI on 127.0.0.1:$MLFLOW_PORT)
 	$(BIN)/duration server run
@@ -174,8 +174,7 @@ mlflow-stop: $(STAMP) ## Stop the background MLflow server
 	$(BIN)/duration server stop
 
 screenshot: $(STAMP) ## Screenshot the registry and the search for the README (needs chromium)
-	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
-	$(BIN)/python scripts/screenshot.py
+	$(BIN)/python -m scripts.screenshot
 
 clean: ## Remove processed data and features (keeps downloads, the venv and MLflow)
 	rm -rf $(DATA)/processed $(DATA)/features

@@ -9,42 +9,37 @@ prediction drift, data quality, verdict, and seconds per month).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
+from benchmarks.support.report import markdown_table, write
 from duration.core.schema import month_range
 from duration.errors import DurationError
-from duration.infra import tracking_server
-from duration.infra.files import write_atomic
 from duration.ops import monitor
+from duration.server import tracking_server
 from duration.settings import Settings
 from duration.tracking.client import use
 from duration.tracking.names import MODEL_NAME
 
-REPORTS = Path(__file__).resolve().parents[1] / "reports"
 COLUMNS = [
-    "month", "rmse", "rmse_ratio", "drift_share", "prediction_drift", "missing_share",
-    "out_of_range_share", "unseen_zone_share", "verdict", "seconds",
-]  # fmt: skip
+    *("month", "rmse", "rmse_ratio", "drift_share", "prediction_drift", "missing_share"),
+    *("out_of_range_share", "unseen_zone_share", "verdict", "seconds"),
+]
 
 
-def markdown(rows: list[dict], model: str, s: Settings) -> str:
+def cell(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def markdown(rows: list[dict], model: str, s: Settings) -> list[str]:
     """The table, with the thresholds it was judged by."""
-
-    def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    lines = [
+    shown = [{c: cell(r[c]) for c in COLUMNS} for r in rows]
+    return [
         f"Model {model}; thresholds: drift_threshold {s.monitor.drift_threshold}, drift_share "
         f"{s.monitor.drift_share}, rmse_ratio {s.monitor.rmse_ratio}.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        *markdown_table(shown, COLUMNS),
     ]
-    lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -66,12 +61,8 @@ def main() -> None:
             continue
         row = {c: getattr(r, c, None) for c in COLUMNS[:-1]}
         rows.append(row | {"seconds": round(time.perf_counter() - t0, 1)})
-        print(" ".join(f"{c}={row[c]:.3f}" if isinstance(row[c], float) else str(row[c])
-                       for c in COLUMNS[:-1]))  # fmt: skip
-    REPORTS.mkdir(exist_ok=True)
-    write_atomic(REPORTS / "monitoring.json", json.dumps(rows, indent=1) + "\n")
-    write_atomic(REPORTS / "monitoring.md", markdown(rows, args.model, s))
-    print(f"wrote {REPORTS / 'monitoring.md'}")
+        print(" ".join(f"{c}={cell(row[c])}" for c in COLUMNS[:-1]))
+    write("monitoring", rows, markdown(rows, args.model, s))
 
 
 if __name__ == "__main__":

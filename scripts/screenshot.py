@@ -126,8 +126,9 @@ def spki_pin(cert: Path) -> str:
     from cryptography.hazmat.primitives import serialization
 
     key = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
-    der = key.public_bytes(serialization.Encoding.DER,
-                           serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
@@ -159,8 +160,10 @@ def main() -> None:
         sys.exit(f"screenshot: no MLflow server answers at {uri}: run `make pipeline` first")
     pages = targets(uri, args.name, args.search)
     if args.team:
-        pages = {"team-login.png": pages["mlflow-search.png"].split("/runs/")[0]
-                 + "/runs?workflowType=machine_learning"}  # fmt: skip
+        pages = {
+            "team-login.png": pages["mlflow-search.png"].split("/runs/")[0]
+            + "/runs?workflowType=machine_learning"
+        }
     args.outdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.Popen(
@@ -170,7 +173,7 @@ def main() -> None:
                 *flags,
                 f"--user-data-dir={profile}",
                 f"--remote-debugging-port={args.port}",
-            ],  # fmt: skip
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its helper processes too are stopped as one group

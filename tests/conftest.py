@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from duration.infra import postgres, tracking_server
 from duration.infra.net import free_port
 from duration.infra.proc import stop_group
+from duration.server import postgres, tracking_server
 from duration.settings import Paths, Postgres, Settings
 from tests.helpers import ROOT, pg_home, use_tracking
 

@@ -22,9 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(
-    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
-    preexec_fn: Any = None, input: str | None = None,
-) -> subprocess.CompletedProcess:  # fmt: skip
+    *args: str,
+    env: dict | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    preexec_fn: Any = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess:
     """Run the real `duration` console script; return the CompletedProcess.
 
     `env` is added to this process's environment; a variable set to None is removed.

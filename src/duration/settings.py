@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from duration.errors import DurationError, redact
 
@@ -263,11 +264,14 @@ class Settings(Section):
         return _build(self, given, where)
 
 
-def _shown(var: str, raw: str) -> str:
-    return repr(redact(raw) if var in SECRET else raw)
+def _shown(var: str, raw: object) -> str:
+    return repr(redact(str(raw)) if var in SECRET else raw)
 
 
-def _build(base: Settings, given: dict[str, dict[str, Any]], where: Any) -> Settings:
+Where = Callable[[tuple[str, str], object], str]  # names a (section, field)'s given value
+
+
+def _build(base: Settings, given: dict[str, dict[str, Any]], where: Where) -> Settings:
     """`base` with the `given` fields replaced, each section validated; a bad value is one
     DurationError naming `where((section, field), raw)`."""
     sections = {}
@@ -282,11 +286,11 @@ def _build(base: Settings, given: dict[str, dict[str, Any]], where: Any) -> Sett
     return base.model_copy(update=sections)
 
 
-def _explain(where: str, err: Any, section: Section, name: str) -> str:
+def _explain(where: str, err: ErrorDetails, section: Section, name: str) -> str:
     """One line: what is wrong with the value, and what to give instead."""
     field = type(section).model_fields[name]
     if err["type"] == "value_error":
-        return f"{where} {err['ctx']['error']}"
+        return f"{where} {err.get('ctx', {}).get('error')}"
     if name == "port" or name.endswith("_port"):
         return f"{where} is not a port number: use 1-65535, e.g. {field.default or 5432}"
     what = "a number of seconds" if name.endswith("_s") else "a number"

@@ -12,11 +12,12 @@ from mlflow.tracking import MlflowClient
 
 from duration.core.schema import ModelKind
 from duration.data import matrices
-from duration.infra import proxy, serving
 from duration.infra.net import free_port
+from duration.infra.nginx import binary as nginx_binary
 from duration.ops import pipeline
-from duration.ops.requests import PipelineRequest
+from duration.ops.specs import PipelineRequest
 from duration.registry import uris
+from duration.serving import service
 from duration.settings import Paths, Serve, Settings, Tracking
 from duration.training import estimators, train
 from duration.training.config import SearchConfig
@@ -83,7 +84,7 @@ def weak(course_linear) -> str:
 def nginx() -> str:
     """The nginx binary; skips where it is absent (fails under CI: `make install` adds it)."""
     try:
-        return proxy.nginx_binary()
+        return nginx_binary()
     except Exception as e:  # noqa: BLE001
         if os.environ.get("CI") == "true":
             pytest.fail(f"{e}; CI must have it (make install)")
@@ -127,4 +128,4 @@ def home(tmp_path, vectorized, mlflow_server, nginx):
         serve=Serve(port=free_port()),
     )
     yield s
-    serving.stop(s)
+    service.stop(s)

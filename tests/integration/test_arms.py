@@ -17,10 +17,11 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from duration.core.metrics import rmse
-from duration.data.prepare import ride_index
-from duration.infra import prediction_log, serving
-from duration.ops import deploy, rollout
-from duration.ops.requests import TrafficRequest
+from duration.core.rides import ride_index
+from duration.ops import arms, deploy
+from duration.ops.specs import TrafficRequest
+from duration.serving import log_read, service
+from duration.serving.state import Role, read_state
 from tests.helpers import assert_one_line_error, invoke
 from tests.integration.serving import env, rides
 from tests.integration.test_served import MONTH, replay_in_background, until
@@ -29,14 +30,22 @@ pytestmark = pytest.mark.xdist_group("arms")
 
 
 def logged(s) -> pd.DataFrame:
-    return prediction_log.read(s.paths.serve_log).to_pandas()
+    return log_read.read(s.paths.serve_log).to_pandas()
 
 
 def predicted(home, name: str, version: str, tmp_path) -> pd.DataFrame:
     """`duration predict` of the whole month by `version`, in the prepared month's order."""
     out = tmp_path / f"v{version}.parquet"
-    proc = invoke("predict", "--model", f"models:/{name}/{version}", "--month", MONTH,
-                  "--output", str(out), env=env(home))  # fmt: skip
+    proc = invoke(
+        "predict",
+        "--model",
+        f"models:/{name}/{version}",
+        "--month",
+        MONTH,
+        "--output",
+        str(out),
+        env=env(home),
+    )
     assert proc.returncode == 0, proc.stderr
     return pd.read_parquet(out)
 
@@ -52,12 +61,26 @@ def test_a_canary_splits_by_client_reports_and_aborts_under_traffic(home, name, 
     e = env(home)
     proc = invoke("deploy", "--name", name, "--canary", "2", "--weight", "20", env=e)
     assert proc.returncode == 0 and "canary for 20% of clients" in proc.stdout, proc.stderr
-    arms = serving.status(home)["arms"]
-    assert [(a["version"], a["role"], a["weight"]) for a in arms] == [
-        ("1", "production", 80), ("2", "canary", 20)]  # fmt: skip
+    listed = service.status(home).arms
+    assert [(a.version, a.role, a.weight) for a in listed] == [
+        ("1", "production", 80),
+        ("2", "canary", 20),
+    ]
     summary = tmp_path / "t.json"
-    proc = invoke("traffic", "--month", MONTH, "--rides", "3000", "--rate", "1000",
-                  "--concurrency", "8", "--summary", str(summary), env=e)  # fmt: skip
+    proc = invoke(
+        "traffic",
+        "--month",
+        MONTH,
+        "--rides",
+        "3000",
+        "--rate",
+        "1000",
+        "--concurrency",
+        "8",
+        "--summary",
+        str(summary),
+        env=e,
+    )
     assert proc.returncode == 0, proc.stderr
     t = json.loads(summary.read_text())
     assert t["failed_requests"] == 0 and t["arms"].keys() == {"production", "canary"}
@@ -66,12 +89,18 @@ def test_a_canary_splits_by_client_reports_and_aborts_under_traffic(home, name, 
     # a client always meets the same arm, whichever ride it sends
     body = json.loads(rides(home, 1).to_json(orient="records", date_format="iso"))
     for client in ("alice", "bob", "carol", "dave"):
-        met = {requests.post(f"{home.serve.url}/invocations", json={"dataframe_records": body},
-                             headers={"X-Client-Id": client, "X-Ride-Id": str(i)},
-                             timeout=30).headers["X-Model-Arm"] for i in range(15)}  # fmt: skip
+        met = {
+            requests.post(
+                f"{home.serve.url}/invocations",
+                json={"dataframe_records": body},
+                headers={"X-Client-Id": client, "X-Ride-Id": str(i)},
+                timeout=30,
+            ).headers["X-Model-Arm"]
+            for i in range(15)
+        }
         assert len(met) == 1, (client, met)
 
-    assert serving.wait_for_log(home, time.time(), timeout=15)  # the direct requests
+    assert service.wait_for_log(home, time.time(), timeout=15)  # the direct requests
     report_path = tmp_path / "ab.json"
     proc = invoke("ab", "report", "--month", MONTH, "--summary", str(report_path), env=e)
     assert proc.returncode == 0, proc.stderr
@@ -79,7 +108,11 @@ def test_a_canary_splits_by_client_reports_and_aborts_under_traffic(home, name, 
     assert r["month"] == MONTH and r["decision"] in ("promote", "abort", "continue")
     prod, cand = r["arms"]
     assert (prod["role"], prod["weight"], cand["role"], cand["weight"]) == (
-        "production", 80, "canary", 20)  # fmt: skip
+        "production",
+        80,
+        "canary",
+        20,
+    )
     log = logged(home).dropna(subset=["ride_id"])
     for arm in (prod, cand):
         assert arm["ci_low"] < arm["rmse"] < arm["ci_high"]
@@ -94,31 +127,33 @@ def test_a_canary_splits_by_client_reports_and_aborts_under_traffic(home, name, 
     assert run.data.tags["decision"] == r["decision"] and run.info.status == "FINISHED"
 
     # the canary killed with -9 mid-traffic: Production answers its clients
-    t, out = replay_in_background(home, TrafficRequest(month=MONTH, rides=1500, rate=300,
-                                                       concurrency=4))  # fmt: skip
+    t, out = replay_in_background(
+        home, TrafficRequest(month=MONTH, rides=1500, rate=300, concurrency=4)
+    )
     time.sleep(2)
-    canary = serving.read_state(home).candidate
+    canary = read_state(home).candidate
     os.killpg(canary.pid, signal.SIGKILL)
     t.join(timeout=120)
     assert out["result"].failed_requests == 0
-    st = serving.status(home)
-    assert st["healthy"] and not st["arms"][1]["healthy"]
-    assert "the canary arm (version 2) is down" in st["problem"]
+    st = service.status(home)
+    assert st.healthy and not st.arms[1].healthy
+    assert "the canary arm (version 2) is down" in st.problem
     # abort under traffic: no request lost, Production alone, the registry as it was
-    t, out = replay_in_background(home, TrafficRequest(month=MONTH, rides=1500, rate=300,
-                                                       concurrency=4))  # fmt: skip
+    t, out = replay_in_background(
+        home, TrafficRequest(month=MONTH, rides=1500, rate=300, concurrency=4)
+    )
     time.sleep(1)
     proc = invoke("deploy", "--name", name, "--abort", env=e)
     t.join(timeout=120)
     assert proc.returncode == 0 and "aborted" in proc.stdout, proc.stderr
     assert out["result"].failed_requests == 0 and out["result"].answered_rides == 1500
-    assert [a["role"] for a in serving.status(home)["arms"]] == ["production"]
+    assert [a.role for a in service.status(home).arms] == ["production"]
     assert MlflowClient().get_registered_model(name).aliases["production"] == "1"
 
 
 def test_a_shadow_answers_no_one_pairs_every_ride_and_finishes(home, name, tmp_path):
     deploy.start(home, name)
-    rollout.start(home, name, "2", "shadow")
+    arms.start(home, name, "2", Role.shadow)
     result = rollout_traffic(home, 2000)
     assert result.failed_requests == 0 and result.arms == {"production": 2000}
     assert result.versions == {"1": 2000}  # the shadow never answers a client
@@ -141,29 +176,30 @@ def test_a_shadow_answers_no_one_pairs_every_ride_and_finishes(home, name, tmp_p
     assert r["arms"][1]["rmse"] == pytest.approx(expected, abs=1e-9)
 
     # the shadow killed mid-traffic fails no primary request
-    t, out = replay_in_background(home, TrafficRequest(month=MONTH, rides=1000, rate=300,
-                                                       concurrency=4))  # fmt: skip
+    t, out = replay_in_background(
+        home, TrafficRequest(month=MONTH, rides=1000, rate=300, concurrency=4)
+    )
     time.sleep(1.5)
-    os.killpg(serving.read_state(home).candidate.pid, signal.SIGKILL)
+    os.killpg(read_state(home).candidate.pid, signal.SIGKILL)
     t.join(timeout=120)
     assert out["result"].failed_requests == 0 and out["result"].answered_rides == 1000
-    assert "the shadow arm (version 2) is down" in serving.status(home)["problem"]
+    assert "the shadow arm (version 2) is down" in service.status(home).problem
     # finish under traffic: v2 is Production in the registry and in traffic, no request lost
-    t, out = replay_in_background(home, TrafficRequest(month=MONTH, rides=3000, rate=200,
-                                                       concurrency=4))  # fmt: skip
+    t, out = replay_in_background(
+        home, TrafficRequest(month=MONTH, rides=3000, rate=200, concurrency=4)
+    )
     time.sleep(1)
-    d = rollout.finish(home, name)
+    d = arms.finish(home, name)
     t.join(timeout=180)
     assert d.outcome == "finished" and out["result"].failed_requests == 0
     body = json.loads(rides(home, 1).to_json(orient="records", date_format="iso"))
-    r = requests.post(f"{home.serve.url}/invocations", json={"dataframe_records": body},
-                      timeout=30)  # fmt: skip
+    r = requests.post(f"{home.serve.url}/invocations", json={"dataframe_records": body}, timeout=30)
     assert (r.headers["X-Model-Version"], r.headers["X-Model-Arm"]) == ("2", "production")
     model = MlflowClient().get_registered_model(name)
     assert model.aliases["production"] == "2"
     assert MlflowClient().get_model_version(name, "1").current_stage == "Archived"
-    st = serving.status(home)
-    assert st["version"] == "2" and [a["role"] for a in st["arms"]] == ["production"]
+    st = service.status(home)
+    assert st.version == "2" and [a.role for a in st.arms] == ["production"]
 
 
 def rollout_traffic(home, n: int):
@@ -174,23 +210,34 @@ def rollout_traffic(home, n: int):
 
 def test_the_refusals_are_one_line_and_change_nothing(home, name):
     e = env(home)
-    assert_one_line_error(invoke("ab", "report", "--month", MONTH, env=e),
-                          "nothing served has been logged")  # fmt: skip
-    assert_one_line_error(invoke("deploy", "--name", name, "--canary", "2", env=e),
-                          "is not serving here", "make serve")  # fmt: skip
+    assert_one_line_error(
+        invoke("ab", "report", "--month", MONTH, env=e), "nothing served has been logged"
+    )
+    assert_one_line_error(
+        invoke("deploy", "--name", name, "--canary", "2", env=e),
+        "is not serving here",
+        "make serve",
+    )
     deploy.start(home, name)
     for weight in ("0", "100", "-5"):
         proc = invoke("deploy", "--name", name, "--canary", "2", "--weight", weight, env=e)
         assert_one_line_error(proc, f"--weight {weight}", "1-99")
-    assert_one_line_error(invoke("deploy", "--name", name, "--canary", "1", env=e),
-                          "version 1 already serves as Production")  # fmt: skip
-    assert_one_line_error(invoke("deploy", "--name", name, "--finish", env=e),
-                          "no canary or shadow is serving", "nothing to finish")  # fmt: skip
-    assert_one_line_error(invoke("deploy", "--name", name, "--canary", "2", "--shadow", "2",
-                                 env=e), "one change to serving at a time")  # fmt: skip
-    before = serving.read_state(home)
+    assert_one_line_error(
+        invoke("deploy", "--name", name, "--canary", "1", env=e),
+        "version 1 already serves as Production",
+    )
+    assert_one_line_error(
+        invoke("deploy", "--name", name, "--finish", env=e),
+        "no canary or shadow is serving",
+        "nothing to finish",
+    )
+    assert_one_line_error(
+        invoke("deploy", "--name", name, "--canary", "2", "--shadow", "2", env=e),
+        "one change to serving at a time",
+    )
+    before = read_state(home)
     assert before.candidate is None
-    rollout.start(home, name, "2", "canary", 30)
+    arms.start(home, name, "2", Role.canary, 30)
     proc = invoke("deploy", "--name", name, "--shadow", "2", env=e)
     assert_one_line_error(proc, "a canary of version 2 is already serving", "one candidate")
     proc = invoke("deploy", "--name", name, env=e)
@@ -199,12 +246,14 @@ def test_the_refusals_are_one_line_and_change_nothing(home, name):
     assert invoke("traffic", "--month", MONTH, "--rides", "60", env=e).returncode == 0
     proc = invoke("ab", "report", "--month", MONTH, env=e)
     assert_one_line_error(proc, "labelled rides of 2021-03 (an arm needs 200)")
-    state = serving.read_state(home)
+    state = read_state(home)
     assert (state.version, state.candidate.version, state.candidate.weight) == ("1", "2", 30)
     assert MlflowClient().get_registered_model(name).aliases["production"] == "1"
     # nothing was started for the refused ones: Production and one canary
-    assert Counter(a["role"] for a in serving.status(home)["arms"]) == {
-        "production": 1, "canary": 1}  # fmt: skip
+    assert Counter(a.role for a in service.status(home).arms) == {
+        "production": 1,
+        "canary": 1,
+    }
     assert np.isfinite(state.candidate.port)
 
 
@@ -221,17 +270,29 @@ def test_the_cycle_puts_its_challenger_live_then_decides_on_its_rides(home, weak
     assert (c["action"], c["production_version"], c["challenger_version"]) == ("shadow", "1", "2")
     assert "serves as a shadow" in c["reason"]
     assert MlflowClient().get_registered_model(weak).aliases["production"] == "1"
-    assert serving.read_state(home).candidate.version == "2"
+    assert read_state(home).candidate.version == "2"
 
-    proc = invoke("traffic", "--month", "2021-05", "--rides", "1000", "--rate", "1000",
-                  "--concurrency", "8", env=e)  # fmt: skip
+    proc = invoke(
+        "traffic",
+        "--month",
+        "2021-05",
+        "--rides",
+        "1000",
+        "--rate",
+        "1000",
+        "--concurrency",
+        "8",
+        env=e,
+    )
     assert proc.returncode == 0, proc.stderr
     proc = invoke("cycle", *args, "--month", "2021-05", "--summary", str(out), env=e)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(out.read_text())
     assert (d["action"], d["production_version"]) == ("promoted", "2"), d["reason"]
-    assert d["reason"].startswith("a/b promote") and d["gate_rmse_challenger"] < d[
-        "gate_rmse_champion"]  # fmt: skip
+    assert (
+        d["reason"].startswith("a/b promote")
+        and d["gate_rmse_challenger"] < d["gate_rmse_champion"]
+    )
     assert MlflowClient().get_registered_model(weak).aliases["production"] == "2"
-    st = serving.status(home)
-    assert st["version"] == "2" and [a["role"] for a in st["arms"]] == ["production"]
+    st = service.status(home)
+    assert st.version == "2" and [a.role for a in st.arms] == ["production"]

@@ -24,8 +24,17 @@ from tests.helpers import assert_one_line_error, invoke, spawn, versions
 
 
 def cycle(name, env, *args, ratio="10"):
-    return invoke("cycle", "--name", name, "--trials", "1", "--max-rounds", "30", *args,
-                   env={**env, "DURATION_RMSE_RATIO": ratio})  # fmt: skip
+    return invoke(
+        "cycle",
+        "--name",
+        name,
+        "--trials",
+        "1",
+        "--max-rounds",
+        "30",
+        *args,
+        env={**env, "DURATION_RMSE_RATIO": ratio},
+    )
 
 
 def test_keep_promote_repeat_and_reject(weak, cli_env, tmp_path):
@@ -69,16 +78,26 @@ def test_keep_promote_repeat_and_reject(weak, cli_env, tmp_path):
     assert json.loads(out.read_text())["decision_run_id"] == p["decision_run_id"]
     assert set(versions(weak)) == {"1", "2"}  # no new version
 
-    rejected = cycle(weak, cli_env, "--month", "2021-05", "--min-improvement", "5",
-                     "--summary", str(out), ratio="1.0001")  # fmt: skip
+    rejected = cycle(
+        weak,
+        cli_env,
+        "--month",
+        "2021-05",
+        "--min-improvement",
+        "5",
+        "--summary",
+        str(out),
+        ratio="1.0001",
+    )
     assert rejected.returncode == 0, rejected.stderr
     r = json.loads(out.read_text())
     assert (r["action"], r["challenger_version"], r["production_version"]) == ("rejected", "3", "2")
     assert versions(weak)["3"].current_stage == "Staging"
 
     # replay: 2021-05 is decided already, 2021-06 is not in the mirror
-    replay = cycle(weak, cli_env, "--from", "2021-05", "--to", "2021-06",
-                   "--summary", str(out), ratio="1.0001")  # fmt: skip
+    replay = cycle(
+        weak, cli_env, "--from", "2021-05", "--to", "2021-06", "--summary", str(out), ratio="1.0001"
+    )
     assert replay.returncode == 0, replay.stderr
     lines = replay.stdout.splitlines()
     assert lines[0].split() == ["month", "Production", "RMSE", "drift", "verdict", "action"]
@@ -86,8 +105,10 @@ def test_keep_promote_repeat_and_reject(weak, cli_env, tmp_path):
     assert lines[2].startswith("2021-06: skipped:") and "has no green 2021-06" in lines[2]
     assert [row["month"] for row in json.loads(out.read_text())] == ["2021-05"]
     exp = client.get_experiment_by_name(CYCLE_EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], "attributes.run_name = 'replay-2021-05-2021-06'"
-                              f" and tags.model_name = '{weak}'")  # fmt: skip
+    runs = client.search_runs(
+        [exp.experiment_id],
+        f"attributes.run_name = 'replay-2021-05-2021-06' and tags.model_name = '{weak}'",
+    )
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     files = {f.path for f in client.list_artifacts(runs[0].info.run_id, "plots")}
     assert files == {"plots/history.png"}
@@ -95,8 +116,9 @@ def test_keep_promote_repeat_and_reject(weak, cli_env, tmp_path):
 
 def test_a_wider_window_trains_on_all_its_older_months(weak, cli_env, settings, tmp_path):
     client, out = MlflowClient(), tmp_path / "w.json"
-    proc = cycle(weak, cli_env, "--month", "2021-04", "--window", "3", "--summary", str(out),
-                 ratio="1.0001")  # fmt: skip
+    proc = cycle(
+        weak, cli_env, "--month", "2021-04", "--window", "3", "--summary", str(out), ratio="1.0001"
+    )
     assert proc.returncode == 0, proc.stderr
     w = json.loads(out.read_text())
     assert w["train_months"] == ["2021-01", "2021-02"] and w["val_month"] == "2021-03"
@@ -119,8 +141,16 @@ def test_a_wider_window_trains_on_all_its_older_months(weak, cli_env, settings, 
 
     # monitoring counts months from the newest training month and refuses one inside the span
     uri = f"models:/{weak}/{version.version}"
-    mon = invoke("monitor", "--model", uri, "--month", "2021-05", "--summary",
-                  str(tmp_path / "m.json"), env=cli_env)  # fmt: skip
+    mon = invoke(
+        "monitor",
+        "--model",
+        uri,
+        "--month",
+        "2021-05",
+        "--summary",
+        str(tmp_path / "m.json"),
+        env=cli_env,
+    )
     assert mon.returncode == 0, mon.stderr
     assert json.loads((tmp_path / "m.json").read_text())["months_since_training"] == 3
     inside = invoke("monitor", "--model", uri, "--month", "2021-02", env=cli_env)
@@ -136,8 +166,18 @@ def test_no_production_version_is_one_line(cli_env):
 
 def test_ctrl_c_during_the_retrain_records_nothing(weak, cli_env):
     exe = Path(sys.executable).with_name("duration")
-    args = [str(exe), "cycle", "--name", weak, "--month", "2021-04", "--trials", "40",
-            "--max-rounds", "30"]  # fmt: skip
+    args = [
+        str(exe),
+        "cycle",
+        "--name",
+        weak,
+        "--month",
+        "2021-04",
+        "--trials",
+        "40",
+        "--max-rounds",
+        "30",
+    ]
     env = {**os.environ, **cli_env, "DURATION_RMSE_RATIO": "1.0001"}
     proc = subprocess.Popen(
         args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -167,8 +207,10 @@ def test_two_cycles_of_one_month_at_once_decide_it_once(weak, cli_env, tmp_path)
     it, the other waits for the month's lease and repeats the recorded decision."""
     args = ["cycle", "--name", weak, "--trials", "1", "--max-rounds", "30", "--month", "2021-02"]
     outs = [tmp_path / f"{i}.json" for i in range(2)]
-    procs = [spawn([*args, "--summary", str(out)], {**cli_env, "DURATION_RMSE_RATIO": "10"})
-             for out in outs]  # fmt: skip
+    procs = [
+        spawn([*args, "--summary", str(out)], {**cli_env, "DURATION_RMSE_RATIO": "10"})
+        for out in outs
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
@@ -176,7 +218,8 @@ def test_two_cycles_of_one_month_at_once_decide_it_once(weak, cli_env, tmp_path)
     assert sorted(bool(r.get("repeated")) for r in results) == [False, True]
     assert len({r["decision_run_id"] for r in results}) == 1
     exp = MlflowClient().get_experiment_by_name(CYCLE_EXPERIMENT)
-    runs = MlflowClient().search_runs([exp.experiment_id], f"tags.model_name = '{weak}' and "
-                                      "tags.month = '2021-02'")  # fmt: skip
+    runs = MlflowClient().search_runs(
+        [exp.experiment_id], f"tags.model_name = '{weak}' and tags.month = '2021-02'"
+    )
     assert len(runs) == 1
     assert "cycle_lease_2021-02" not in MlflowClient().get_registered_model(weak).tags

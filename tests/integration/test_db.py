@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 from duration.errors import DurationError
-from duration.infra import postgres as db
-from duration.infra import tracking_server
 from duration.infra.net import free_port
+from duration.server import pg_databases, tracking_server
+from duration.server import postgres as db
 from duration.settings import Paths, Postgres, Settings
 from tests.helpers import assert_one_line_error, pg_home, run_cli
 
@@ -59,9 +59,13 @@ def test_db_runs_unprivileged_on_loopback_with_a_scram_password(postgres_cluster
     for password in ("", "not-the-password"):
         with pytest.raises(psycopg.OperationalError, match="password"):
             psycopg.connect(
-                host="127.0.0.1", port=st.port, user=db.ROLE, dbname=db.DATABASE,
-                password=password, connect_timeout=5,
-            ).close()  # fmt: skip
+                host="127.0.0.1",
+                port=st.port,
+                user=db.ROLE,
+                dbname=db.DATABASE,
+                password=password,
+                connect_timeout=5,
+            ).close()
     env = {**os.environ, "PGPASSFILE": st.pgpass}
     with psycopg.connect(f"{st.uri}?passfile={st.pgpass}", connect_timeout=5) as conn:
         method = conn.execute("SHOW password_encryption").fetchone()[0]
@@ -74,8 +78,11 @@ def test_db_runs_unprivileged_on_loopback_with_a_scram_password(postgres_cluster
     assert dump.stat().st_mode & 0o777 == 0o600
     listing = subprocess.run(
         [str(db.bin_dir() / "pg_restore"), "--list", str(dump)],
-        capture_output=True, text=True, env=env, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     assert "TABLE public experiments" in listing and "TABLE public model_versions" in listing
 
 
@@ -106,8 +113,11 @@ def test_an_initdb_that_fails_is_one_line_and_keeps_nothing():
         root = home / ".postgres"
         assert not (root / "data").exists() and not list(root.glob(".data.partial*"))
         assert not db.Cluster(Settings(paths=Paths(home=home))).pgpass.exists()
-        assert not [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"
-                    and str(home) in " ".join(p.cmdline())]  # fmt: skip
+        assert not [
+            p
+            for p in psutil.process_iter(["name"])
+            if p.info["name"] == "postgres" and str(home) in " ".join(p.cmdline())
+        ]
 
 
 def test_a_taken_port_is_one_line(tmp_path):
@@ -155,11 +165,13 @@ def test_a_schema_upgrade_takes_a_pg_dump_first(postgres_cluster, pg_server, tmp
     monkeypatch.setenv("PGPASSFILE", st.pgpass)
     penv = {**os.environ, **{k: v for k, v in env.items() if v is not None}}
     # a copy of the team server's store (a `db backup` restored), one MLflow schema back
-    dump = db.backup(s, st.uri, home / "team.dump")
+    dump = pg_databases.backup(s, st.uri, home / "team.dump")
     subprocess.run(
         [str(db.bin_dir() / "pg_restore"), "--no-owner", "--dbname", uri, str(dump)],
-        check=True, capture_output=True, env=penv,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        env=penv,
+    )
     _downgrade(uri, penv)
     latest, older = _revision(st.uri, st.pgpass), _revision(uri, st.pgpass)
     assert latest != older
@@ -224,11 +236,16 @@ def test_a_busy_db_lock_is_one_line_and_starts_nothing(tmp_path):
     lock = db.Cluster(s).lock
     lock.parent.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
-         "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)",
-         str(lock)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); "
+            "lock.acquire(); print('held', flush=True); time.sleep(60)",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(DurationError, match="another `duration db` command holds") as e:
@@ -261,9 +278,11 @@ def test_a_failed_schema_upgrade_keeps_the_backup_and_says_where(
         conn.execute("UPDATE alembic_version SET version_num = ?", (older,))
     with pytest.raises(DurationError) as e:  # a new state folder: this store was never checked
         server = tracking_server.Server(
-            store=tracking_server.sqlite_store(store), artifacts=tmp_path / "art", state=state,
+            store=tracking_server.sqlite_store(store),
+            artifacts=tmp_path / "art",
+            state=state,
             port=free_port(),
-        )  # fmt: skip
+        )
         tracking_server.prepare_store(server, Settings())
     message = str(e.value)
     assert "\n" not in message and f"upgrading the MLflow schema of sqlite:///{store}" in message

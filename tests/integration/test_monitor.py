@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from duration.core import drift
+from duration.core.drift import VERDICTS
 from duration.data import reference
 from duration.errors import DurationError
 from duration.ops import monitor
@@ -34,8 +36,11 @@ def test_a_profile_is_saved_at_registration(first):
     assert (p.meta["train_month"], p.meta["color"]) == ("2021-01", "green")
     assert len(p.frame) == p.meta["sample_rows"] == min(reference.ROWS, p.meta["rows"])
     assert list(p.frame.columns) == [
-        *reference.NUMERIC, *reference.CATEGORICAL, "prediction", "duration",
-    ]  # fmt: skip
+        *reference.NUMERIC,
+        *reference.CATEGORICAL,
+        "prediction",
+        "duration",
+    ]
     assert 100 < len(p.meta["zones"]) <= 265
     rmse = float(np.sqrt(np.mean((p.frame["prediction"] - p.frame["duration"]) ** 2)))
     assert 3 < rmse < 8  # the model's own predictions on its training rides
@@ -43,16 +48,16 @@ def test_a_profile_is_saved_at_registration(first):
 
 def test_monitor_equals_predict_and_keeps_one_run_per_month(first, cli_env, tmp_path):
     out = tmp_path / "pred.parquet"
-    pred = invoke("predict", "--model", V1, "--month", "2021-04", "--output", str(out),
-                   env=cli_env)  # fmt: skip
+    pred = invoke("predict", "--model", V1, "--month", "2021-04", "--output", str(out), env=cli_env)
     assert pred.returncode == 0, pred.stderr
     df = pd.read_parquet(out)
     rmse = float(np.sqrt(np.mean((df.predicted_duration - df.duration) ** 2)))
     runs = []
     for i in range(2):
         summary = tmp_path / f"s{i}.json"
-        proc = invoke("monitor", "--model", V1, "--month", "2021-04", "--summary", str(summary),
-                       env=cli_env)  # fmt: skip
+        proc = invoke(
+            "monitor", "--model", V1, "--month", "2021-04", "--summary", str(summary), env=cli_env
+        )
         assert proc.returncode == 0, proc.stderr
         s = json.loads(summary.read_text())
         runs.append(s["run_id"])
@@ -60,7 +65,7 @@ def test_monitor_equals_predict_and_keeps_one_run_per_month(first, cli_env, tmp_
     assert required | {"verdict"} <= set(s)
     assert s["rmse"] == pytest.approx(rmse, rel=1e-9) and s["rows"] == len(df)
     assert s["model_version"] == "1" and s["month"] == "2021-04"
-    assert s["months_since_training"] == 3 and s["verdict"] in monitor.VERDICTS
+    assert s["months_since_training"] == 3 and s["verdict"] in VERDICTS
     assert f"RMSE {rmse:.4f}" in proc.stdout and s["verdict"] in proc.stdout
     slices = pd.DataFrame(s["slices"])
     assert set(slices.slice_by) == {"pickup_borough", "hour_band", "distance_band"}
@@ -110,8 +115,8 @@ def test_a_shifted_month_drifts_and_an_unchanged_one_does_not(first, shifted):
     assert same.verdict == "ok" and same.drift_share == 0
     assert same.prediction_drift < s.monitor.drift_threshold
     assert moved.rmse > same.rmse  # the model reads distance: scaled, it errs more
-    strict = s.but(monitor={"rmse_ratio": moved.rmse_ratio * 0.99}).monitor
-    verdict = monitor.verdict(moved.rmse_ratio, moved.drift_share, moved.prediction_drift, strict)
+    strict = monitor.thresholds(s.but(monitor={"rmse_ratio": moved.rmse_ratio * 0.99}).monitor)
+    verdict = drift.verdict(moved.rmse_ratio, moved.drift_share, moved.prediction_drift, strict)
     assert verdict == "degraded"
 
 
@@ -132,8 +137,14 @@ def test_a_version_without_a_profile_or_a_way_to_rebuild_one_is_one_line(first, 
 
     other = [c for c in first.registered["candidates"] if c["run_id"] != first.registered["run_id"]]
     bare = mlflow.register_model(other[0]["model_uri"], f"{NAME}-bare")
-    proc = invoke("monitor", "--model", f"models:/{NAME}-bare/{bare.version}", "--month",
-                   "2021-04", env=cli_env)  # fmt: skip
+    proc = invoke(
+        "monitor",
+        "--model",
+        f"models:/{NAME}-bare/{bare.version}",
+        "--month",
+        "2021-04",
+        env=cli_env,
+    )
     assert_one_line_error(proc, f"v{bare.version}", "no reference profile", "duration register")
 
 

@@ -8,7 +8,7 @@ import uuid
 from mlflow.tracking import MlflowClient
 
 from duration.ops import pipeline
-from duration.ops.requests import PipelineRequest
+from duration.ops.specs import PipelineRequest
 from duration.training.config import SearchConfig
 
 

@@ -14,9 +14,9 @@ from duration.core.gate import GateRule
 from duration.data import matrices, prepare
 from duration.errors import DurationError
 from duration.registry import uris
+from duration.registry.evaluation import predict_frame
 from duration.registry.promote import promote
 from duration.registry.register import Candidate, Lineage, register, register_version, top_trials
-from duration.registry.scoring import predict_frame
 from duration.training.config import SearchConfig
 from duration.training.search import search
 from tests.helpers import assert_one_line_error, invoke, versions
@@ -253,9 +253,14 @@ def test_a_failure_halfway_leaves_the_registry_unchanged(first, vectorized, name
     other = [c for c in first.registered["candidates"] if c["run_id"] != first.registered["run_id"]]
     best = Candidate(run_id=other[0]["run_id"], model_uri=other[0]["model_uri"], val_rmse=1.0)
     lineage = Lineage(
-        model="xgboost", color="green", feature_set="default", train_month="2019-07",
-        val_month="2021-02", git_commit="x", digests={},
-    )  # fmt: skip
+        model="xgboost",
+        color="green",
+        feature_set="default",
+        train_month="2019-07",
+        val_month="2021-02",
+        git_commit="x",
+        digests={},
+    )
     with pytest.raises(DurationError, match="2019-07 is not available"):
         register_version(vectorized, name, best, lineage)
     after = {v: (m.current_stage, dict(m.tags)) for v, m in versions(name).items()}

@@ -19,10 +19,11 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from duration.errors import DurationError
-from duration.infra import serving
 from duration.infra.net import is_healthy, port_in_use
 from duration.ops import deploy, pipeline
 from duration.registry import uris
+from duration.serving import service
+from duration.serving.state import read_state
 from duration.settings import Settings
 from duration.tracking.names import DEPLOY_EXPERIMENT
 from tests.helpers import assert_one_line_error, invoke, run_cli, scoring_workers
@@ -72,8 +73,9 @@ def test_deploy_and_rollback_lose_no_request(home, name):
         after_forward = len(client.answers)
         time.sleep(1)
         summary = home.paths.home / "d.json"
-        back = invoke("deploy", "--name", name, "--version", "1", "--summary", str(summary),
-                      env=env(home))  # fmt: skip
+        back = invoke(
+            "deploy", "--name", name, "--version", "1", "--summary", str(summary), env=env(home)
+        )
         assert back.returncode == 0, back.stderr
         after_back = len(client.answers)
         time.sleep(1)
@@ -135,15 +137,19 @@ def test_a_broken_version_is_refused_and_the_old_one_serves(home, name, tmp_path
         experiment_names=[DEPLOY_EXPERIMENT], filter_string=f"tags.model_name = '{name}'"
     )
     assert list(runs["status"]) == ["FAILED"] and list(runs["tags.outcome"]) == ["failed"]
-    assert serving.read_state(home).version == "1"
+    assert read_state(home).version == "1"
     # answers that differ from the registered version's own predictions fail the smoke test
     with pytest.raises(DurationError, match="differ from its in-process predictions"):
-        deploy.smoke_test(home.serve.url, name, "2", records)
+        deploy.smoke_test(home.serve.url, name, "2", records, "2021-03")
     assert not scoring_workers(name, broken)  # the refused version was stopped
     # a malformed request gets a JSON error, not a 500 with a traceback
     for body in (b"garbage", json.dumps({"dataframe_records": [{"PULocationID": 1}]}).encode()):
-        r = requests.post(f"{home.serve.url}/invocations", data=body, timeout=30,
-                          headers={"Content-Type": "application/json"})  # fmt: skip
+        r = requests.post(
+            f"{home.serve.url}/invocations",
+            data=body,
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 400 and "error_code" in r.json()
         assert "Traceback" not in r.text
 
@@ -156,32 +162,33 @@ def _status(s: Settings) -> tuple[int, dict]:
 def test_kill_9_is_seen_and_restored(home, name, mirror_path):
     started = invoke("serve", "start", "--name", name, env=env(home))
     assert started.returncode == 0 and "serving" in started.stdout and name in started.stdout
-    st = serving.status(home)
-    assert st["healthy"] and st["version"] == "1" and st["model_name"] == name
+    st = service.status(home)
+    assert st.healthy and st.version == "1" and st.model_name == name
     # `make serve` answers raw ride records as the TLC publishes them
     raw = pd.read_parquet(mirror_path / "trip-data" / "green_tripdata_2021-04.parquet").head(3)
     body = {"dataframe_records": json.loads(raw.to_json(orient="records", date_format="iso"))}
     preds = requests.post(f"{home.serve.url}/invocations", json=body, timeout=30).json()
     assert len(preds["predictions"]) == 3 and all(0 < p < 90 for p in preds["predictions"])
 
-    os.kill(st["pid"], signal.SIGKILL)
+    os.kill(st.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while is_healthy(home.serve.url) and time.monotonic() < deadline:
         time.sleep(0.2)
     rc, down = _status(home)
     assert rc == 1 and not down["healthy"] and "version 1 is down" in down["problem"]
     deploy.start(home, name)
-    up = serving.status(home)
-    assert up["healthy"] and up["pid"] != st["pid"]
+    up = service.status(home)
+    assert up.healthy and up.pid != st.pid
 
-    os.kill(up["proxy_pid"], signal.SIGKILL)  # its worker is orphaned but still listening
+    assert up.proxy_pid is not None
+    os.kill(up.proxy_pid, signal.SIGKILL)  # its worker is orphaned but still listening
     time.sleep(0.5)
-    down = serving.status(home)
-    assert not down["healthy"] and "the proxy is down" in down["problem"]
+    down = service.status(home)
+    assert not down.healthy and "the proxy is down" in down.problem
     assert not (home.paths.serve_state / "nginx.pid").exists()  # stale pid file cleaned
     assert invoke("serve", "start", "--name", name, env=env(home)).returncode == 0
     rc, again = _status(home)
-    assert rc == 0 and again["healthy"] and again["pid"] == up["pid"]  # the backend lived on
+    assert rc == 0 and again["healthy"] and again["pid"] == up.pid  # the backend lived on
     stopped = run_cli("serve", "stop", env=env(home))
     assert stopped.returncode == 0 and "proxy" in stopped.stdout
     assert not port_in_use(home.serve.port) and not scoring_workers(name)
@@ -193,7 +200,7 @@ def test_a_taken_port_is_refused(home, name):
         other.listen()
         proc = invoke("serve", "start", "--name", name, env=env(home))
     assert_one_line_error(proc, f"port {home.serve.port} is taken by another program", "SERVE_PORT")
-    assert serving.read_state(home) is None
+    assert read_state(home) is None
     assert not list(
         home.paths.serve_state.glob("scoring-*.log")
     )  # refused before starting anything
@@ -217,7 +224,7 @@ def test_an_unknown_version_or_no_smoke_rides_is_one_line(home, name, tmp_path):
     empty = {**env(home), "DURATION_DATA_DIR": str(tmp_path / "empty")}
     proc = invoke("deploy", "--name", name, env=empty)
     assert_one_line_error(proc, "no prepared green month", "duration prepare")
-    assert serving.read_state(home) is None and not scoring_workers(name)
+    assert read_state(home) is None and not scoring_workers(name)
 
 
 def test_a_second_deploy_never_interleaves(home, name):
@@ -226,4 +233,4 @@ def test_a_second_deploy_never_interleaves(home, name):
         assert_one_line_error(proc, "another deploy is running", "--wait")
         proc = run_cli("serve", "stop", env=env(home))
         assert_one_line_error(proc, "another deploy is running")
-    assert serving.read_state(home) is None  # the refused deploy started nothing
+    assert read_state(home) is None  # the refused deploy started nothing

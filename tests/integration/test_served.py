@@ -18,11 +18,11 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from duration.core.metrics import rmse
-from duration.data.prepare import ride_ids
-from duration.infra import prediction_log, serving
+from duration.core.rides import ride_ids
 from duration.ops import deploy, traffic
-from duration.ops.requests import TrafficRequest
+from duration.ops.specs import TrafficRequest
 from duration.registry import uris
+from duration.serving import log_read, service
 from duration.settings import Settings
 from duration.tracking.names import MONITOR_EXPERIMENT
 from tests.helpers import assert_one_line_error, full_disk, invoke
@@ -33,7 +33,7 @@ MONTH = "2021-03"  # the newest month the session prepared, and the smoke test's
 
 
 def logged(s: Settings) -> pd.DataFrame:
-    return prediction_log.read(s.paths.serve_log).to_pandas()
+    return log_read.read(s.paths.serve_log).to_pandas()
 
 
 def until(check, timeout: float = 30.0) -> None:
@@ -55,8 +55,20 @@ def test_each_answered_ride_is_logged_once_and_monitored_as_predict_scores_it(ho
     deploy.start(home, name)
     e = env(home)
     summary = tmp_path / "traffic.json"
-    proc = invoke("traffic", "--month", MONTH, "--rides", "5000", "--rate", "1000",
-                  "--concurrency", "8", "--summary", str(summary), env=e)  # fmt: skip
+    proc = invoke(
+        "traffic",
+        "--month",
+        MONTH,
+        "--rides",
+        "5000",
+        "--rate",
+        "1000",
+        "--concurrency",
+        "8",
+        "--summary",
+        str(summary),
+        env=e,
+    )
     assert proc.returncode == 0, proc.stderr
     t = json.loads(summary.read_text())
     assert t["answered_rides"] == 5000 and t["failed_requests"] == 0
@@ -88,8 +100,9 @@ def test_each_answered_ride_is_logged_once_and_monitored_as_predict_scores_it(ho
     assert v["model_version"] == "1" and v["served_rides"] == 5000 and v["labelled_share"] == 1.0
     # `duration predict` scores the same rides (the month's first 5000) in-process
     out = tmp_path / "predicted.parquet"
-    proc = invoke("predict", "--model", f"models:/{name}/1", "--month", MONTH, "--output",
-                  str(out), env=e)  # fmt: skip
+    proc = invoke(
+        "predict", "--model", f"models:/{name}/1", "--month", MONTH, "--output", str(out), env=e
+    )
     assert proc.returncode == 0, proc.stderr
     first = pd.read_parquet(out).head(5000)
     expected = rmse(first["duration"], first["predicted_duration"])
@@ -109,7 +122,7 @@ def test_each_answered_ride_is_logged_once_and_monitored_as_predict_scores_it(ho
 def test_a_worker_killed_mid_traffic_loses_at_most_its_flush_interval(home, name):
     s = home.but(serve={"workers": 2, "flush_s": 1.0})
     deploy.start(s, name)
-    workers = serving.status(s)["workers"]
+    workers = service.status(s).workers
     assert len(workers) == 2
     rate = 300.0
     t, out = replay_in_background(
@@ -120,8 +133,8 @@ def test_a_worker_killed_mid_traffic_loses_at_most_its_flush_interval(home, name
     t.join(timeout=120)
     result = out["result"]
     assert result.failed_requests == 0 and result.answered_rides == 3000  # it kept answering
-    until(lambda: len(serving.status(s)["workers"]) == 2)  # its supervisor started another
-    assert workers[0] not in serving.status(s)["workers"]
+    until(lambda: len(service.status(s).workers) == 2)  # its supervisor started another
+    assert workers[0] not in service.status(s).workers
     deploy.stop(s)
     lost = 3000 - len(logged(s).dropna(subset=["ride_id"]))
     # what the killed worker answered since its last flush, at most: rate x flush_s
@@ -154,7 +167,7 @@ def small_disk(home) -> Path:
         try:
             yield folder
         finally:
-            serving.stop(home)
+            service.stop(home)
 
 
 def test_a_full_disk_never_stops_serving_and_logging_resumes(home, name, small_disk):
@@ -162,17 +175,17 @@ def test_a_full_disk_never_stops_serving_and_logging_resumes(home, name, small_d
     deploy.start(s, name)
     result = traffic.replay(s, TrafficRequest(month=MONTH, rides=400, rate=400, concurrency=4))
     assert result.failed_requests == 0 and result.answered_rides == 400
-    until(lambda: serving.status(s)["logging"]["pending_rides"] == 400)  # each worker's count
-    st = serving.status(s)
-    assert st["healthy"] and "cannot write" in st["problem"] and "serving goes on" in st["problem"]
-    assert not st["logging"]["writing"] and st["logging"]["logged_rides"] == 0
+    until(lambda: service.status(s).logging.counts.pending_rides == 400)  # each worker's count
+    st = service.status(s)
+    assert st.healthy and "cannot write" in st.problem and "serving goes on" in st.problem
+    assert not st.logging.counts.writing and st.logging.counts.logged_rides == 0
     log_file = s.paths.serve_state / "scoring-v1.log"
     assert "prediction log: cannot write" in log_file.read_text()
     assert not list(small_disk.glob("*.parquet")) and not list(small_disk.glob(".*.part"))
     (small_disk / "filler").unlink()  # space returns
-    until(lambda: serving.status(s)["logging"]["logged_rides"] == 400)
-    st = serving.status(s)
-    assert st["logging"]["writing"] and "problem" not in st
+    until(lambda: service.status(s).logging.counts.logged_rides == 400)
+    st = service.status(s)
+    assert st.logging.counts.writing and st.problem is None
     assert "writing to" in log_file.read_text() and "again" in log_file.read_text()
     assert len(logged(s)) == 400 and logged(s)["request_id"].is_unique
 
@@ -180,31 +193,42 @@ def test_a_full_disk_never_stops_serving_and_logging_resumes(home, name, small_d
 def test_bad_requests_get_a_json_4xx_and_no_worker_is_lost(home, name):
     s = home.but(serve={"flush_s": 0.2})
     deploy.start(s, name)
-    workers = serving.status(s)["workers"]
+    workers = service.status(s).workers
     record = json.loads(rides(s, 1).to_json(orient="records", date_format="iso"))[0]
     missing = {k: v for k, v in record.items() if k != "DOLocationID"}
     cases = [
         (b"{garbage", 400, "not JSON"),
         (json.dumps({"dataframe_records": [missing]}).encode(), 400, "lack ['DOLocationID']"),
-        (json.dumps({"dataframe_records": [{**record, "PULocationID": "x"}]}).encode(), 400,
-         "PULocationID"),
+        (
+            json.dumps({"dataframe_records": [{**record, "PULocationID": "x"}]}).encode(),
+            400,
+            "PULocationID",
+        ),
         (json.dumps({"dataframe_records": []}).encode(), 400, "no rides"),
         (json.dumps({"dataframe_records": [record] * 10_000}).encode(), 413, "at most 5000"),
         (b" " * 9_000_000, 413, "over 8m"),
-        (json.dumps({"dataframe_records": [{**record, "ride_id": [1]}]}).encode(), 400,
-         "ride_id of ride 0 is list"),
-    ]  # fmt: skip
+        (
+            json.dumps({"dataframe_records": [{**record, "ride_id": [1]}]}).encode(),
+            400,
+            "ride_id of ride 0 is list",
+        ),
+    ]
     for body, status, says in cases:
-        r = requests.post(f"{s.serve.url}/invocations", data=body, timeout=30,
-                          headers={"Content-Type": "application/json"})  # fmt: skip
+        r = requests.post(
+            f"{s.serve.url}/invocations",
+            data=body,
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == status, (says, r.text[:200])
         assert says in r.json()["message"] and "Traceback" not in r.text
-    assert serving.status(s)["workers"] == workers  # no worker lost
-    ok = requests.post(f"{s.serve.url}/invocations", json={"dataframe_records": [record]},
-                       timeout=30)  # fmt: skip
+    assert service.status(s).workers == workers  # no worker lost
+    ok = requests.post(
+        f"{s.serve.url}/invocations", json={"dataframe_records": [record]}, timeout=30
+    )
     assert ok.status_code == 200
     # counted apart, never logged as predictions (nginx answers the 9 MB body itself)
-    until(lambda: serving.status(s)["logging"]["failed_requests"] == len(cases) - 1)
+    until(lambda: service.status(s).logging.counts.failed_requests == len(cases) - 1)
     deploy.stop(s)
     assert len(logged(s)) == 1
 
@@ -213,8 +237,10 @@ def test_the_commands_refuse_in_one_line(home, name):
     e = env(home)
     proc = invoke("traffic", "--month", MONTH, "--rides", "10", env=e)
     assert_one_line_error(proc, f"nothing serves at {home.serve.url}", "make serve")
-    for args in (("serve", "log", "--output", str(home.paths.home / "x.parquet")),
-                 ("monitor", "--served", "--month", MONTH)):  # fmt: skip
+    for args in (
+        ("serve", "log", "--output", str(home.paths.home / "x.parquet")),
+        ("monitor", "--served", "--month", MONTH),
+    ):
         assert_one_line_error(invoke(*args, env=e), "nothing served has been logged", "traffic")
     deploy.start(home, name)
     proc = invoke("traffic", "--month", "2030-01", env=e)

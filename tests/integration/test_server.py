@@ -48,17 +48,25 @@ def test_a_full_artifact_store_ends_in_one_line_with_the_servers_reason(tmp_path
     """The home's own server, its artifact store a full 3 MB tmpfs: a training run cannot
     log its model, and the command says what the server said, not MLflow's retry error."""
     home = tmp_path / "home"
-    env = cli_env(vectorized, DURATION_HOME=str(home), MLFLOW_PORT=str(free_port()),
-                  MLFLOW_TRACKING_URI=None)  # fmt: skip
+    env = cli_env(
+        vectorized, DURATION_HOME=str(home), MLFLOW_PORT=str(free_port()), MLFLOW_TRACKING_URI=None
+    )
     try:
         with full_disk(home / "mlartifacts"):
             proc = run_cli("train", "--model", "linear", "--features", "course", env=env)
-            assert_one_line_error(proc, "no space left on device on the tracking server's "
-                                  "artifact store", "duration runs reap")  # fmt: skip
+            assert_one_line_error(
+                proc,
+                "no space left on device on the tracking server's artifact store",
+                "duration runs reap",
+            )
         url = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
-        left = [r for r in MlflowClient(url).search_runs(
-            [e.experiment_id for e in MlflowClient(url).search_experiments()])
-            if r.info.status == "RUNNING"]  # fmt: skip
+        left = [
+            r
+            for r in MlflowClient(url).search_runs(
+                [e.experiment_id for e in MlflowClient(url).search_experiments()]
+            )
+            if r.info.status == "RUNNING"
+        ]
         assert not left  # the run ended (FAILED), nothing for `runs reap` to do
     finally:
         run_cli("server", "stop", env=env)

@@ -18,11 +18,11 @@ from mlflow.tracking import MlflowClient
 
 from duration.data import matrices
 from duration.errors import DurationError
-from duration.infra import spark
 from duration.infra.net import free_port
 from duration.settings import Paths, Settings, Spark
+from duration.spark import cluster, session
 from duration.training import search as tune
-from duration.training.config import Backend, SearchConfig
+from duration.training.config import SearchBackend, SearchConfig
 from tests.helpers import assert_one_line_error, children, invoke
 
 # Under pytest-xdist (`make test`: -n 2 --dist loadgroup) this module runs on one worker, so
@@ -63,16 +63,25 @@ def assert_spark_search(r, trials: int, rounds: int, parallelism: int) -> None:
 def test_parallelism_one_on_spark_equals_the_local_backend(inputs):
     local = search(inputs, trials=2, seed=9, max_rounds=8)
     remote = search(
-        inputs, trials=2, seed=9, max_rounds=8, backend=Backend.spark, parallelism=1,
+        inputs,
+        trials=2,
+        seed=9,
+        max_rounds=8,
+        backend=SearchBackend.spark,
+        parallelism=1,
         spark_master="local[1]",
-    )  # fmt: skip
+    )
     assert_spark_search(remote, trials=2, rounds=8, parallelism=1)
     assert remote.history == pytest.approx(local.history, abs=1e-4)
     strip = {"seed", "n_jobs"}
-    pl = [{k: v for k, v in c.data.params.items() if k not in strip} for c in children(
-        local.parent_run_id)]  # fmt: skip
-    pr = [{k: v for k, v in c.data.params.items() if k not in strip} for c in children(
-        remote.parent_run_id)]  # fmt: skip
+    pl = [
+        {k: v for k, v in c.data.params.items() if k not in strip}
+        for c in children(local.parent_run_id)
+    ]
+    pr = [
+        {k: v for k, v in c.data.params.items() if k not in strip}
+        for c in children(remote.parent_run_id)
+    ]
     assert pl == pr
 
 
@@ -91,15 +100,20 @@ def test_a_standalone_master_and_worker_on_loopback(inputs, tmp_path):
             master_port=free_port(), master_ui_port=free_port(), worker_ui_port=free_port()
         ),
     )
-    cluster = spark.start_cluster(settings, cores=2)
+    local = cluster.start_cluster(settings, cores=2)
     try:
         pids = [
             int((settings.paths.spark_state / f"{n}.pid").read_text()) for n in ("master", "worker")
         ]
         r = search(
-            inputs, trials=2, seed=3, max_rounds=5, backend=Backend.spark, parallelism=2,
-            spark_master=cluster.master_url,
-        )  # fmt: skip
+            inputs,
+            trials=2,
+            seed=3,
+            max_rounds=5,
+            backend=SearchBackend.spark,
+            parallelism=2,
+            spark_master=local.master_url,
+        )
         assert_spark_search(r, trials=2, rounds=5, parallelism=2)
         tree = [
             p for pid in pids for p in [psutil.Process(pid), *psutil.Process(pid).children(True)]
@@ -108,11 +122,11 @@ def test_a_standalone_master_and_worker_on_loopback(inputs, tmp_path):
         assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
         # the master's and worker's JVMs run with the quick compiler only (as do the driver's)
         jvms = [p.cmdline() for p in tree if p.name() == "java"]
-        assert len(jvms) >= 2 and all(spark.JAVA_OPTIONS in cmd for cmd in jvms), jvms
+        assert len(jvms) >= 2 and all(session.JAVA_OPTIONS in cmd for cmd in jvms), jvms
         driver = [p.cmdline() for p in psutil.Process().children(True) if p.name() == "java"]
-        assert driver and all(spark.JAVA_OPTIONS in cmd for cmd in driver), driver
+        assert driver and all(session.JAVA_OPTIONS in cmd for cmd in driver), driver
     finally:
-        assert spark.stop_cluster(settings) == ["worker", "master"]
+        assert cluster.stop_cluster(settings) == ["worker", "master"]
     assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
@@ -152,9 +166,11 @@ def test_executors_that_cannot_read_the_data_are_one_line(inputs, tmp_path):
     elsewhere = inputs.settings.but(spark={"data_dir": tmp_path / "not-shared"})
     with pytest.raises(DurationError, match="executors cannot read the feature stage"):
         search(
-            replace(inputs, settings=elsewhere), trials=1, backend=Backend.spark,
+            replace(inputs, settings=elsewhere),
+            trials=1,
+            backend=SearchBackend.spark,
             spark_master="local[1]",
-        )  # fmt: skip
+        )
 
 
 @pytest.mark.parametrize(
@@ -163,12 +179,18 @@ def test_executors_that_cannot_read_the_data_are_one_line(inputs, tmp_path):
         (["--parallelism", "0"], {}, ["--parallelism 0"]),
         (["--parallelism", "2"], {}, ["--parallelism 2", "--backend spark"]),
         (["--backend", "hadoop"], {}, ["--backend", "hadoop"]),
-        (["--backend", "spark", "--spark-master", "spark://127.0.0.1:{port}"], {},
-         ["spark://127.0.0.1:", "does not answer", "make spark-up"]),
-        (["--backend", "spark"], {"JAVA_HOME": None, "PATH": str(Path(sys.executable).parent)},
-         ["Java", "openjdk-17-jre-headless"]),
+        (
+            ["--backend", "spark", "--spark-master", "spark://127.0.0.1:{port}"],
+            {},
+            ["spark://127.0.0.1:", "does not answer", "make spark-up"],
+        ),
+        (
+            ["--backend", "spark"],
+            {"JAVA_HOME": None, "PATH": str(Path(sys.executable).parent)},
+            ["Java", "openjdk-17-jre-headless"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_spark_input(vectorized, cli_env, args, env, needles):
     args = [a.format(port=free_port()) for a in args]
     proc = invoke("tune", "--trials", "2", *args, env={**cli_env, **env})

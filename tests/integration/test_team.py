@@ -17,9 +17,9 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from duration.infra import postgres, proxy, team, tls, tracking_server
+from duration.infra import nginx
 from duration.infra.net import free_port
-from duration.ops import users
+from duration.server import front, pg_databases, team, tls, tracking_server, users
 from duration.settings import Paths, Settings, Tracking
 from duration.tracking.names import MODEL_NAME
 from tests.helpers import assert_one_line_error, cli_env, invoke, run_cli, spawn
@@ -41,7 +41,7 @@ def team_home(tmp_path_factory, settings, nginx, postgres_cluster) -> Iterator[S
     )
     saved = os.environ.get("PGPASSFILE")
     os.environ["PGPASSFILE"] = db.pgpass  # how the server and its clients reach the cluster
-    postgres.ensure_database(s, store, database)
+    pg_databases.ensure_database(s, store, database)
     team.start(s)
     try:
         for name, role in (("alice", "editor"), ("carol", "editor"), ("bob", "reader")):
@@ -64,25 +64,33 @@ def as_user(s: Settings, user: str | None, **extra: str) -> dict:
         if user
         else {"MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None}
     )
-    given = {"MLFLOW_TRACKING_SERVER_CERT_PATH": str(s.paths.tls / "ca.pem"),
-             "DURATION_HOME": str(s.paths.home), **creds, **extra}  # fmt: skip
-    return cli_env(s, team.team_url(s), **given)
+    given = {
+        "MLFLOW_TRACKING_SERVER_CERT_PATH": str(s.paths.tls / "ca.pem"),
+        "DURATION_HOME": str(s.paths.home),
+        **creds,
+        **extra,
+    }
+    return cli_env(s, front.team_url(s), **given)
 
 
 def client_as(s: Settings, user: str, monkeypatch) -> MlflowClient:
     for k, v in as_user(s, user).items():
         monkeypatch.setenv(k, v) if v is not None else monkeypatch.delenv(k, raising=False)
-    return MlflowClient(team.team_url(s))
+    return MlflowClient(front.team_url(s))
 
 
 def test_anonymous_gets_401_plain_http_is_redirected_and_every_secret_is_0600(team_home):
     s, ca = team_home, str(team_home.paths.tls / "ca.pem")
-    url = team.team_url(s)
+    url = front.team_url(s)
     assert requests.get(f"{url}/health", verify=ca, timeout=10).status_code == 200
     r = requests.get(f"{url}/api/2.0/mlflow/experiments/search", verify=ca, timeout=10)
     assert r.status_code == 401
-    r = requests.get(f"{url}/api/2.0/mlflow/experiments/search", verify=ca, timeout=10,
-                     auth=("alice", "not-her-password"))  # fmt: skip
+    r = requests.get(
+        f"{url}/api/2.0/mlflow/experiments/search",
+        verify=ca,
+        timeout=10,
+        auth=("alice", "not-her-password"),
+    )
     assert r.status_code == 401
     plain = requests.get(url.replace("https", "http"), allow_redirects=False, timeout=10)
     assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
@@ -115,13 +123,13 @@ def test_a_wrong_ca_another_name_or_an_expired_certificate_is_refused(team_home)
     # an expired certificate: one line naming the CA file; the next start issues a new one
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
     tls.ensure(s.paths.tls, ["127.0.0.1", "localhost"], now=past, days=1, force=True)
-    proxy.stop_nginx(team.files(s).front)
-    proxy.start_nginx(team.files(s).front, port)
+    nginx.stop(front.folder(s))
+    nginx.start(front.folder(s), port)
     try:
         proc = invoke("runs", "reap", env=as_user(s, "alice"))
         assert_one_line_error(proc, "expired", "ca.pem")
     finally:
-        team.start_front(s)
+        front.start(s)
     assert invoke("runs", "reap", env=as_user(s, "alice")).returncode == 0
 
 
@@ -169,8 +177,9 @@ def test_an_admin_manages_users_and_each_refusal_is_one_line(team_home, monkeypa
     assert_one_line_error(invoke("users", "remove", "admin", env=home), "admin")
     assert_one_line_error(invoke("users", "role", "dave", "boss", env=home), "not a role")
     assert_one_line_error(invoke("users", "add", "no/slash", env=home), "not a user name")
-    assert_one_line_error(invoke("users", "add", "eve", "--role", "boss", env=home),
-                          "--role 'boss' is not a role")  # fmt: skip
+    assert_one_line_error(
+        invoke("users", "add", "eve", "--role", "boss", env=home), "--role 'boss' is not a role"
+    )
     assert_one_line_error(invoke("users", "passwd", "admin", env=home), "keeps its generated")
     empty = run_cli("users", "add", "erin", "--password-stdin", env=home, input="")
     assert_one_line_error(empty, "--password-stdin read nothing")
@@ -186,16 +195,21 @@ def test_an_admin_manages_users_and_each_refusal_is_one_line(team_home, monkeypa
     old = password(s, "dave")
     assert invoke("users", "passwd", "dave", env=home).returncode == 0
     ca = str(s.paths.tls / "ca.pem")
-    search = f"{team.team_url(s)}/api/2.0/mlflow/experiments/search?max_results=1"
+    search = f"{front.team_url(s)}/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(search, auth=("dave", old), verify=ca, timeout=10).status_code == 401
-    assert requests.get(search, auth=("dave", password(s, "dave")), verify=ca,
-                        timeout=10).status_code == 200  # fmt: skip
+    assert (
+        requests.get(search, auth=("dave", password(s, "dave")), verify=ca, timeout=10).status_code
+        == 200
+    )
     assert invoke("users", "remove", "dave", env=home).returncode == 0
     assert not team.files(s).password("dave").exists()
     # binding beyond loopback needs auth and TLS; a taken TLS port is refused before anything
     assert_one_line_error(invoke("server", "start", "--host", "0.0.0.0", env=home), "--team")
-    other = {"DURATION_HOME": str(s.paths.home / "other"), "MLFLOW_PORT": str(free_port()),
-             "DURATION_TEAM_PORT": str(s.tracking.team_port)}  # fmt: skip
+    other = {
+        "DURATION_HOME": str(s.paths.home / "other"),
+        "MLFLOW_PORT": str(free_port()),
+        "DURATION_TEAM_PORT": str(s.tracking.team_port),
+    }
     assert_one_line_error(invoke("server", "start", "--team", env=other), "is taken")
     assert not (s.paths.home / "other" / ".mlflow" / "server.pid").exists()
     # its PostgreSQL not running: one line that says how to start it, nothing started
@@ -226,18 +240,27 @@ def test_two_editors_pipelines_at_once_end_with_one_production(team_home, vector
         assert_one_line_error(proc, "bob", "READ", "EDIT", "duration users role bob editor")
     after = client.search_model_versions(f"name='{MODEL_NAME}'")
     assert [(v.version, v.current_stage) for v in after] == [
-        (v.version, v.current_stage) for v in versions]  # fmt: skip
+        (v.version, v.current_stage) for v in versions
+    ]
 
 
 def test_no_team_server_or_a_plain_one_in_the_way_is_one_line(tmp_path, mlflow_server, nginx):
     home = {"DURATION_HOME": str(tmp_path / "none")}
-    assert_one_line_error(invoke("users", "list", env=home), "no team server was set up",
-                          "duration server start --team")  # fmt: skip
+    assert_one_line_error(
+        invoke("users", "list", env=home),
+        "no team server was set up",
+        "duration server start --team",
+    )
     # a plain server (the session's) answers on the team server's MLflow port: refused, and it
     # keeps running
     port = mlflow_server.rsplit(":", 1)[1]
-    env = {"DURATION_HOME": str(tmp_path / "plain"), "MLFLOW_PORT": port,
-           "DURATION_TEAM_PORT": str(free_port())}  # fmt: skip
-    assert_one_line_error(invoke("server", "start", "--team", env=env),
-                          "a tracking server without authentication answers")  # fmt: skip
+    env = {
+        "DURATION_HOME": str(tmp_path / "plain"),
+        "MLFLOW_PORT": port,
+        "DURATION_TEAM_PORT": str(free_port()),
+    }
+    assert_one_line_error(
+        invoke("server", "start", "--team", env=env),
+        "a tracking server without authentication answers",
+    )
     assert requests.get(f"{mlflow_server}/health", timeout=10).status_code == 200

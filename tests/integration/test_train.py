@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from duration.core import records
 from duration.data import matrices, prepare
-from duration.registry.scoring import score
+from duration.registry.evaluation import score
 from duration.training import train
 from tests.helpers import invoke
 

@@ -21,9 +21,9 @@ from duration.core.schema import ModelKind
 from duration.data import matrices
 from duration.data.matrices import Split
 from duration.errors import DurationError, Stopped
-from duration.infra import tracking_server
 from duration.infra.net import free_port
 from duration.infra.proc import stop_group
+from duration.server import tracking_server
 from duration.settings import Settings
 from duration.training import search as tune
 from duration.training import trials
@@ -214,10 +214,15 @@ def make_spec(inputs):
             val=inputs.val,
         )
         defaults = dict(
-            tracking_uri=mlflow.get_tracking_uri(), experiment_id=exp, parent_run_id=parent,
-            kind=ModelKind.xgboost, seed=1, fixed={"n_estimators": 5}, tags={"color": "green"},
+            tracking_uri=mlflow.get_tracking_uri(),
+            experiment_id=exp,
+            parent_run_id=parent,
+            kind=ModelKind.xgboost,
+            seed=1,
+            fixed={"n_estimators": 5},
+            tags={"color": "green"},
             data=data,
-        )  # fmt: skip
+        )
         return trials.TrialSpec(**{**defaults, **kw})
 
     yield make
@@ -332,9 +337,11 @@ def test_a_dead_server_stops_the_search_within_a_minute(vectorized, cli_env, tmp
     """The server dies mid-search: one line well within a minute (not MLflow's minutes of
     retries), and once it is back `runs reap` ends what was left RUNNING."""
     server = tracking_server.Server(
-        store=tracking_server.sqlite_store(tmp_path / "db.sqlite"), artifacts=tmp_path / "art",
-        state=tmp_path / "st", port=free_port(),
-    )  # fmt: skip
+        store=tracking_server.sqlite_store(tmp_path / "db.sqlite"),
+        artifacts=tmp_path / "art",
+        state=tmp_path / "st",
+        port=free_port(),
+    )
     uri = server.url
     srv = tracking_server.start(server, Settings())
     env = {**cli_env, "MLFLOW_TRACKING_URI": uri, "DURATION_SERVER_CHECK_S": "2"}

@@ -36,17 +36,19 @@ def synthetic_rides(n: int, seed: int, distance_scale: float = 1.0) -> pd.DataFr
     rng = np.random.default_rng(seed)
     start = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 31 * 86400, n), "s")
     distance = rng.gamma(2.0, 1.5, n) * distance_scale
-    return pd.DataFrame({
-        "pickup_datetime": start,
-        "PULocationID": rng.choice([41, 74, 75, 166], n),
-        "DOLocationID": rng.choice([41, 42, 74, 75, 236], n),
-        "trip_distance": distance,
-        "VendorID": rng.choice([1.0, 2.0], n),
-        "RatecodeID": np.where(rng.random(n) < 0.5, 1.0, np.nan),
-        "trip_type": 1.0,
-        "passenger_count": rng.choice([1.0, 2.0, np.nan], n),
-        "duration": 4 * distance + rng.normal(0, 2, n),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "pickup_datetime": start,
+            "PULocationID": rng.choice([41, 74, 75, 166], n),
+            "DOLocationID": rng.choice([41, 42, 74, 75, 236], n),
+            "trip_distance": distance,
+            "VendorID": rng.choice([1.0, 2.0], n),
+            "RatecodeID": np.where(rng.random(n) < 0.5, 1.0, np.nan),
+            "trip_type": 1.0,
+            "passenger_count": rng.choice([1.0, 2.0, np.nan], n),
+            "duration": 4 * distance + rng.normal(0, 2, n),
+        }
+    )
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from duration.errors import DurationError, redact
-from duration.infra import tracking_server
-from duration.infra.postgres import libpq_uri
+from duration.server import tracking_server
+from duration.server.pg_databases import libpq_uri
 from duration.settings import DEFAULT_TLC_URL, ENV, Paths, Settings
 
 
@@ -61,11 +61,23 @@ def test_an_empty_variable_counts_as_unset(monkeypatch):
 
 def test_every_variable_sets_its_field(monkeypatch):
     """Each variable in ENV reaches the field it names (a value of the field's own type)."""
-    values = {"home": "/h", "data_dir": "/d", "tlc_url": "file:///t", "lock_dir": "/l",
-              "uri": "http://127.0.0.1:1", "store_uri": "sqlite:////s.db", "check_s": "2.5",
-              "master": "local[2]", "os_user": "pg", "drift_threshold": "0.2",
-              "drift_share": "0.3", "rmse_ratio": "1.2", "workers": "3", "log": "False",
-              "flush_s": "0.5"}  # fmt: skip
+    values = {
+        "home": "/h",
+        "data_dir": "/d",
+        "tlc_url": "file:///t",
+        "lock_dir": "/l",
+        "uri": "http://127.0.0.1:1",
+        "store_uri": "sqlite:////s.db",
+        "check_s": "2.5",
+        "master": "local[2]",
+        "os_user": "pg",
+        "drift_threshold": "0.2",
+        "drift_share": "0.3",
+        "rmse_ratio": "1.2",
+        "workers": "3",
+        "log": "False",
+        "flush_s": "0.5",
+    }
     for var, (_, name) in ENV.items():
         monkeypatch.setenv(var, values.get(name, "1234"))
     s = Settings.from_env()

@@ -28,8 +28,11 @@ def root(
     ),
 ) -> None:
     """Predict NYC taxi ride durations, tracked end to end in MLflow."""
-    flags = {"paths.data_dir": "--data-dir", "paths.tlc_url": "--tlc-url",
-             "tracking.uri": "--tracking-uri"}  # fmt: skip
+    flags = {
+        "paths.data_dir": "--data-dir",
+        "paths.tlc_url": "--tlc-url",
+        "tracking.uri": "--tracking-uri",
+    }
     ctx.obj = Settings.from_env().but(
         flags,
         paths={"data_dir": data_dir, "tlc_url": tlc_url},
@@ -38,10 +41,20 @@ def root(
 
 
 for command in (
-    data.download, data.prepare, data.vectorize, train.train, train.tune, registry.register,
-    registry.promote, registry.predict, monitor.monitor, monitor.cycle, pipeline.pipeline,
-    serve.deploy, serve.traffic,
-):  # fmt: skip
+    data.download,
+    data.prepare,
+    data.vectorize,
+    train.train,
+    train.tune,
+    registry.register,
+    registry.promote,
+    registry.predict,
+    monitor.monitor,
+    monitor.cycle,
+    pipeline.pipeline,
+    serve.deploy,
+    serve.traffic,
+):
     app.command()(command)
 app.add_typer(server.server_app, name="server")
 app.add_typer(server.db_app, name="db")

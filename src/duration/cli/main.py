@@ -13,7 +13,7 @@ from typer.exceptions import TyperException
 from duration.cli.app import app
 from duration.cli.runtime import prepare_process
 from duration.errors import DurationError, Stopped, one_line
-from duration.infra import tracking_server
+from duration.server import tracking_server
 from duration.settings import Settings
 
 
@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         if (line := refused(e) or server_failed(e)) is not None:
             print(f"duration: error: {line}", file=sys.stderr)
             return 1
-        print(f"duration: error: {_what(e)}: {one_line(e)} (set DURATION_DEBUG=1 for the "
-              "traceback)", file=sys.stderr)  # fmt: skip
+        print(
+            f"duration: error: {_what(e)}: {one_line(e)} (set DURATION_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -13,7 +13,7 @@ from duration.cli import options, render
 from duration.cli.runtime import connect, connect_and_reap, long_running, settings, write_summary
 from duration.core.schema import NEXT_MONTH, Color
 from duration.errors import DurationError
-from duration.ops.requests import MAX_WINDOW, CycleRequest, check_range
+from duration.ops.specs import MAX_WINDOW, CycleRequest, check_range
 from duration.settings import Monitor, Settings
 from duration.tracking.names import MODEL_NAME
 
@@ -42,8 +42,11 @@ def monitor(
 ) -> None:
     """Score a labelled month with a version; measure quality, data quality and drift.
     With --served: the realised quality of what the served model answered for the month."""
-    given = {"drift_threshold": drift_threshold, "drift_share": drift_share,
-             "rmse_ratio": rmse_ratio}  # fmt: skip
+    given = {
+        "drift_threshold": drift_threshold,
+        "drift_share": drift_share,
+        "rmse_ratio": rmse_ratio,
+    }
     s = settings(ctx).but(FLAGS, monitor=given)
     if served:
         return _served(ctx, s, color, month, summary)
@@ -62,10 +65,10 @@ def monitor(
 
 
 def _served(ctx: typer.Context, s: Settings, color: Color, month: str, summary: Path) -> None:
-    from duration.ops import served as sv  # deferred: the ML stack loads only to do the work
+    from duration.ops import monitor_served  # deferred: the ML stack loads only to do the work
 
     connect(ctx)
-    r = sv.monitor(s, color, month)
+    r = monitor_served.monitor(s, color, month)
     write_summary(summary, asdict(r))
     typer.echo(
         f"served {color.value} {month}: {r.month_rides} of the {r.logged_rides} logged rides "
@@ -87,7 +90,7 @@ def cycle(
         CycleRequest.window,
         "--window",
         help=f"Labelled months to retrain on (2-{MAX_WINDOW}): the newest validates.",
-    ),  # fmt: skip
+    ),
     min_improvement: float = options.MinImprovement,
     max_slice_loss: float = options.MaxSliceLoss,
     live: str = typer.Option(
@@ -95,7 +98,7 @@ def cycle(
         "--live",
         help="off: promote on the offline gate; shadow or canary: put the challenger beside "
         "the served Production, and decide next month on its rides and the gate.",
-    ),  # fmt: skip
+    ),
     live_weight: int = typer.Option(
         CycleRequest.live_weight, "--live-weight", help="A live canary's share of clients, %."
     ),
@@ -109,22 +112,24 @@ def cycle(
     if (month is None) == (start is None and end is None) or (start is None) != (end is None):
         raise DurationError("give --month M for one month, or --from M1 --to M2 to replay")
     req = CycleRequest(
-        month=month or start, color=color, name=name, trials=trials, window=window, seed=seed,
-        max_rounds=max_rounds, rule=options.gate_rule(min_improvement, max_slice_loss),
-        live=live, live_weight=live_weight,
-    )  # fmt: skip
+        month=month or start,
+        color=color,
+        name=name,
+        trials=trials,
+        window=window,
+        seed=seed,
+        max_rounds=max_rounds,
+        rule=options.gate_rule(min_improvement, max_slice_loss),
+        live=live,
+        live_weight=live_weight,
+    )
     req.check()
     if month is None:
         check_range(start, end)
+        return _replay(ctx, req, start, end, summary)
     from duration.ops import cycle as cy  # deferred: the ML stack loads only to do the work
 
     uri = connect_and_reap(ctx)
-    if month is None:
-        typer.echo(cy.row(None))
-        with long_running(ctx, uri) as stop:
-            rows = cy.replay(settings(ctx), req, start, end, stop, say=typer.echo)
-        write_summary(summary, [asdict(r) for r in rows])
-        return
     with long_running(ctx, uri) as stop:
         r = cy.run(settings(ctx), req, stop)
     write_summary(summary, asdict(r))
@@ -133,6 +138,16 @@ def cycle(
         f"{r.month}: Production v{r.champion_version} {r.verdict} -> {r.action}{again}: "
         f"{r.reason}; Production is v{r.production_version}"
     )
+
+
+def _replay(ctx: typer.Context, req: CycleRequest, start: str, end: str, summary: Path) -> None:
+    from duration.ops import cycle as cy  # deferred: the ML stack loads only to do the work
+
+    uri = connect_and_reap(ctx)
+    typer.echo(cy.row(None))
+    with long_running(ctx, uri) as stop:
+        rows = cy.replay(settings(ctx), req, start, end, stop, say=typer.echo)
+    write_summary(summary, [asdict(r) for r in rows])
 
 
 ab_app = typer.Typer(no_args_is_help=True, help="Live decisions: canary and shadow arms.")

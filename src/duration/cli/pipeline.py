@@ -10,8 +10,8 @@ from duration.cli import options, render
 from duration.cli.runtime import connect_and_reap, long_running, settings, write_summary
 from duration.cli.train import preflight
 from duration.core.schema import COURSE, Color, FeatureSet
-from duration.ops.requests import PipelineRequest
-from duration.training.config import Backend, SearchConfig, parse_baselines
+from duration.ops.specs import PipelineRequest
+from duration.training.config import SearchBackend, SearchConfig, parse_baselines
 
 
 def pipeline(
@@ -24,7 +24,7 @@ def pipeline(
     trials: int = options.Trials,
     seed: int = options.Seed,
     max_rounds: int = options.MaxRounds,
-    backend: Backend = options.BackendOpt,
+    backend: SearchBackend = options.BackendOpt,
     parallelism: int = options.Parallelism,
     spark_master: str = options.Master,
     baselines: str = typer.Option(
@@ -36,14 +36,24 @@ def pipeline(
 ) -> None:
     """Run download -> prepare -> vectorize -> baselines -> tune -> register -> promote."""
     search = SearchConfig(
-        trials=trials, seed=seed, max_rounds=max_rounds, backend=backend,
-        parallelism=parallelism, spark_master=spark_master, budget_rows=budget_rows,
+        trials=trials,
+        seed=seed,
+        max_rounds=max_rounds,
+        backend=backend,
+        parallelism=parallelism,
+        spark_master=spark_master,
+        budget_rows=budget_rows,
         refit=refit,
-    )  # fmt: skip
+    )
     req = PipelineRequest(
-        color=color, train=train_month, val=val, test=test, features=features,
-        baselines=parse_baselines(baselines), search=search,
-    )  # fmt: skip
+        color=color,
+        train=train_month,
+        val=val,
+        test=test,
+        features=features,
+        baselines=parse_baselines(baselines),
+        search=search,
+    )
     req.check()  # before the ML stack is imported: a bad flag is quick
     preflight(ctx, search)
     from duration.ops.pipeline import run  # deferred: the ML stack loads only to do the work

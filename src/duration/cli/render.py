@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -13,12 +15,18 @@ from rich.table import Table
 from duration.tracking.experiments import ui_links
 from duration.tracking.names import EXPERIMENT, SEARCH_EXPERIMENT
 
+if TYPE_CHECKING:
+    from duration.ops.pipeline import PipelineResult
 
-def table(rows: list[dict], cols: list[str]) -> str:
-    """`rows` as an aligned text table of `cols` (floats to 4 decimals)."""
+
+def table(rows: Sequence[Mapping[str, Any] | Any], cols: list[str]) -> str:
+    """`rows` (dicts, or dataclasses) as an aligned text table of `cols` (floats to 4
+    decimals)."""
 
     def cell(v: Any) -> str:
         return f"{v:.4f}" if isinstance(v, float) else "" if v is None else str(v)
+
+    rows = [asdict(r) if is_dataclass(r) and not isinstance(r, type) else r for r in rows]
 
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style=None)
     for c in cols:
@@ -54,13 +62,17 @@ def timing_rows(timings: dict) -> list[dict]:
     ]
 
 
-def pipeline_rows(r: Any) -> list[dict]:
+def pipeline_rows(r: PipelineResult) -> list[dict[str, Any]]:
     """The pipeline's table: each baseline, the search's best and the registered version."""
     rows = [
-        {"step": f"baseline {b['model']}", "features": b["features"], "val_rmse": b["val_rmse"],
-         "run": b["run_id"]}
+        {
+            "step": f"baseline {b['model']}",
+            "features": b["features"],
+            "val_rmse": b["val_rmse"],
+            "run": b["run_id"],
+        }
         for b in r.baselines
-    ]  # fmt: skip
+    ]
     refits = len(r.search.get("budget", {}).get("refits", []))
     rows.append(
         {
@@ -85,7 +97,7 @@ def pipeline_rows(r: Any) -> list[dict]:
     return rows
 
 
-def report_pipeline(r: Any, uri: str, name: str) -> None:
+def report_pipeline(r: PipelineResult, uri: str, name: str) -> None:
     """The pipeline's tables, its decision, how its search spent the budget and UI links."""
     typer.echo(table(pipeline_rows(r), ["step", "features", "val_rmse", "test_rmse", "run"]))
     if r.stopped:

@@ -20,10 +20,10 @@ from typing import Any
 
 import typer
 
-from duration.infra import tracking_server
 from duration.infra.files import write_atomic
 from duration.infra.net import is_healthy
 from duration.registry.uris import STAGE_DEPRECATION
+from duration.server import tracking_server
 from duration.settings import Settings
 from duration.tracking import client
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,9 +13,12 @@ from duration.cli import options
 from duration.cli.runtime import connect, settings, stop_on_signals, write_summary
 from duration.core.schema import Color
 from duration.errors import DurationError
-from duration.infra import serving
-from duration.ops.requests import TrafficRequest
+from duration.ops.specs import TrafficRequest
+from duration.serving import service
 from duration.settings import Settings
+
+if TYPE_CHECKING:
+    from duration.ops.deploy import Deployment
 
 serve_app = typer.Typer(
     no_args_is_help=True, help="Serve the Production version over HTTP (behind nginx)."
@@ -29,9 +32,11 @@ Workers = typer.Option(
 
 @serve_app.command("start")
 def serve_start(
-    ctx: typer.Context, name: str = options.Name, wait: float = options.Wait,
+    ctx: typer.Context,
+    name: str = options.Name,
+    wait: float = options.Wait,
     workers: int = Workers,
-) -> None:  # fmt: skip
+) -> None:
     """Serve models:/NAME@production on 127.0.0.1:$SERVE_PORT unless it already serves."""
     from duration.ops import deploy  # deferred: the ML stack loads only to do the work
 
@@ -47,22 +52,22 @@ def serve_log(
     output: Path = typer.Option(..., "--output", help="Parquet file to write."),
 ) -> None:
     """Write every served prediction in the log (one row per ride) to one parquet file."""
-    from duration.infra import prediction_log  # deferred: pyarrow loads only to do the work
+    from duration.serving import log_read  # deferred: pyarrow loads only to do the work
 
     s = settings(ctx)
-    table = prediction_log.export(s.paths.serve_log, output)
+    table = log_read.export(s.paths.serve_log, output)
     versions = table.column("model_version").value_counts().to_pylist()
-    by = ", ".join(f"v{v['values']}: {v['counts']}" for v in sorted(
-        versions, key=lambda v: str(v["values"])))  # fmt: skip
+    ordered = sorted(versions, key=lambda v: str(v["values"]))
+    by = ", ".join(f"v{v['values']}: {v['counts']}" for v in ordered)
     typer.echo(f"{output}: {table.num_rows} served rides ({by})")
 
 
 @serve_app.command("status")
 def serve_status(ctx: typer.Context) -> None:
     """JSON: url, model_name, version, pid, healthy (exit 1 when not healthy)."""
-    st = serving.status(settings(ctx))
-    typer.echo(json.dumps(st, indent=2))
-    if not st["healthy"]:
+    st = service.status(settings(ctx))
+    typer.echo(json.dumps(st.to_json(), indent=2))
+    if not st.healthy:
         raise typer.Exit(1)
 
 
@@ -73,6 +78,38 @@ def serve_stop(ctx: typer.Context, wait: float = options.Wait) -> None:
 
     stopped = deploy.stop(settings(ctx), wait)
     typer.echo(f"stopped {' and '.join(stopped)}" if stopped else "nothing was serving")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    """The one change to serving a `deploy` asks for."""
+
+    version: str | None = None  # serve it and make it Production (rollback)
+    canary: str | None = None
+    weight: int = 10
+    shadow: str | None = None
+    finish: bool = False
+    abort: bool = False
+
+    def check(self) -> None:
+        """One change at a time, with versions that are numbers."""
+        given = {
+            "--version": self.version is not None,
+            "--canary": self.canary is not None,
+            "--shadow": self.shadow is not None,
+            "--finish": self.finish,
+            "--abort": self.abort,
+        }
+        asked = [flag for flag, on in given.items() if on]
+        if len(asked) > 1:
+            raise DurationError(f"give one of {' / '.join(asked)}: one change to serving at a time")
+        for flag, value in (
+            ("--version", self.version),
+            ("--canary", self.canary),
+            ("--shadow", self.shadow),
+        ):
+            if value is not None and not value.isdigit():
+                raise DurationError(f"{flag} {value!r} is not a version number: give e.g. 3")
 
 
 def deploy(
@@ -101,62 +138,64 @@ def deploy(
 ) -> None:
     """Put the Production version (or --version N) into service: start, smoke-test, switch.
     Or a candidate beside it: --canary N --weight W, --shadow N; then --finish or --abort."""
-    given = {"--version": version is not None, "--canary": canary is not None,
-             "--shadow": shadow is not None, "--finish": finish, "--abort": abort}  # fmt: skip
-    asked = [flag for flag, on in given.items() if on]
-    if len(asked) > 1:
-        raise DurationError(f"give one of {' / '.join(asked)}: one change to serving at a time")
-    for flag, value in (("--version", version), ("--canary", canary), ("--shadow", shadow)):
-        if value is not None and not value.isdigit():
-            raise DurationError(f"{flag} {value!r} is not a version number: give e.g. 3")
+    change = Change(
+        version=version, canary=canary, weight=weight, shadow=shadow, finish=finish, abort=abort
+    )
+    change.check()
     if rows < 1:
         raise DurationError(f"--rows {rows}: give at least 1")
     if canary is not None:
-        from duration.ops.rollout import check_weight  # deferred: ops loads pandas
+        from duration.ops.arms import check_weight  # deferred: ops loads pandas
 
         check_weight(weight)
     connect(ctx)
-    d = _deploy(settings(ctx), name, version, canary, weight, shadow, finish, abort, rows,
-                force, wait)  # fmt: skip
+    d = _deploy(settings(ctx), name, change, rows, force, wait)
     write_summary(summary, asdict(d))
     typer.echo(_said(d))
 
 
-def _deploy(s: Settings, name: str, version: str | None, canary: str | None, weight: int,
-            shadow: str | None, finish: bool, abort: bool, rows: int, force: bool,
-            wait: float) -> Any:  # fmt: skip
-    from duration.ops import deploy as dp  # deferred: the ML stack loads only to do the work
-    from duration.ops import rollout
+def _deploy(
+    s: Settings, name: str, change: Change, rows: int, force: bool, wait: float
+) -> Deployment:
+    from duration.ops import arms, deploy  # deferred: the ML stack loads only to do the work
+    from duration.serving.state import Role
 
-    if canary is not None:
-        return rollout.start(s, name, canary, "canary", weight, rows, force, wait)
-    if shadow is not None:
-        return rollout.start(s, name, shadow, "shadow", 0, rows, force, wait)
-    if finish:
-        return rollout.finish(s, name, rows, wait)
-    if abort:
-        return rollout.abort(s, name, wait)
-    return dp.deploy(s, name, version, rows, force, wait)
+    if change.canary is not None:
+        return arms.start(s, name, change.canary, Role.canary, change.weight, rows, force, wait)
+    if change.shadow is not None:
+        return arms.start(s, name, change.shadow, Role.shadow, 0, rows, force, wait)
+    if change.finish:
+        return arms.finish(s, name, rows, wait)
+    if change.abort:
+        return arms.abort(s, name, wait)
+    return deploy.deploy(s, name, change.version, rows, force, wait)
 
 
-def _said(d: Any) -> str:
+def _said(d: Deployment) -> str:
     """What a deploy did, in one line."""
     if d.outcome == "already-serving":
         return f"{d.model_name} version {d.version} already serves at {d.url}: nothing to do"
     if d.outcome == "aborted":
-        return (f"aborted: the {d.role} of version {d.version} is out; version "
-                f"{d.previous_version} answers every request at {d.url}")  # fmt: skip
-    t = d.timings
-    what = {"canary": f"a canary for {d.weight}% of clients beside", "shadow": "a shadow of",
-            "finished": f"Production (was the {d.role}), replacing"}.get(d.outcome, "")  # fmt: skip
-    lead = (f"{d.outcome}: {d.model_name} version {d.version} serves at {d.url} as {what} "
-            f"version {d.previous_version}") if what else (
-            f"{d.outcome}: {d.model_name} version {d.version} serves at {d.url} (was "
-            f"{d.previous_version or 'nothing'})")  # fmt: skip
+        return (
+            f"aborted: the {d.role} of version {d.version} is out; version "
+            f"{d.previous_version} answers every request at {d.url}"
+        )
+    what = {
+        "canary": f"a canary for {d.weight}% of clients beside",
+        "shadow": "a shadow of",
+        "finished": f"Production (was the {d.role}), replacing",
+    }.get(d.outcome)
+    serves = f"{d.outcome}: {d.model_name} version {d.version} serves at {d.url}"
+    lead = (
+        f"{serves} as {what} version {d.previous_version}"
+        if what
+        else f"{serves} (was {d.previous_version or 'nothing'})"
+    )
+    t, smoke = d.timings, d.smoke
+    rides, diff = (smoke.rows, smoke.max_abs_diff) if smoke else (0, 0.0)
     return (
-        f"{lead}; started in {t.get('start_s', 0):.1f} s, smoke test of "
-        f"{d.smoke.get('rows', 0)} rides max diff {d.smoke.get('max_abs_diff', 0):.2g} min, "
-        f"switched in {t.get('switch_s', 0):.2f} s"
+        f"{lead}; started in {t.get('start_s', 0):.1f} s, smoke test of {rides} rides max "
+        f"diff {diff:.2g} min, switched in {t.get('switch_s', 0):.2f} s"
     )
 
 
@@ -177,8 +216,9 @@ def traffic(
         raise DurationError("give --month YYYY-MM: the month whose rides to replay")
     from duration.ops import traffic as tr  # deferred: pandas loads only to do the work
 
-    req = TrafficRequest(month=month, color=color, rides=rides, rate=rate,
-                         concurrency=concurrency, batch=batch)  # fmt: skip
+    req = TrafficRequest(
+        month=month, color=color, rides=rides, rate=rate, concurrency=concurrency, batch=batch
+    )
     with stop_on_signals() as stop:
         t = tr.replay(settings(ctx), req, stop)
     write_summary(summary, asdict(t))
@@ -193,7 +233,9 @@ def traffic(
     for line in t.errors:
         typer.echo(f"  failed: {line}", err=True)
     if not t.logged:
-        typer.echo("  the prediction log had not caught up when it returned: see "
-                   "`duration serve status`", err=True)  # fmt: skip
+        typer.echo(
+            "  the prediction log had not caught up when it returned: see `duration serve status`",
+            err=True,
+        )
     if t.failed_requests:
         raise typer.Exit(1)

@@ -10,8 +10,8 @@ import typer
 from duration.cli import render
 from duration.cli.runtime import connect, settings
 from duration.errors import DurationError
-from duration.infra import postgres, team, tracking_server
 from duration.infra.net import is_healthy
+from duration.server import pg_databases, postgres, team, tracking_server
 from duration.settings import Settings
 from duration.tracking.names import MODEL_NAME
 
@@ -104,19 +104,17 @@ def db_stop(ctx: typer.Context) -> None:
 @db_app.command("status")
 def db_status(ctx: typer.Context) -> None:
     """Whether the local PostgreSQL runs and answers; exits 1 when it does not."""
-    st = postgres.status(settings(ctx))
-    if not st["running"]:
-        hint = "`duration db start`" + ("" if st["initialised"] else " (nothing initialised yet)")
+    st = pg_databases.status(settings(ctx))
+    if not st.running:
+        hint = "`duration db start`" + ("" if st.initialised else " (nothing initialised yet)")
         typer.echo(f"PostgreSQL is not running: start it with {hint}")
         raise typer.Exit(1)
-    typer.echo(
-        f"PostgreSQL {st.get('server_version', '?')} on 127.0.0.1:{st['port']}, data {st['data']}"
-    )
-    typer.echo(f"  MLFLOW_BACKEND_STORE_URI={st['uri']}")
-    if not st.get("answers"):
-        typer.echo(f"  it does not answer: {st.get('error')}")
+    typer.echo(f"PostgreSQL {st.server_version or '?'} on 127.0.0.1:{st.port}, data {st.data}")
+    typer.echo(f"  MLFLOW_BACKEND_STORE_URI={st.uri}")
+    if not st.answers:
+        typer.echo(f"  it does not answer: {st.error}")
         raise typer.Exit(1)
-    typer.echo(f"  database {postgres.DATABASE}: {st['size_mb']} MB")
+    typer.echo(f"  database {postgres.DATABASE}: {st.size_mb} MB")
 
 
 @db_app.command("backup")
@@ -126,15 +124,15 @@ def db_backup(
 ) -> None:
     """pg_dump the local MLflow database (custom format; restore with pg_restore)."""
     s = settings(ctx)
-    st = postgres.status(s)
-    if not st["running"]:
+    st = pg_databases.status(s)
+    if not st.running or st.uri is None:
         raise DurationError("PostgreSQL is not running: start it with `duration db start`")
-    path = postgres.backup(s, st["uri"], out)
-    typer.echo(f"backed up {st['uri']} to {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    if st.get("auth"):  # the team server's users and permissions
+    path = pg_databases.backup(s, st.uri, out)
+    typer.echo(f"backed up {st.uri} to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if st.auth:  # the team server's users and permissions
         to = None if out is None else out.with_suffix(".auth.dump")
-        auth = postgres.backup(s, st["auth"], to)
-        typer.echo(f"backed up {st['auth']} to {auth} ({auth.stat().st_size / 1e6:.1f} MB)")
+        auth = pg_databases.backup(s, st.auth, to)
+        typer.echo(f"backed up {st.auth} to {auth} ({auth.stat().st_size / 1e6:.1f} MB)")
 
 
 @runs_app.command("reap")

@@ -11,8 +11,8 @@ import typer
 from duration.cli import options, render
 from duration.cli.runtime import connect, connect_and_reap, long_running, settings, write_summary
 from duration.core.schema import COURSE, Color, FeatureSet, ModelKind
-from duration.infra import spark
-from duration.training.config import Backend, SearchConfig, check_rounds
+from duration.spark import session as spark
+from duration.training.config import SearchBackend, SearchConfig, check_rounds
 
 
 def train(
@@ -50,7 +50,7 @@ def tune(
     seed: int = options.Seed,
     timeout: float = typer.Option(None, "--timeout", help="Stop after this many seconds."),
     max_rounds: int = options.MaxRounds,
-    backend: Backend = options.BackendOpt,
+    backend: SearchBackend = options.BackendOpt,
     parallelism: int = options.Parallelism,
     spark_master: str = options.Master,
     budget_rows: int = options.Budget,
@@ -59,10 +59,17 @@ def tune(
 ) -> None:
     """Search hyperparameters with hyperopt (TPE); one parent run, one child run per trial."""
     config = SearchConfig(
-        kind=model, trials=trials, seed=seed, timeout=timeout, max_rounds=max_rounds,
-        backend=backend, parallelism=parallelism, spark_master=spark_master,
-        budget_rows=budget_rows, refit=refit,
-    )  # fmt: skip
+        kind=model,
+        trials=trials,
+        seed=seed,
+        timeout=timeout,
+        max_rounds=max_rounds,
+        backend=backend,
+        parallelism=parallelism,
+        spark_master=spark_master,
+        budget_rows=budget_rows,
+        refit=refit,
+    )
     config.check()  # before the ML stack is imported: a bad flag is quick
     preflight(ctx, config)
     from duration.data import matrices  # deferred: the ML stack loads only to do the work
@@ -91,5 +98,5 @@ def tune(
 
 def preflight(ctx: typer.Context, config: SearchConfig) -> None:
     """For the spark backend: Java, pyspark and the master, before any work starts."""
-    if config.backend is Backend.spark:
+    if config.backend is SearchBackend.spark:
         spark.preflight(config.spark_master or settings(ctx).spark.master)

@@ -9,7 +9,7 @@ import typer
 from duration.cli import render
 from duration.cli.runtime import settings
 from duration.errors import DurationError
-from duration.ops import users as u
+from duration.server import users as u
 
 users_app = typer.Typer(
     no_args_is_help=True,
@@ -52,7 +52,7 @@ def add(
 @users_app.command("list")
 def list_(ctx: typer.Context) -> None:
     """Every user and its role."""
-    rows = [{"user": x.name, "role": x.role} for x in u.users(settings(ctx))]
+    rows = [{"user": x.name, "role": x.shown} for x in u.users(settings(ctx))]
     typer.echo(render.table(rows, ["user", "role"]))
 
 
@@ -83,4 +83,4 @@ def role(
 ) -> None:
     """Give a user another role."""
     user = u.set_role(settings(ctx), name, new)
-    typer.echo(f"{user.name} is now {user.role}")
+    typer.echo(f"{user.name} is now {user.shown}")

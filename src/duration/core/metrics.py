@@ -35,7 +35,7 @@ def slice_table(rides: pd.DataFrame, pred: np.ndarray, boroughs: dict[int, str])
             HOUR_BANDS[0],
             right=False,
             labels=HOUR_BANDS[1],
-        ),  # fmt: skip
+        ),
         "distance_band": pd.cut(
             rides["trip_distance"], DISTANCE_BANDS[0], labels=DISTANCE_BANDS[1]
         ),
@@ -45,10 +45,15 @@ def slice_table(rides: pd.DataFrame, pred: np.ndarray, boroughs: dict[int, str])
     for by, key in keys.items():
         g = err.groupby(np.asarray(key, dtype=object), sort=True)
         for name, part in g:
-            rows.append({
-                "slice_by": by, "slice": str(name), "rides": len(part),
-                "rmse": float(np.sqrt(part["se"].mean())), "mae": float(part["ae"].mean()),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "slice_by": by,
+                    "slice": str(name),
+                    "rides": len(part),
+                    "rmse": float(np.sqrt(part["se"].mean())),
+                    "mae": float(part["ae"].mean()),
+                }
+            )
     return pd.DataFrame(rows)
 
 

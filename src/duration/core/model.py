@@ -178,9 +178,16 @@ def input_example(rides: pd.DataFrame, featurizer: Featurizer, color: Color | st
 # The package modules the logged model imports when it loads (this module and what it
 # imports, transitively). Only these travel with the model as its code: a load downloads each.
 MODEL_MODULES = (
-    "__init__", "errors", "core/__init__", "core/schema", "core/records", "core/featurize",
-    "core/vectorizer", "core/trees", "core/model",
-)  # fmt: skip
+    "__init__",
+    "errors",
+    "core/__init__",
+    "core/schema",
+    "core/records",
+    "core/featurize",
+    "core/vectorizer",
+    "core/trees",
+    "core/model",
+)
 
 # Logged as a file (MLflow "models from code"), so the model holds no pickled Python object.
 MODEL_CODE = """from mlflow.models import set_model

@@ -27,6 +27,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "passenger_count": ("passenger_count",),
 }
 REQUIRED = ("pickup_datetime", "dropoff_datetime", "PULocationID", "DOLocationID")
+# What a ride is known by when it starts: every column but the dropoff (a served ride's inputs).
+INPUTS = tuple(c for c in ALIASES if c != "dropoff_datetime")
 PREFIXES = {Color.green: "lpep_", Color.yellow: "tpep_", Color.fhv: ""}
 
 

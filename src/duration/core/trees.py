@@ -121,11 +121,16 @@ def from_xgboost(booster: Any, rounds: int | None = None) -> Forest | None:
     if arrays is None:
         return None
     forest = Forest(
-        roots=arrays["roots"], left=arrays["left"], feature=arrays["feature"],
-        split=arrays["split"], missing_right=arrays["mr"], value=arrays["value"],
-        base=np.float32(_base_score(learner)), depth=_depth(arrays["roots"], arrays["left"]),
+        roots=arrays["roots"],
+        left=arrays["left"],
+        feature=arrays["feature"],
+        split=arrays["split"],
+        missing_right=arrays["mr"],
+        value=arrays["value"],
+        base=np.float32(_base_score(learner)),
+        depth=_depth(arrays["roots"], arrays["left"]),
         n_features=n_features,
-    )  # fmt: skip
+    )
     x = _probe(forest, np.random.default_rng(0))
     range_ = (0, len(trees))
     expected = booster.inplace_predict(x, iteration_range=range_, missing=np.nan)

@@ -134,24 +134,6 @@ def load_processed(
     return pd.read_parquet(path, columns=columns)
 
 
-def ride_ids(color: Color | str, month: str, index: np.ndarray) -> list[str]:
-    """The ids of a prepared month's rides at `index` (their rows in the prepared file):
-    `green-2021-04-000123`. The TLC publishes no ride id; this one lets a served prediction
-    be joined to the ride's real duration once the month is labelled."""
-    prefix = f"{Color(color).value}-{month}-"
-    return [f"{prefix}{i:06d}" for i in np.asarray(index).tolist()]
-
-
-def ride_index(ids: pd.Series, color: Color | str, month: str) -> pd.Series:
-    """The prepared-file row of each id that `ride_ids` made for (color, month); -1 for the
-    others (another month's, a client's own, none)."""
-    prefix = f"{Color(color).value}-{month}-"
-    s = ids.astype("string")
-    tail = s.str.removeprefix(prefix)
-    ok = s.str.startswith(prefix).fillna(False) & tail.str.fullmatch(r"\d+").fillna(False)
-    return pd.to_numeric(tail.where(ok), errors="coerce").fillna(-1).astype(np.int64)
-
-
 def first_rows(path: Path, n: int) -> pd.DataFrame:
     """The first `n` rows of a parquet file, without reading the rest."""
     return next(pq.ParquetFile(path).iter_batches(batch_size=n)).to_pandas()

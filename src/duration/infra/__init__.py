@@ -1,3 +1,2 @@
-"""The machinery under the pipeline: ports, processes, files, resources, and the services
-the project starts itself (the MLflow server, PostgreSQL, scoring servers behind nginx,
-the Spark cluster), all bound to 127.0.0.1."""
+"""OS plumbing under everything else: loopback ports and health checks, process groups,
+atomic files and locks, a stopwatch of stages, and nginx as the project runs it."""

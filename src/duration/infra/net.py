@@ -47,8 +47,11 @@ def health_problem(uri: str, timeout: float = 2.0) -> str | None:
         return "not an http(s) address"
     context = tls_context() if uri.startswith("https://") else None
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout,  # noqa: S310
-                                    context=context) as r:  # fmt: skip
+        with urllib.request.urlopen(
+            f"{uri.rstrip('/')}/health",
+            timeout=timeout,  # noqa: S310
+            context=context,
+        ) as r:
             return None if r.status == 200 else f"HTTP {r.status}"
     except urllib.error.URLError as e:
         if isinstance(e.reason, ssl.SSLError):

@@ -22,8 +22,8 @@ import pandas as pd
 from duration.core.schema import Color, month_range, previous_month
 from duration.data import matrices, prepare, tlc
 from duration.errors import DurationError, NotPublished, Stopped
-from duration.ops import live, monitor
-from duration.ops.requests import CycleRequest, check_range
+from duration.ops import cycle_live, monitor
+from duration.ops.specs import CycleRequest, check_range
 from duration.registry import register as reg
 from duration.registry.lease import month_lock, promote_lock
 from duration.registry.promote import Comparison, compare
@@ -78,8 +78,9 @@ def labelled_months(settings: Settings, color: Color | str, before: str, count: 
     )
 
 
-def recorded(name: str, month: str) -> dict | None:
-    """The decision already taken for (model, month), if a cycle finished it before."""
+def recorded(name: str, month: str) -> CycleResult | None:
+    """The decision already taken for (model, month), if a cycle finished it before; as it
+    was recorded, marked `repeated`."""
     exp = client().get_experiment_by_name(CYCLE_EXPERIMENT)
     if exp is None:
         return None
@@ -89,7 +90,9 @@ def recorded(name: str, month: str) -> dict | None:
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    return dict(json.loads(found[0].data.tags["decision"])) if found else None
+    if not found:
+        return None
+    return CycleResult(**{**json.loads(found[0].data.tags["decision"]), "repeated": True})
 
 
 def retrain(
@@ -132,8 +135,10 @@ def replay(
     with runs.ended(lambda status: client().set_terminated(parent, status)):
         for month in month_range(start, end):
             if stop is not None and stop.is_set():
-                raise Stopped(f"the replay was stopped before {month}: the months before it "
-                              "are decided; replay from it to go on")  # fmt: skip
+                raise Stopped(
+                    f"the replay was stopped before {month}: the months before it "
+                    "are decided; replay from it to go on"
+                )
             try:
                 tlc.download(settings, req.color, month, progress=False)
             except NotPublished:
@@ -151,13 +156,22 @@ ROW = "{month:8}  {production:>10}  {rmse:>7}  {drift:>5}  {verdict:8}  {action}
 def row(r: CycleResult | None) -> str:
     """One line of the replay table (its header for None)."""
     if r is None:
-        return ROW.format(month="month", production="Production", rmse="RMSE", drift="drift",
-                          verdict="verdict", action="action")  # fmt: skip
+        return ROW.format(
+            month="month",
+            production="Production",
+            rmse="RMSE",
+            drift="drift",
+            verdict="verdict",
+            action="action",
+        )
     return ROW.format(
-        month=r.month, production=f"v{r.champion_version}", rmse=f"{r.rmse:.4f}",
-        drift=f"{r.drift_share:.2f}", verdict=r.verdict,
+        month=r.month,
+        production=f"v{r.champion_version}",
+        rmse=f"{r.rmse:.4f}",
+        drift=f"{r.drift_share:.2f}",
+        verdict=r.verdict,
         action=r.action + (f" v{r.challenger_version}" if r.challenger_version else ""),
-    )  # fmt: skip
+    )
 
 
 def _log_history(parent: str, results: list[CycleResult]) -> None:
@@ -166,9 +180,11 @@ def _log_history(parent: str, results: list[CycleResult]) -> None:
         return
     table = pd.DataFrame([asdict(r) for r in results])
     fig = plots.history(
-        list(table["month"]), list(table["rmse"]), list(table["drift_share"]),
+        list(table["month"]),
+        list(table["rmse"]),
+        list(table["drift_share"]),
         list(table["action"] == "promoted"),
-    )  # fmt: skip
+    )
     plots.log_figure(fig, "plots/history.png", run_id=parent)
     with tempfile.TemporaryDirectory() as tmp:
         table.to_csv(Path(tmp) / "replay.csv", index=False)
@@ -183,44 +199,48 @@ def run(
 ) -> CycleResult:
     """One month: monitor, and retrain, gate and promote when the verdict says so."""
     req.check()
-    live.check_serving(settings, req)
+    cycle_live.check_serving(settings, req)
     if (done := recorded(req.name, req.month)) is not None:
-        return CycleResult(**{**done, "repeated": True})
+        return done
     champion = version_in(req.name, "Production")
     if champion is None:
         raise DurationError(f"{req.name} has no Production version: run `make pipeline` first")
     with month_lock(settings, req.name, req.month):  # a month is decided once, anywhere
         if (done := recorded(req.name, req.month)) is not None:  # decided while this waited
-            return CycleResult(**{**done, "repeated": True})
-        return _decide(settings, req, stop, parent, champion)
+            return done
+        return _decide(settings, req, stop, parent, champion.version)
 
 
 def _decide(
-    settings: Settings, req: CycleRequest, stop: threading.Event | None, parent: str | None,
-    champion: Any,
-) -> CycleResult:  # fmt: skip
-    """The month's decision, under its lease."""
-    report = monitor.monitor(
-        settings, f"models:/{req.name}/{champion.version}", req.color, req.month
-    )
+    settings: Settings,
+    req: CycleRequest,
+    stop: threading.Event | None,
+    parent: str | None,
+    champion: str,
+) -> CycleResult:
+    """The month's decision, under its lease (`champion`: Production's version)."""
+    report = monitor.monitor(settings, f"models:/{req.name}/{champion}", req.color, req.month)
     result = CycleResult(
-        month=req.month, verdict=report.verdict, action="kept",
-        champion_version=champion.version, challenger_version=None,
-        production_version=champion.version, rmse=report.rmse,
+        month=req.month,
+        verdict=report.verdict,
+        action="kept",
+        champion_version=champion,
+        challenger_version=None,
+        production_version=champion,
+        rmse=report.rmse,
         drift_share=report.drift_share,
-        reason=f"Production v{champion.version} is {report.verdict} on {req.month}",
-    )  # fmt: skip
+        reason=f"Production v{champion} is {report.verdict} on {req.month}",
+    )
     slices = None
-    arm = live.candidate(settings, req.name) if req.live != "off" else None
+    arm = cycle_live.candidate(settings, req.name) if req.role is not None else None
     if arm is not None:  # last month's challenger has served live: decide it first
-        d = live.decide(settings, req, champion.version, arm)
-        result.action, result.production_version, result.reason = (
-            d.action, d.production_version, d.reason,
-        )  # fmt: skip
+        d = cycle_live.decide(settings, req, champion, arm)
+        result.action = d.action
+        result.production_version = d.production_version
+        result.reason = d.reason
         result.challenger_version = arm.version
-        result.gate_rmse_champion, result.gate_rmse_challenger = (
-            d.gate_rmse_champion, d.gate_rmse_challenger,
-        )  # fmt: skip
+        result.gate_rmse_champion = d.gate_rmse_champion
+        result.gate_rmse_challenger = d.gate_rmse_challenger
     elif report.verdict != "ok":
         slices = _retrain_and_gate(settings, req, stop, result)
     result.decision_run_id = _log(result, req, slices, parent)
@@ -243,17 +263,18 @@ def _retrain_and_gate(
         )
         result.champion_version = current.version
         result.gate_rmse_champion, result.gate_rmse_challenger = (
-            c.champion_rmse, c.challenger_rmse,
-        )  # fmt: skip
+            c.champion_rmse,
+            c.challenger_rmse,
+        )
         result.reason = c.verdict.reason
         _tag_gate(req.name, challenger, req.month, c.challenger_rmse)
-        if c.verdict.promoted and req.live == "off":
+        if c.verdict.promoted and req.role is None:
             set_production(req.name, challenger)
             result.action, result.production_version = "promoted", challenger
         elif not c.verdict.promoted:
             result.action = "rejected"
-    if c.verdict.promoted and req.live != "off":  # outside the promote lock: it deploys
-        result.reason += "; " + live.put_live(settings, req, challenger)
+    if c.verdict.promoted and req.role is not None:  # outside the promote lock: it deploys
+        result.reason += "; " + cycle_live.put_live(settings, req, challenger)
         result.action = req.live
     return c.slices
 
@@ -265,17 +286,22 @@ def _tag_gate(name: str, version: str, month: str, rmse: float) -> None:
     c.set_model_version_tag(name, version, "test_rmse", f"{rmse:.6f}")
 
 
-def _log(r: CycleResult, req: CycleRequest, slices: pd.DataFrame | None, parent: Any) -> str:
+def _log(r: CycleResult, req: CycleRequest, slices: pd.DataFrame | None, parent: str | None) -> str:
     """One decision run per (model, month), with the decision as a tag (for reruns)."""
     import mlflow  # deferred: MLflow takes seconds to import
 
     tags = {
-        "model_name": req.name, "month": r.month, "verdict": r.verdict, "action": r.action,
+        "model_name": req.name,
+        "month": r.month,
+        "verdict": r.verdict,
+        "action": r.action,
         "champion_version": r.champion_version,
         "challenger_version": r.challenger_version or "",
-        "production_version": r.production_version, "reason": r.reason,
-        **runs.process_tags(), **({"mlflow.parentRunId": parent} if parent else {}),
-    }  # fmt: skip
+        "production_version": r.production_version,
+        "reason": r.reason,
+        **runs.process_tags(),
+        **({"mlflow.parentRunId": parent} if parent else {}),
+    }
     with runs.active_run(
         experiment_id=experiments.experiment_id(CYCLE_EXPERIMENT),
         run_name=f"cycle-{r.month}",
@@ -284,14 +310,20 @@ def _log(r: CycleResult, req: CycleRequest, slices: pd.DataFrame | None, parent:
         metrics = {
             "gate_rmse_champion": r.gate_rmse_champion,
             "gate_rmse_challenger": r.gate_rmse_challenger,
-            "rmse": r.rmse, "drift_share": r.drift_share,
-        }  # fmt: skip
+            "rmse": r.rmse,
+            "drift_share": r.drift_share,
+        }
         mlflow.log_metrics(
             {k: v for k, v in metrics.items() if v is not None and not math.isnan(v)}
         )
-        mlflow.log_params({"trials": req.trials, "window": req.window,
-                           "min_improvement": req.rule.min_improvement,
-                           "max_slice_loss": req.rule.max_slice_loss})  # fmt: skip
+        mlflow.log_params(
+            {
+                "trials": req.trials,
+                "window": req.window,
+                "min_improvement": req.rule.min_improvement,
+                "max_slice_loss": req.rule.max_slice_loss,
+            }
+        )
         if slices is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 slices.to_csv(Path(tmp) / "gate_slices.csv", index=False)

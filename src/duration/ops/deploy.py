@@ -7,7 +7,6 @@ service. Each deploy is one run in the `...-deployments` experiment; one deploy 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,15 +16,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import requests
 
 from duration.core.records import raw_records
 from duration.data import prepare
 from duration.errors import DurationError
-from duration.infra import backends, serving
-from duration.infra.backends import Backend
 from duration.infra.files import exclusive
 from duration.registry.uris import check_version, exists, load, set_production
+from duration.serving import client as serving_client
+from duration.serving import service, workers
+from duration.serving.state import Role, State, WorkerGroup, read_state
 from duration.settings import Settings
 from duration.tracking import experiments, runs
 from duration.tracking.client import client
@@ -33,6 +32,16 @@ from duration.tracking.names import DEPLOY_EXPERIMENT
 
 SMOKE_TOLERANCE = 1e-4  # minutes: HTTP answers must match in-process predictions this closely
 SMOKE_ROWS = 200
+
+
+@dataclass(frozen=True, kw_only=True)
+class Smoke:
+    """A smoke test: real rides of a month sent over HTTP, against in-process predictions."""
+
+    rows: int
+    month: str
+    max_abs_diff: float
+    http_s: float
 
 
 @dataclass(kw_only=True)
@@ -44,10 +53,10 @@ class Deployment:
     previous_version: str | None
     outcome: str  # deployed, rolled-back, already-serving; canary, shadow, finished, aborted
     url: str
-    timings: dict = field(default_factory=dict)  # start_s, smoke_s, switch_s
-    smoke: dict = field(default_factory=dict)  # rows, month, max_abs_diff
+    timings: dict[str, float] = field(default_factory=dict)  # start_s, smoke_s, switch_s
+    smoke: Smoke | None = None
     run_id: str | None = None
-    role: str = "production"  # or the candidate's: canary, shadow
+    role: Role = Role.production  # or the candidate's: canary, shadow
     weight: int = 100  # the share of clients it answers, %
 
 
@@ -72,7 +81,7 @@ def production_version(name: str) -> str:
         raise DurationError(
             f"{name} has no Production version: promote one first (`duration promote`)"
         )
-    return version
+    return str(version)
 
 
 def smoke_rides(settings: Settings, color: str, rows: int) -> tuple[pd.DataFrame, str]:
@@ -89,21 +98,10 @@ def smoke_rides(settings: Settings, color: str, rows: int) -> tuple[pd.DataFrame
     return records, month
 
 
-def smoke_test(url: str, name: str, version: str, records: pd.DataFrame) -> dict:
+def smoke_test(url: str, name: str, version: str, records: pd.DataFrame, month: str) -> Smoke:
     """Send `records` to `url`/invocations and compare with the registry's model in-process."""
-    payload = {"dataframe_split": json.loads(records.to_json(orient="split", date_format="iso"))}
     t0 = time.perf_counter()
-    try:
-        r = requests.post(  # a smoke test is not a served prediction: not in the log
-            f"{url}/invocations", json=payload, timeout=60, headers={"X-Duration-Smoke": "1"}
-        )
-    except requests.RequestException as e:
-        raise DurationError(f"version {version} did not answer the smoke test: {e}") from e
-    if r.status_code != 200:
-        raise DurationError(
-            f"version {version} answered the smoke test with HTTP {r.status_code}: {r.text[:160]}"
-        )
-    served = np.asarray(r.json()["predictions"], dtype=np.float64).ravel()
+    served = serving_client.smoke(url, version, records)
     http_s = time.perf_counter() - t0
     expected = load(f"models:/{name}/{version}").predict(records)
     if served.shape != expected.shape:
@@ -116,31 +114,36 @@ def smoke_test(url: str, name: str, version: str, records: pd.DataFrame) -> dict
             f"version {version} answers differ from its in-process predictions by up to "
             f"{diff:.3g} min (allowed {SMOKE_TOLERANCE}): it is not served as registered"
         )
-    return {"rows": len(records), "max_abs_diff": diff, "http_s": round(http_s, 3)}
+    return Smoke(rows=len(records), month=month, max_abs_diff=diff, http_s=round(http_s, 3))
 
 
-def _serving(settings: Settings, name: str) -> serving.State | None:
-    """The healthy serving state for `name`, or None."""
-    st = serving.status(settings)
-    return serving.read_state(settings) if st["healthy"] and st["model_name"] == name else None
+def serving_now(settings: Settings, name: str) -> State | None:
+    """What serves `name` healthily here, or None."""
+    st = service.status(settings)
+    return read_state(settings) if st.healthy and st.model_name == name else None
 
 
 def bring_up(
-    settings: Settings, name: str, version: str, rows: int, out: Deployment,
-    place: Callable[[Backend], object], role: str = "production",
-) -> None:  # fmt: skip
+    settings: Settings,
+    name: str,
+    version: str,
+    rows: int,
+    out: Deployment,
+    place: Callable[[WorkerGroup], object],
+    role: Role = Role.production,
+) -> None:
     """Start `version` as `role`, smoke-test it, then `place` it (switch to it, or add it
     as an arm); what serves goes on serving until then, and if anything fails."""
     color = check_version(name, version).tags.get("color", "green")
     records, month = smoke_rides(settings, color, rows)
     t0 = time.perf_counter()
-    with serving.started(settings, name, version, role) as backend:
+    with service.started(settings, name, version, role, out.weight) as group:
         out.timings["start_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
-        out.smoke = {"month": month, **smoke_test(backend.url, name, version, records)}
+        out.smoke = smoke_test(group.url, name, version, records, month)
         out.timings["smoke_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
-        place(backend)
+        place(group)
         out.timings["switch_s"] = round(time.perf_counter() - t0, 3)
 
 
@@ -149,14 +152,22 @@ def record(out: Deployment, deployed: bool = True, **params: object) -> None:
     Production now), the version's deployed_at tag."""
     import mlflow  # deferred: MLflow takes seconds to import
 
-    mlflow.log_params({"version": out.version, "previous_version": out.previous_version,
-                       "role": out.role, "weight": out.weight,
-                       "smoke_rows": out.smoke.get("rows"), **params})  # fmt: skip
+    smoke = out.smoke
+    mlflow.log_params(
+        {
+            "version": out.version,
+            "previous_version": out.previous_version,
+            "role": out.role.value,
+            "weight": out.weight,
+            "smoke_rows": smoke.rows if smoke else None,
+            **params,
+        }
+    )
     metrics = {**out.timings}
-    if "max_abs_diff" in out.smoke:
-        metrics["smoke_max_abs_diff"] = out.smoke["max_abs_diff"]
+    if smoke is not None:
+        metrics["smoke_max_abs_diff"] = smoke.max_abs_diff
     mlflow.log_metrics(metrics)
-    mlflow.set_tags({"outcome": out.outcome, "smoke_month": out.smoke.get("month", "")})
+    mlflow.set_tags({"outcome": out.outcome, "smoke_month": smoke.month if smoke else ""})
     if deployed:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         client().set_model_version_tag(out.model_name, out.version, "deployed_at", now)
@@ -173,12 +184,14 @@ def deploy(
     """Serve `version` (default: Production) safely; with a version, also make it Production."""
     with deploy_lock(settings, wait):
         target = version or production_version(name)
-        current = _serving(settings, name)
-        previous = current.version if current else None
+        current = serving_now(settings, name)
         out = Deployment(
-            model_name=name, version=target, previous_version=previous, outcome="deployed",
+            model_name=name,
+            version=target,
+            previous_version=current.version if current else None,
+            outcome="deployed",
             url=settings.serve.url,
-        )  # fmt: skip
+        )
         check_no_candidate(settings, force)
         if version is not None:
             out.outcome = "rolled-back"
@@ -188,8 +201,8 @@ def deploy(
         with deploy_run(name, target, f"deploy-v{target}") as run:
             out.run_id = run.info.run_id
             if force or not (current and current.version == target):
-                bring_up(settings, name, target, rows, out,
-                         lambda b: serving.switch(settings, name, b))  # fmt: skip
+                switch = lambda group: service.switch(settings, name, group)  # noqa: E731
+                bring_up(settings, name, target, rows, out, switch)
             if version is not None:
                 set_production(name, version)
             record(out, rollback=version is not None)
@@ -198,7 +211,7 @@ def deploy(
 
 def check_no_candidate(settings: Settings, force: bool) -> None:
     """Refuse, unless forced, to replace Production while a canary or shadow is running."""
-    state = serving.read_state(settings)
+    state = read_state(settings)
     if state is not None and state.candidate is not None and not force:
         c = state.candidate
         raise DurationError(
@@ -224,22 +237,22 @@ def deploy_run(name: str, version: str, run_name: str, **tags: str) -> Iterator[
             raise
 
 
-def start(settings: Settings, name: str, wait: float = 0.0) -> serving.State:
+def start(settings: Settings, name: str, wait: float = 0.0) -> State:
     """Serve the Production version unless it already serves healthily (restores a crash)."""
     with deploy_lock(settings, wait):
-        current = _serving(settings, name)
+        current = serving_now(settings, name)
         if current is not None:
             return current
         version = production_version(name)
-        kept = serving.read_state(settings)
+        kept = read_state(settings)
         same = kept is not None and (kept.name, kept.version) == (name, version)
-        if kept is not None and same and backends.up(kept.backend):
-            return serving.switch(settings, name, kept.backend)  # only the proxy was down
-        with serving.started(settings, name, version) as backend:
-            return serving.switch(settings, name, backend)
+        if kept is not None and same and workers.up(kept.production):
+            return service.switch(settings, name, kept.production)  # only the proxy was down
+        with service.started(settings, name, version) as group:
+            return service.switch(settings, name, group)
 
 
 def stop(settings: Settings, wait: float = 0.0) -> list[str]:
     """Stop serving (never in the middle of a deploy)."""
     with deploy_lock(settings, wait):
-        return serving.stop(settings)
+        return service.stop(settings)

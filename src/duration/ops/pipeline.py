@@ -18,12 +18,12 @@ from pathlib import Path
 from duration.core.schema import FeatureSet, ModelKind
 from duration.data import matrices, prepare, tlc
 from duration.errors import DurationError
-from duration.infra import serving
 from duration.infra.resources import Stopwatch
 from duration.ops import deploy
-from duration.ops.requests import PipelineRequest
+from duration.ops.specs import PipelineRequest
 from duration.registry.promote import promote
 from duration.registry.register import register
+from duration.serving import service
 from duration.settings import Settings
 from duration.tracking import experiments, runs
 from duration.tracking.client import client
@@ -143,7 +143,7 @@ def run(
             result.registered = asdict(registered)
             with watch.stage("promote"):
                 result.decision = asdict(promote(settings, req.name))
-            if result.decision["promoted"] and serving.running(settings):
+            if result.decision["promoted"] and service.running(settings):
                 with watch.stage("deploy"):
                     result.deployment = deploy_if_serving(settings, req.name)
     return result
@@ -206,7 +206,7 @@ def deploy_if_serving(settings: Settings, name: str) -> dict:
     Returns the deployment (empty when nothing serves); a failed deploy is reported in it,
     and the old version keeps serving.
     """
-    if not serving.running(settings):
+    if not service.running(settings):
         return {}
     try:
         return asdict(deploy.deploy(settings, name, wait=600))

@@ -10,7 +10,7 @@ from duration.core.metrics import rmse
 from duration.core.schema import IDENTITY, Color, check_month
 from duration.data import prepare
 from duration.infra.files import atomic_path
-from duration.registry.scoring import predict_frame
+from duration.registry.evaluation import predict_frame
 from duration.registry.uris import load, resolve_version
 from duration.settings import Settings
 

@@ -1,6 +1,6 @@
 """Replay a month's real rides through the served model, at a bounded rate and concurrency.
 
-Each ride goes with its `ride_id` (`duration.data.prepare.ride_ids`), so that what was
+Each ride goes with its `ride_id` (`duration.core.rides`), so that what was
 served can be joined to the ride's real duration later (`duration monitor --served`). The
 rides are the prepared month's, in order, as the TLC published them (raw column names).
 It only ever talks to the local proxy (127.0.0.1:SERVE_PORT), and stops at `rides`.
@@ -9,22 +9,21 @@ It only ever talks to the local proxy (127.0.0.1:SERVE_PORT), and stops at `ride
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import requests
 
 from duration.core.records import raw_records
+from duration.core.rides import ride_ids
 from duration.data import prepare
 from duration.errors import DurationError
-from duration.infra import serving
 from duration.infra.net import is_healthy, said
-from duration.ops.requests import TrafficRequest
+from duration.ops.specs import TrafficRequest
+from duration.serving import client, service
 from duration.settings import Settings
 
 
@@ -49,9 +48,18 @@ class Traffic:
     logged: bool = True  # every answered ride was in the prediction log when it returned
 
 
-def bodies(settings: Settings, req: TrafficRequest) -> list[tuple[bytes, int, str]]:
-    """The JSON bodies of the replay, how many rides each holds, and its first ride's id
-    (sent as X-Ride-Id: the key a canary split keeps each ride to one arm by)."""
+@dataclass(frozen=True, kw_only=True)
+class Body:
+    """One request of the replay: its JSON, how many rides it holds, and its first ride's
+    id (sent as X-Ride-Id: the key a canary split keeps each ride to one arm by)."""
+
+    data: bytes
+    rides: int
+    key: str
+
+
+def bodies(settings: Settings, req: TrafficRequest) -> list[Body]:
+    """The requests of the replay, in order."""
     rides = prepare.load_processed(settings, req.color, req.month)
     if len(rides) < req.rides:
         raise DurationError(
@@ -59,15 +67,15 @@ def bodies(settings: Settings, req: TrafficRequest) -> list[tuple[bytes, int, st
             f"--rides {req.rides}: ask for fewer"
         )
     rides = rides.head(req.rides).drop(columns=["duration", "dropoff_datetime"], errors="ignore")
-    split = json.loads(raw_records(rides, req.color).to_json(orient="split", date_format="iso"))
-    columns = [*split["columns"], "ride_id"]
-    ids = prepare.ride_ids(req.color, req.month, np.arange(req.rides))
-    rows = [[*row, ride_id] for row, ride_id in zip(split["data"], ids, strict=True)]
+    columns, rows = client.split(raw_records(rides, req.color))
+    ids = ride_ids(req.color, req.month, np.arange(req.rides))
+    rows = [[*row, ride_id] for row, ride_id in zip(rows, ids, strict=True)]
     out = []
     for a in range(0, len(rows), req.batch):
         part = rows[a : a + req.batch]
-        body = {"dataframe_split": {"columns": columns, "data": part}}
-        out.append((json.dumps(body).encode(), len(part), part[0][-1]))
+        out.append(
+            Body(data=client.body([*columns, "ride_id"], part), rides=len(part), key=part[0][-1])
+        )
     return out
 
 
@@ -78,8 +86,7 @@ def _first_line(r: requests.Response) -> str:
 class _Replay:
     """The replay's shared state: the next request to send, and what came back."""
 
-    def __init__(self, url: str, work: list[tuple[bytes, int, str]], rate: float,
-                 stop: threading.Event) -> None:  # fmt: skip
+    def __init__(self, url: str, work: list[Body], rate: float, stop: threading.Event) -> None:
         self.url, self.work, self.rate, self.stop = url, work, rate, stop
         self.lock, self.counter = threading.Lock(), itertools.count()
         self.latencies: list[float] = []
@@ -97,20 +104,25 @@ class _Replay:
                     i = next(self.counter)
                 if i >= len(self.work):
                     return
-                body, n, key = self.work[i]
+                body = self.work[i]
                 time.sleep(max(0.0, self.start + i / self.rate - time.perf_counter()))
                 t0 = time.perf_counter()
+                headers = {"Content-Type": "application/json", "X-Ride-Id": body.key}
+                url = f"{self.url}/invocations"
+                r: requests.Response | None = None
                 try:
-                    r = session.post(f"{self.url}/invocations", data=body, timeout=30, headers={
-                        "Content-Type": "application/json", "X-Ride-Id": key})  # fmt: skip
-                    ok, problem = r.status_code == 200, _first_line(r)
+                    r = session.post(url, data=body.data, timeout=30, headers=headers)
+                    problem = _first_line(r)
                 except requests.RequestException as e:
-                    ok, problem = False, " ".join(str(e).split())[:160]
-                self._count(ok, problem, (time.perf_counter() - t0) * 1000, n, r if ok else None)
+                    problem = " ".join(str(e).split())[:160]
+                ms = (time.perf_counter() - t0) * 1000
+                self._count(
+                    r if r is not None and r.status_code == 200 else None, problem, ms, body.rides
+                )
 
-    def _count(self, ok: bool, problem: str, ms: float, n: int, r: Any) -> None:
+    def _count(self, r: requests.Response | None, problem: str, ms: float, n: int) -> None:
         with self.lock:
-            if ok:
+            if r is not None:
                 self.latencies.append(ms)
                 self.versions[r.headers.get("X-Model-Version", "?")] += n
                 self.arms[r.headers.get("X-Model-Arm", "?")] += n
@@ -135,13 +147,22 @@ def replay(settings: Settings, req: TrafficRequest, stop: threading.Event | None
     seconds = time.perf_counter() - run.start
     done = len(run.latencies) + run.failed
     # what was served is in the log before it returns: a report run next sees all of it
-    logged = serving.wait_for_log(settings, time.time(), 3 * settings.serve.flush_s + 5)
+    logged = service.wait_for_log(settings, time.time(), 3 * settings.serve.flush_s + 5)
     p50, p99 = np.percentile(run.latencies, [50, 99]) if run.latencies else (np.nan, np.nan)
     return Traffic(
-        url=url, month=req.month, color=req.color.value,
-        rides=sum(w[1] for w in run.work[:done]), requests=done,
-        answered_rides=sum(run.versions.values()), failed_requests=run.failed,
-        seconds=round(seconds, 3), requests_per_s=round(done / seconds, 1) if seconds else 0.0,
-        p50_ms=round(float(p50), 2), p99_ms=round(float(p99), 2),
-        versions=dict(run.versions), arms=dict(run.arms), errors=run.errors, logged=logged,
-    )  # fmt: skip
+        url=url,
+        month=req.month,
+        color=req.color.value,
+        rides=sum(w.rides for w in run.work[:done]),
+        requests=done,
+        answered_rides=sum(run.versions.values()),
+        failed_requests=run.failed,
+        seconds=round(seconds, 3),
+        requests_per_s=round(done / seconds, 1) if seconds else 0.0,
+        p50_ms=round(float(p50), 2),
+        p99_ms=round(float(p99), 2),
+        versions=dict(run.versions),
+        arms=dict(run.arms),
+        errors=run.errors,
+        logged=logged,
+    )

@@ -59,9 +59,13 @@ def _take(name: str, me: str, ttl: float, settle: float, tag: str = LEASE_TAG) -
 
 @contextmanager
 def registry_lease(
-    name: str, wait: float = 600.0, ttl: float = 900.0, settle: float = 1.0,
-    tag: str = LEASE_TAG, what: str = "promote",
-) -> Iterator[bool]:  # fmt: skip
+    name: str,
+    wait: float = 600.0,
+    ttl: float = 900.0,
+    settle: float = 1.0,
+    tag: str = LEASE_TAG,
+    what: str = "promote",
+) -> Iterator[bool]:
     """Hold the model's lease `tag` (the promote lease by default), kept as a tag of the
     registered model on the tracking server, so that commands on different hosts take turns;
     yield True if another holder made this one wait.
@@ -95,9 +99,16 @@ def registry_lease(
 
 @contextmanager
 def _held(
-    settings: Settings, name: str, *, kind: str, key: str, busy: str, wait: float,
-    ttl: float = 900.0, tag: str = LEASE_TAG,
-) -> Iterator[bool]:  # fmt: skip
+    settings: Settings,
+    name: str,
+    *,
+    kind: str,
+    key: str,
+    busy: str,
+    wait: float,
+    ttl: float = 900.0,
+    tag: str = LEASE_TAG,
+) -> Iterator[bool]:
     """A lock file for `kind` of `key` on this host, then the registry lease `tag` on model
     `name`; yields True when either made this one wait."""
     digest = hashlib.sha256(f"{settings.tracking.url.rstrip('/')}|{key}".encode()).hexdigest()
@@ -126,6 +137,14 @@ def month_lock(settings: Settings, name: str, month: str, wait: float = 3600.0) 
     cycle: a lock file here, then the lease `cycle_lease_MONTH` on the registered model (held
     up to an hour, the longest a retrain may take). Yields True when it waited for another."""
     busy = f"another cycle of {name} for {month} has run here for over {wait:.0f} s"
-    with _held(settings, name, kind="cycle", key=f"{name}|{month}", busy=busy, wait=wait,
-               ttl=3600.0, tag=MONTH_TAG.format(month=month)) as waited:  # fmt: skip
+    with _held(
+        settings,
+        name,
+        kind="cycle",
+        key=f"{name}|{month}",
+        busy=busy,
+        wait=wait,
+        ttl=3600.0,
+        tag=MONTH_TAG.format(month=month),
+    ) as waited:
         yield waited

@@ -13,7 +13,7 @@ import pandas as pd
 from duration.data import prepare, reference
 from duration.data.reference import Profile
 from duration.errors import DurationError
-from duration.registry.scoring import predict_frame
+from duration.registry.evaluation import predict_frame
 from duration.registry.uris import check_version, load
 from duration.settings import Settings
 from duration.tracking.client import client

@@ -14,8 +14,8 @@ from duration.core.metrics import compare_slices
 from duration.core.schema import check_month
 from duration.data import prepare, tlc
 from duration.errors import DurationError
+from duration.registry.evaluation import evaluate
 from duration.registry.lease import promote_lock
-from duration.registry.scoring import evaluate
 from duration.registry.uris import exists, move, set_production, version_in
 from duration.settings import Settings
 from duration.tracking import experiments, runs
@@ -36,22 +36,35 @@ class Comparison:
 
 
 def compare(
-    settings: Settings, name: str, champion: str | None, challenger: str, rides: pd.DataFrame,
-    color: str, rule: GateRule,
-) -> Comparison:  # fmt: skip
+    settings: Settings,
+    name: str,
+    champion: str | None,
+    challenger: str,
+    rides: pd.DataFrame,
+    color: str,
+    rule: GateRule,
+) -> Comparison:
     """Score both versions of `name` on `rides` and apply the gate."""
     boroughs = tlc.boroughs(settings)
     ch = evaluate(f"models:/{name}/{challenger}", rides, color, boroughs)
     cp = evaluate(f"models:/{name}/{champion}", rides, color, boroughs) if champion else None
     slices = compare_slices(cp.slices, ch.slices) if cp else None
     verdict = gate(
-        challenger=challenger, champion=champion, challenger_rmse=ch.rmse,
-        champion_rmse=cp.rmse if cp else None, slices=slices, rule=rule,
-    )  # fmt: skip
+        challenger=challenger,
+        champion=champion,
+        challenger_rmse=ch.rmse,
+        champion_rmse=cp.rmse if cp else None,
+        slices=slices,
+        rule=rule,
+    )
     return Comparison(
-        challenger=challenger, champion=champion, challenger_rmse=ch.rmse,
-        champion_rmse=cp.rmse if cp else None, slices=slices, verdict=verdict,
-    )  # fmt: skip
+        challenger=challenger,
+        champion=champion,
+        challenger_rmse=ch.rmse,
+        champion_rmse=cp.rmse if cp else None,
+        slices=slices,
+        verdict=verdict,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,9 +83,11 @@ class Decision:
 
 
 def promote(
-    settings: Settings, name: str = MODEL_NAME, month: str | None = None,
+    settings: Settings,
+    name: str = MODEL_NAME,
+    month: str | None = None,
     rule: GateRule | None = None,
-) -> Decision:  # fmt: skip
+) -> Decision:
     """Promote Staging to Production only if it passes the gate on `month` (default: the
     challenger's test month) against Production.
 
@@ -101,21 +116,32 @@ def _promote(settings: Settings, name: str, month: str | None, rule: GateRule) -
             "stays in Production"
         )
         return Decision(
-            model_name=name, challenger="", champion=champion.version, month=month or "",
-            challenger_rmse=math.nan, champion_rmse=None, promoted=False, reason=reason,
+            model_name=name,
+            challenger="",
+            champion=champion.version,
+            month=month or "",
+            challenger_rmse=math.nan,
+            champion_rmse=None,
+            promoted=False,
+            reason=reason,
             production=champion.version,
-        )  # fmt: skip
+        )
     month = check_month(month or challenger.tags.get("test_month", ""), "--month")
     color = challenger.tags.get("color", "green")
     rides = prepare.load_processed(settings, color, month)
     cp = champion.version if champion else None
     c = compare(settings, name, cp, challenger.version, rides, color, rule)
     d = Decision(
-        model_name=name, challenger=challenger.version, champion=cp or "", month=month,
-        challenger_rmse=c.challenger_rmse, champion_rmse=c.champion_rmse,
-        promoted=c.verdict.promoted, reason=c.verdict.reason,
+        model_name=name,
+        challenger=challenger.version,
+        champion=cp or "",
+        month=month,
+        challenger_rmse=c.challenger_rmse,
+        champion_rmse=c.champion_rmse,
+        promoted=c.verdict.promoted,
+        reason=c.verdict.reason,
         production=challenger.version if c.verdict.promoted else cp or "",
-    )  # fmt: skip
+    )
     _record(d, rule)
     return d
 
@@ -140,9 +166,13 @@ def _record(d: Decision, rule: GateRule) -> None:
         if d.champion_rmse is not None:
             metrics["champion_rmse"] = d.champion_rmse
         mlflow.log_metrics(metrics)
-        mlflow.log_params({"min_improvement": rule.min_improvement,
-                           "max_slice_loss": rule.max_slice_loss,
-                           "promoted": d.promoted})  # fmt: skip
+        mlflow.log_params(
+            {
+                "min_improvement": rule.min_improvement,
+                "max_slice_loss": rule.max_slice_loss,
+                "promoted": d.promoted,
+            }
+        )
         mlflow.set_tag("reason", d.reason)
         c.set_model_version_tag(name, d.challenger, f"rmse_{d.month}", f"{d.challenger_rmse:.6f}")
         c.set_model_version_tag(

@@ -10,7 +10,7 @@ from duration.core.schema import check_month
 from duration.data import prepare
 from duration.errors import DurationError
 from duration.registry import profile
-from duration.registry.scoring import score
+from duration.registry.evaluation import score
 from duration.registry.uris import exists, move, version_in
 from duration.settings import Settings
 from duration.tracking import datasets, experiments, runs
@@ -113,8 +113,13 @@ def _evaluate(settings: Settings, parent: Any, trials: list, month: str, ds: Any
     for run in trials:
         uri = run.data.tags["model_uri"]
         rmse = score(uri, rides, color)
-        tags = {"source_run_id": run.info.run_id, "search_run_id": parent.info.run_id,
-                "model_uri": uri, "test_month": month, **runs.process_tags()}  # fmt: skip
+        tags = {
+            "source_run_id": run.info.run_id,
+            "search_run_id": parent.info.run_id,
+            "model_uri": uri,
+            "test_month": month,
+            **runs.process_tags(),
+        }
         with runs.active_run(
             experiment_id=experiments.experiment_id(EVAL_EXPERIMENT),
             run_name=f"eval-{run.info.run_name}",
@@ -122,8 +127,14 @@ def _evaluate(settings: Settings, parent: Any, trials: list, month: str, ds: Any
         ) as active:
             datasets.log_dataset(active.info.run_id, ds, "test")
             mlflow.log_metrics({"test_rmse": rmse, "val_rmse": run.data.metrics["val_rmse"]})
-        out.append(Candidate(run_id=run.info.run_id, model_uri=uri,
-                             val_rmse=run.data.metrics["val_rmse"], test_rmse=rmse))  # fmt: skip
+        out.append(
+            Candidate(
+                run_id=run.info.run_id,
+                model_uri=uri,
+                val_rmse=run.data.metrics["val_rmse"],
+                test_rmse=rmse,
+            )
+        )
     return out
 
 
@@ -151,10 +162,13 @@ def register(
     digests = {d.dataset.name: d.dataset.digest for d in (inputs.dataset_inputs if inputs else [])}
     if test_month is None:
         candidates = [
-            Candidate(run_id=r.info.run_id, model_uri=r.data.tags["model_uri"],
-                      val_rmse=r.data.metrics["val_rmse"])
+            Candidate(
+                run_id=r.info.run_id,
+                model_uri=r.data.tags["model_uri"],
+                val_rmse=r.data.metrics["val_rmse"],
+            )
             for r in trials
-        ]  # fmt: skip
+        ]
     else:
         ds = datasets.dataset(settings, tags["color"], check_month(test_month, "--test"))
         candidates = _evaluate(settings, parent, trials, test_month, ds)
@@ -164,17 +178,26 @@ def register(
     best = min(candidates, key=lambda c: c.val_rmse)
     best_tags = client().get_run(best.run_id).data.tags
     lineage = Lineage(
-        model=best_tags.get("model", ""), color=tags["color"], feature_set=tags["feature_set"],
-        train_month=tags["train_month"], val_month=tags["val_month"],
-        git_commit=best_tags.get("git_commit", "unknown"), digests=digests,
+        model=best_tags.get("model", ""),
+        color=tags["color"],
+        feature_set=tags["feature_set"],
+        train_month=tags["train_month"],
+        val_month=tags["val_month"],
+        git_commit=best_tags.get("git_commit", "unknown"),
+        digests=digests,
         test_month=test_month,
-    )  # fmt: skip
+    )
     version = register_version(settings, name, best, lineage)
     return Registered(
-        model_name=name, model_version=version, stage="Staging", run_id=best.run_id,
-        val_rmse=best.val_rmse, test_rmse=best.test_rmse, test_month=test_month,
+        model_name=name,
+        model_version=version,
+        stage="Staging",
+        run_id=best.run_id,
+        val_rmse=best.val_rmse,
+        test_rmse=best.test_rmse,
+        test_month=test_month,
         candidates=candidates,
-    )  # fmt: skip
+    )
 
 
 def _description(best: Candidate, lin: Lineage) -> str:

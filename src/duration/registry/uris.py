@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from duration.errors import DurationError
@@ -125,7 +126,7 @@ class LoadCache:
         self.maxsize = maxsize
         self.models: OrderedDict[str, Any] = OrderedDict()
 
-    def get(self, key: str, load: Any) -> Any:
+    def get(self, key: str, load: Callable[[], Any]) -> Any:
         """The model under `key`, loaded with `load()` if it is not kept."""
         if key not in self.models:
             self.models[key] = load()

@@ -8,13 +8,15 @@ import functools
 import os
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from duration.core.schema import ModelKind
 from duration.errors import Stopped
+from duration.tracking.client import client
+from duration.tracking.experiments import experiment_id
 
 if TYPE_CHECKING:
     from duration.data.matrices import Inputs
@@ -49,6 +51,24 @@ def active_run(**kwargs: Any) -> Iterator[Any]:
     run = mlflow.start_run(**kwargs)
     with ended(lambda status: mlflow.end_run(status=status)):
         yield run
+
+
+@contextmanager
+def replace_run(
+    experiment: str, key: Mapping[str, str], run_name: str, tags: Mapping[str, str]
+) -> Iterator[Any]:
+    """The one run of `key` (tags, such as a version and a month) in `experiment`: a new run,
+    tagged with `key`, `tags` and the process's tags; once it ends FINISHED, the runs logged
+    before for the same key are deleted (a failed one leaves them as they were)."""
+    exp = experiment_id(experiment)
+    where = " and ".join(f"tags.{k} = '{v}'" for k, v in key.items())
+    earlier = client().search_runs([exp], where)
+    with active_run(
+        experiment_id=exp, run_name=run_name, tags={**key, **tags, **process_tags()}
+    ) as run:
+        yield run
+    for old in earlier:
+        client().delete_run(old.info.run_id)
 
 
 def resume_run(run_id: str) -> None:

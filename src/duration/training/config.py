@@ -27,7 +27,7 @@ BASELINES: list[tuple[ModelKind, FeatureSet | None]] = [
 ]
 
 
-class Backend(StrEnum):
+class SearchBackend(StrEnum):
     """Where a search's trials run."""
 
     local = "local"  # one after another in this process, xgboost on every core
@@ -50,7 +50,7 @@ class SearchConfig:
     timeout: float | None = None  # seconds; trials in flight stop at their next round
     max_rounds: int | None = None  # cap xgboost's boosting rounds
     progress: bool = True
-    backend: Backend = Backend.local
+    backend: SearchBackend = SearchBackend.local
     parallelism: int = 1  # trials at once (Spark only)
     spark_master: str | None = None  # default: the settings' (DURATION_SPARK_MASTER)
     budget_rows: int = BUDGET_ROWS  # trials fit on at most this many rides (0: every ride)
@@ -66,7 +66,7 @@ class SearchConfig:
         check_rounds(self.max_rounds)
         if self.parallelism < 1:
             raise DurationError(f"--parallelism {self.parallelism}: give at least 1")
-        if self.backend is Backend.local and self.parallelism != 1:
+        if self.backend is SearchBackend.local and self.parallelism != 1:
             raise DurationError(
                 f"--parallelism {self.parallelism} needs --backend spark: the local backend "
                 "runs one trial at a time (on every core)"

@@ -1,6 +1,6 @@
 """Hyperparameter search with hyperopt's TPE: one parent run, one child run per trial.
 
-Trials run one after another here, or as Spark tasks (`Backend`). Each is a module-level
+Trials run one after another here, or as Spark tasks (`SearchBackend`). Each is a module-level
 objective of (params, a small picklable spec), which opens its child run by the parent's id
 (see `trials`). Stopping is a deadline and an optional event: signal handling belongs to
 the CLI. Under the budget, trials fit on samples and the best few are refit on every ride.
@@ -25,7 +25,7 @@ from duration.tracking import datasets, experiments, runs
 from duration.tracking.client import client as tracking_client
 from duration.tracking.names import SEARCH_EXPERIMENT
 from duration.training import estimators, plots
-from duration.training.config import Backend, SearchConfig
+from duration.training.config import SearchBackend, SearchConfig
 from duration.training.space import SPACES, space
 from duration.training.spark_trials import Placement, cancel_on, trials_on
 from duration.training.trials import DataRef, TrialRuntime, TrialSpec, children, objective, refit
@@ -65,11 +65,16 @@ def _start_parent(client: Any, inp: Inputs, config: SearchConfig) -> tuple[str, 
     ).info.run_id
     try:
         params = {
-            "model": kind.value, "features": inp.features.value, "seed": config.seed,
-            "trials": config.trials, "backend": config.backend.value,
-            "parallelism": config.parallelism, "budget_rows": config.budget_rows,
-            "refit": config.refit, "search_space": json.dumps(SPACES[kind])[:6000],
-        }  # fmt: skip
+            "model": kind.value,
+            "features": inp.features.value,
+            "seed": config.seed,
+            "trials": config.trials,
+            "backend": config.backend.value,
+            "parallelism": config.parallelism,
+            "budget_rows": config.budget_rows,
+            "refit": config.refit,
+            "search_space": json.dumps(SPACES[kind])[:6000],
+        }
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         client.log_dict(run_id, {k: list(v) for k, v in SPACES[kind].items()}, "search_space.json")
         datasets.log_data(run_id, inp)
@@ -99,7 +104,7 @@ def _spec(client: Any, inp: Inputs, config: SearchConfig, where: Placement) -> T
             features=inp.features,
             train=inp.train,
             val=inp.val,
-        ),  # fmt: skip
+        ),
         deadline=time.time() + config.timeout if config.timeout else None,
         n_jobs=where.n_jobs,
         budget_rows=config.budget_rows,
@@ -153,9 +158,13 @@ def _budget(runtime: TrialRuntime, ok: list[dict], refits: list[dict] | None) ->
 
 
 def _finish(
-    client: Any, runtime: TrialRuntime, trials: Any, status: str, stopped: str,
+    client: Any,
+    runtime: TrialRuntime,
+    trials: Any,
+    status: str,
+    stopped: str,
     refits: list[dict] | None = None,
-) -> tuple[dict, str, dict]:  # fmt: skip
+) -> tuple[dict, str, dict]:
     """Tag the best run and log the summary on the parent; end it with `status`.
 
     The best is the best trial, or under the budget the best refit (`refits`; None when the
@@ -170,9 +179,13 @@ def _finish(
     budget = _budget(runtime, ok, refits)
     client.log_dict(spec.parent_run_id, budget, "budget.json")
     now = int(time.time() * 1000)
-    metrics = {"completed_trials": len(ok), "failed_trials": len(failed),
-               "budget_trials_s": budget["trials_s"], "budget_refit_s": budget["refit_s"],
-               "refits": len(refits or [])}  # fmt: skip
+    metrics = {
+        "completed_trials": len(ok),
+        "failed_trials": len(failed),
+        "budget_trials_s": budget["trials_s"],
+        "budget_refit_s": budget["refit_s"],
+        "refits": len(refits or []),
+    }
     if best:
         client.set_tag(best["run_id"], "best_trial", "true")
         client.set_tag(spec.parent_run_id, "best_run_id", best["run_id"])
@@ -197,15 +210,21 @@ def _run_fmin(runtime: TrialRuntime, config: SearchConfig, trials: Any) -> tuple
     from hyperopt import fmin, tpe  # deferred: hyperopt loads only to search
     from hyperopt.exceptions import AllTrialsFailed
 
-    local = config.backend is Backend.local  # a Spark task builds its own runtime
+    local = config.backend is SearchBackend.local  # a Spark task builds its own runtime
     fn = functools.partial(objective, spec=runtime.spec, runtime=runtime if local else None)
     try:
         with cancel_on(runtime.stop, trials):
             fmin(
-                fn, space(config.kind), algo=tpe.suggest, max_evals=config.trials,
-                trials=trials, rstate=np.random.default_rng(config.seed),
-                timeout=config.timeout, show_progressbar=config.progress, return_argmin=False,
-            )  # fmt: skip
+                fn,
+                space(config.kind),
+                algo=tpe.suggest,
+                max_evals=config.trials,
+                trials=trials,
+                rstate=np.random.default_rng(config.seed),
+                timeout=config.timeout,
+                show_progressbar=config.progress,
+                return_argmin=False,
+            )
     except Stopped as e:  # the in-flight trial has already ended KILLED
         return "KILLED", str(e)
     except AllTrialsFailed:  # hyperopt's own end of a search whose every trial failed
@@ -264,9 +283,16 @@ def search(inp: Inputs, config: SearchConfig, stop: threading.Event | None = Non
             f"(see run {runtime.spec.parent_run_id})"
         )
     return _result(
-        runtime.spec, config, outcome=(ok, failed), best=best, status=status,
-        stopped=stopped, wall=wall, trials_wall=trials_wall, budget=budget,
-    )  # fmt: skip
+        runtime.spec,
+        config,
+        outcome=(ok, failed),
+        best=best,
+        status=status,
+        stopped=stopped,
+        wall=wall,
+        trials_wall=trials_wall,
+        budget=budget,
+    )
 
 
 def _result(spec: TrialSpec, config: SearchConfig, **done: Any) -> SearchResult:

@@ -12,9 +12,9 @@ from typing import Any
 
 from duration.data import matrices
 from duration.data.matrices import Inputs
-from duration.infra import spark
 from duration.settings import Settings
-from duration.training.config import Backend
+from duration.spark.session import check_readable, session, task_cpus
+from duration.training.config import SearchBackend
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,17 +28,17 @@ class Placement:
 
 @contextmanager
 def trials_on(
-    backend: Backend, inp: Inputs, parallelism: int, timeout: float | None, master: str | None
+    backend: SearchBackend, inp: Inputs, parallelism: int, timeout: float | None, master: str | None
 ) -> Iterator[tuple[Any, Placement]]:
     """hyperopt's trials object for `backend`, and where its trials run."""
     from hyperopt import Trials  # deferred: hyperopt loads only to search
 
-    if backend is Backend.local:
+    if backend is SearchBackend.local:
         yield Trials(), Placement(settings=inp.settings, n_jobs=None)
         return
     from hyperopt import SparkTrials  # deferred: it imports pyspark
 
-    session = spark.session(master or inp.settings.spark.master)
+    spark = session(master or inp.settings.spark.master)
     warnings.filterwarnings("ignore", "Spark session is not provided", UserWarning)
     try:
         paths = inp.settings.paths
@@ -46,11 +46,11 @@ def trials_on(
         seen = paths.model_copy(update={"data_dir": mounted})
         settings = inp.settings.model_copy(update={"paths": seen})
         stage = matrices.features_dir(settings, inp.color, inp.features, inp.train)
-        spark.check_readable(session, stage)
-        trials = SparkTrials(parallelism=parallelism, timeout=timeout, spark_session=session)
-        yield trials, Placement(settings=settings, n_jobs=spark.task_cpus(session))
+        check_readable(spark, stage)
+        trials = SparkTrials(parallelism=parallelism, timeout=timeout, spark_session=spark)
+        yield trials, Placement(settings=settings, n_jobs=task_cpus(spark))
     finally:
-        session.stop()
+        spark.stop()
 
 
 @contextmanager

@@ -129,9 +129,12 @@ def children(client: Any, spec: TrialSpec, where: str = "", **kwargs: Any) -> li
 def _in_top(client: Any, spec: TrialSpec, rmse: float) -> bool:
     """True when `rmse` enters the best TOP_N finished trials so far."""
     best = children(
-        client, spec, "attributes.status = 'FINISHED'", order_by=["metrics.val_rmse ASC"],
+        client,
+        spec,
+        "attributes.status = 'FINISHED'",
+        order_by=["metrics.val_rmse ASC"],
         max_results=TOP_N,
-    )  # fmt: skip
+    )
     return len(best) < TOP_N or rmse < best[-1].data.metrics["val_rmse"]
 
 
@@ -146,18 +149,28 @@ class Fitted:
 
 
 def fit_scored(
-    runtime: TrialRuntime, params: dict, tr: Split, va: Split, data: tuple | None,
-    n_jobs: int | None, extra: dict,
-) -> Fitted:  # fmt: skip
+    runtime: TrialRuntime,
+    params: dict,
+    tr: Split,
+    va: Split,
+    data: tuple | None,
+    n_jobs: int | None,
+    extra: dict,
+) -> Fitted:
     """In the active child run: log the params, fit on `tr` stopping early on `va`, score on
     `va` and log the metrics (with `extra`)."""
     import mlflow  # deferred: MLflow takes seconds to import
 
     spec = runtime.spec
     mlflow.log_params(
-        {**params, "seed": spec.seed, "n_jobs": n_jobs or os.cpu_count(),
-         "train_rows": tr.X.shape[0], "val_rows": va.X.shape[0]}
-    )  # fmt: skip
+        {
+            **params,
+            "seed": spec.seed,
+            "n_jobs": n_jobs or os.cpu_count(),
+            "train_rows": tr.X.shape[0],
+            "val_rows": va.X.shape[0],
+        }
+    )
     callbacks = [_stop_callback(runtime)] if spec.kind is ModelKind.xgboost else None
     est = estimators.fit(spec.kind, tr, va, params, spec.seed, callbacks, n_jobs, data)
     if reason := runtime.stopping():
@@ -248,8 +261,14 @@ def objective(params: dict, spec: TrialSpec, runtime: TrialRuntime | None = None
         error = f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
         client.set_tag(run_id, "error", error)
         return {"status": STATUS_FAIL, "error": error, "run_id": run_id}
-    return {"loss": fitted.rmse, "status": STATUS_OK, "run_id": run_id, "params": params,
-            "seconds": time.monotonic() - start, "rounds": fitted.rounds}  # fmt: skip
+    return {
+        "loss": fitted.rmse,
+        "status": STATUS_OK,
+        "run_id": run_id,
+        "params": params,
+        "seconds": time.monotonic() - start,
+        "rounds": fitted.rounds,
+    }
 
 
 def refit(client: Any, runtime: TrialRuntime, ok: list[dict], k: int) -> list[dict]:
@@ -271,8 +290,16 @@ def refit(client: Any, runtime: TrialRuntime, ok: list[dict], k: int) -> list[di
             extra = {"sample_val_rmse": trial["loss"]}
             fitted = fit_scored(runtime, params, inp.tr, inp.va, data, None, extra)
             log_model(inp, fitted, f"{spec.kind.value} refit {i}")
-        out.append({"loss": fitted.rmse, "status": STATUS_OK, "run_id": run_id,
-                    "params": params, "seconds": time.monotonic() - start,
-                    "rounds": fitted.rounds, "trial_run_id": trial["run_id"],
-                    "sample_loss": trial["loss"]})  # fmt: skip
+        out.append(
+            {
+                "loss": fitted.rmse,
+                "status": STATUS_OK,
+                "run_id": run_id,
+                "params": params,
+                "seconds": time.monotonic() - start,
+                "rounds": fitted.rounds,
+                "trial_run_id": trial["run_id"],
+                "sample_loss": trial["loss"],
+            }
+        )
     return out

@@ -36,15 +36,22 @@ def same(a: object, b: str) -> bool:
 
 MAKE = dict(re.findall(r"^(\w+)\s*\?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M))
 MAKE_FLAGS = {  # Makefile variable -> (command, flag) it is passed to
-    "COLOR": ("pipeline", "--color"), "TRAIN": ("pipeline", "--train"),
-    "VAL": ("pipeline", "--val"), "TEST": ("pipeline", "--test"),
-    "FEATURES": ("pipeline", "--features"), "TRIALS": ("pipeline", "--trials"),
-    "BASELINES": ("pipeline", "--baselines"), "SEED": ("pipeline", "--seed"),
-    "MONTH": ("monitor", "--month"), "CYCLE_TRIALS": ("cycle", "--trials"),
-    "CYCLE_WINDOW": ("cycle", "--window"), "RIDES": ("traffic", "--rides"),
-    "RATE": ("traffic", "--rate"), "CONCURRENCY": ("traffic", "--concurrency"),
+    "COLOR": ("pipeline", "--color"),
+    "TRAIN": ("pipeline", "--train"),
+    "VAL": ("pipeline", "--val"),
+    "TEST": ("pipeline", "--test"),
+    "FEATURES": ("pipeline", "--features"),
+    "TRIALS": ("pipeline", "--trials"),
+    "BASELINES": ("pipeline", "--baselines"),
+    "SEED": ("pipeline", "--seed"),
+    "MONTH": ("monitor", "--month"),
+    "CYCLE_TRIALS": ("cycle", "--trials"),
+    "CYCLE_WINDOW": ("cycle", "--window"),
+    "RIDES": ("traffic", "--rides"),
+    "RATE": ("traffic", "--rate"),
+    "CONCURRENCY": ("traffic", "--concurrency"),
     "CYCLE_LIVE": ("cycle", "--live"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("var", sorted(MAKE_FLAGS))
@@ -69,8 +76,9 @@ def test_the_mlproject_defaults_are_the_clis(point):
 
 def test_the_course_months_are_every_commands_default():
     assert (default("pipeline", "--train"), default("pipeline", "--val")) == (
-        COURSE.train, COURSE.val
-    )  # fmt: skip
+        COURSE.train,
+        COURSE.val,
+    )
     assert default("register", "--test") == default("pipeline", "--test") == COURSE.test
     assert default("download", "--month") == default("vectorize", "--train") == COURSE.train
     assert default("predict", "--month") == default("monitor", "--month") == NEXT_MONTH

@@ -11,16 +11,29 @@ from duration.core.gate import GateRule, gate
 def slices(*rows: tuple[str, int, float]) -> pd.DataFrame:
     """A side-by-side slice table: (slice, rides, the challenger's RMSE change)."""
     return pd.DataFrame(
-        [{"slice_by": "pickup_borough", "slice": name, "rides": n, "rmse_champion": 5.0,
-          "rmse_challenger": 5.0 * (1 + change), "change": change} for name, n, change in rows]
-    )  # fmt: skip
+        [
+            {
+                "slice_by": "pickup_borough",
+                "slice": name,
+                "rides": n,
+                "rmse_champion": 5.0,
+                "rmse_challenger": 5.0 * (1 + change),
+                "change": change,
+            }
+            for name, n, change in rows
+        ]
+    )
 
 
 def decide(ch: float, cp: float | None, table: pd.DataFrame | None = None, **rule: float):
     return gate(
-        challenger="2", champion=None if cp is None else "1", challenger_rmse=ch,
-        champion_rmse=cp, slices=table, rule=GateRule(**rule),
-    )  # fmt: skip
+        challenger="2",
+        champion=None if cp is None else "1",
+        challenger_rmse=ch,
+        champion_rmse=cp,
+        slices=table,
+        rule=GateRule(**rule),
+    )
 
 
 def test_the_first_version_is_promoted_whatever_it_scores():

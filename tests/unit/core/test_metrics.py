@@ -23,8 +23,14 @@ def test_compare_slices_puts_both_side_by_side_with_the_change():
     a = metrics.slice_table(df, y + 1.0, {41: "Manhattan"})
     b = metrics.slice_table(df, y + 2.0, {41: "Manhattan"})
     both = metrics.compare_slices(a, b)
-    assert list(both.columns) == ["slice_by", "slice", "rides", "rmse_champion",
-                                  "rmse_challenger", "change"]  # fmt: skip
+    assert list(both.columns) == [
+        "slice_by",
+        "slice",
+        "rides",
+        "rmse_champion",
+        "rmse_challenger",
+        "change",
+    ]
     assert np.allclose(both["change"], 1.0)  # twice the error everywhere: 100% worse
     assert (both["rides"] == a["rides"]).all()
 

@@ -24,13 +24,19 @@ from tests.unit.core.conftest import SERVICE, ZONES
 def _training_rides(n: int = 300) -> pd.DataFrame:
     rng = np.random.default_rng(3)
     start = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 31 * 86400, n), "s")
-    return pd.DataFrame({
-        "pickup_datetime": start.astype("datetime64[us]"),
-        "PULocationID": rng.choice([1, 2, 3, 4, 99], n), "DOLocationID": rng.choice([1, 2, 4], n),
-        "trip_distance": rng.gamma(2.0, 1.5, n), "VendorID": rng.choice([1.0, 2.0], n),
-        "RatecodeID": np.where(rng.random(n) < 0.7, 1.0, np.nan), "trip_type": 1.0,
-        "passenger_count": rng.choice([1.0, 2.0, np.nan], n), "duration": rng.uniform(1, 60, n),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "pickup_datetime": start.astype("datetime64[us]"),
+            "PULocationID": rng.choice([1, 2, 3, 4, 99], n),
+            "DOLocationID": rng.choice([1, 2, 4], n),
+            "trip_distance": rng.gamma(2.0, 1.5, n),
+            "VendorID": rng.choice([1.0, 2.0], n),
+            "RatecodeID": np.where(rng.random(n) < 0.7, 1.0, np.nan),
+            "trip_type": 1.0,
+            "passenger_count": rng.choice([1.0, 2.0, np.nan], n),
+            "duration": rng.uniform(1, 60, n),
+        }
+    )
 
 
 def _model(fs: FeatureSet) -> DurationModel:
@@ -59,15 +65,23 @@ def records(draw) -> pd.DataFrame:
     n = draw(st.integers(1, 20))
     pu = draw(st.lists(zones, min_size=n, max_size=n))
     do = draw(st.lists(zones, min_size=n, max_size=n))
-    df = pd.DataFrame({
-        "lpep_pickup_datetime": pd.to_datetime(draw(st.lists(when, min_size=n, max_size=n)))
-        .astype(draw(st.sampled_from(["datetime64[ns]", "datetime64[us]"]))),
-        "PULocationID": pu, "DOLocationID": do,
-        "trip_distance": draw(st.lists(
-            st.one_of(st.floats(0, 80), st.just(0.0), st.just(float("nan"))), min_size=n,
-            max_size=n)),
-        "fare_amount": 10.0,  # after the ride: never a feature
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "lpep_pickup_datetime": pd.to_datetime(
+                draw(st.lists(when, min_size=n, max_size=n))
+            ).astype(draw(st.sampled_from(["datetime64[ns]", "datetime64[us]"]))),
+            "PULocationID": pu,
+            "DOLocationID": do,
+            "trip_distance": draw(
+                st.lists(
+                    st.one_of(st.floats(0, 80), st.just(0.0), st.just(float("nan"))),
+                    min_size=n,
+                    max_size=n,
+                )
+            ),
+            "fare_amount": 10.0,  # after the ride: never a feature
+        }
+    )
     for col in ("VendorID", "RatecodeID", "trip_type", "passenger_count"):
         present = draw(st.sampled_from(["absent", "float", "object", "int"]))
         values = draw(st.lists(codes, min_size=n, max_size=n))
@@ -124,16 +138,25 @@ def test_the_small_frame_path_equals_the_frame_path(df, fs):
 
 
 def test_plain_types_take_the_small_frame_path_and_odd_ones_step_aside():
-    typed = pd.DataFrame({
-        "lpep_pickup_datetime": pd.to_datetime(["2021-03-01 08:15", "2021-03-06 23:59"]),
-        "PULocationID": [1, 99], "DOLocationID": [4, 3], "trip_distance": [1.5, 0.0],
-        "VendorID": pd.Series([2, None], dtype=object), "RatecodeID": [1.0, np.nan],
-    })  # fmt: skip
+    typed = pd.DataFrame(
+        {
+            "lpep_pickup_datetime": pd.to_datetime(["2021-03-01 08:15", "2021-03-06 23:59"]),
+            "PULocationID": [1, 99],
+            "DOLocationID": [4, 3],
+            "trip_distance": [1.5, 0.0],
+            "VendorID": pd.Series([2, None], dtype=object),
+            "RatecodeID": [1.0, np.nan],
+        }
+    )
     arrays = canonical(typed, len(typed))
     assert arrays is not None and set(arrays) == {
-        "pickup_datetime", "PULocationID", "DOLocationID", "trip_distance", "VendorID",
+        "pickup_datetime",
+        "PULocationID",
+        "DOLocationID",
+        "trip_distance",
+        "VendorID",
         "RatecodeID",
-    }  # fmt: skip
+    }
     assert arrays["VendorID"].tolist()[0] == 2.0 and np.isnan(arrays["VendorID"][1])
     for odd in (
         typed.assign(DOLocationID=["4", "3"]),
@@ -165,8 +188,9 @@ def _xgboost(m: DurationModel, early_stopping: bool) -> None:
     rides = _training_rides(400)
     raw = rides.rename(columns={"pickup_datetime": "lpep_pickup_datetime"}).drop(columns="duration")
     x, y = frame_path(m, raw), rides["duration"]
-    est = xgb.XGBRegressor(n_estimators=40, max_depth=5, n_jobs=1,
-                           early_stopping_rounds=5 if early_stopping else None)  # fmt: skip
+    est = xgb.XGBRegressor(
+        n_estimators=40, max_depth=5, n_jobs=1, early_stopping_rounds=5 if early_stopping else None
+    )
     if early_stopping:
         est.fit(x[:300], y[:300], eval_set=[(x[300:], y[300:])], verbose=False)
     else:

@@ -47,13 +47,11 @@ def test_a_model_it_does_not_cover_is_none():
     linear = xgb.train({"booster": "gblinear", "nthread": 1}, xgb.DMatrix(x, y), 5)
     assert trees.from_xgboost(linear) is None
     two = np.column_stack([y, -y])
-    multi = xgb.train({"nthread": 1, "multi_strategy": "multi_output_tree"},
-                      xgb.DMatrix(x, two), 5)  # fmt: skip
+    multi = xgb.train({"nthread": 1, "multi_strategy": "multi_output_tree"}, xgb.DMatrix(x, two), 5)
     assert trees.from_xgboost(multi) is None
     # a link function (gamma: exp of the margin) would not give the same bits: the probe
     # rows catch it, whatever the model's layout
-    gamma = xgb.train({"objective": "reg:gamma", "nthread": 1},
-                      xgb.DMatrix(x, np.abs(y) + 1), 5)  # fmt: skip
+    gamma = xgb.train({"objective": "reg:gamma", "nthread": 1}, xgb.DMatrix(x, np.abs(y) + 1), 5)
     assert trees.from_xgboost(gamma) is None
 
 

@@ -57,16 +57,3 @@ def test_read_rides_equals_read_trips_then_add_duration(tmp_path, prefix, unit):
     narrow = prepare.read_rides(path, columns=["trip_distance"])
     assert "RatecodeID" not in narrow and "PULocationID" in narrow  # required ones stay
     pd.testing.assert_frame_equal(narrow, one_pass[narrow.columns])
-
-
-def test_a_ride_id_names_its_row_of_the_prepared_month_and_reads_back():
-    import numpy as np
-    import pandas as pd
-
-    from duration.data.prepare import ride_ids, ride_index
-
-    ids = ride_ids("green", "2021-04", np.array([0, 7, 123456]))
-    assert ids == ["green-2021-04-000000", "green-2021-04-000007", "green-2021-04-123456"]
-    others = ["yellow-2021-04-000001", "green-2021-05-000001", "green-2021-04-x", "7", None]
-    back = ride_index(pd.Series(ids + others, dtype=object), "green", "2021-04")
-    assert back.tolist() == [0, 7, 123456, -1, -1, -1, -1, -1]

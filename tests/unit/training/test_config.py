@@ -10,20 +10,26 @@ import pytest
 from duration.core.schema import ModelKind
 from duration.errors import DurationError
 from duration.ops.pipeline import baseline_groups
-from duration.ops.requests import PipelineRequest
-from duration.training.config import Backend, SearchConfig, parse_baselines
+from duration.ops.specs import PipelineRequest
+from duration.training.config import SearchBackend, SearchConfig, parse_baselines
 
 
 @pytest.mark.parametrize(
     "text, kinds, groups",
     [
-        ("all", None, {"course": ["linear"], "default": ["linear", "ridge", "random_forest",
-                                                          "xgboost"]}),
+        (
+            "all",
+            None,
+            {"course": ["linear"], "default": ["linear", "ridge", "random_forest", "xgboost"]},
+        ),
         ("none", (), {"default": []}),
-        ("xgboost, linear,linear", ("xgboost", "linear"),
-         {"course": ["linear"], "default": ["linear", "xgboost"]}),
+        (
+            "xgboost, linear,linear",
+            ("xgboost", "linear"),
+            {"course": ["linear"], "default": ["linear", "xgboost"]},
+        ),
     ],
-)  # fmt: skip
+)
 def test_baselines_choose_what_the_pipeline_trains(text, kinds, groups):
     chosen = parse_baselines(text)
     assert chosen == (None if kinds is None else tuple(ModelKind(k) for k in kinds))
@@ -47,7 +53,7 @@ def test_unknown_baselines_are_one_line_naming_the_kinds(text):
         (SearchConfig(timeout=0), "--timeout 0"),
         (SearchConfig(max_rounds=0), "--max-rounds 0"),
         (SearchConfig(parallelism=2), "--parallelism 2 needs --backend spark"),
-        (SearchConfig(backend=Backend.spark, parallelism=0), "--parallelism 0"),
+        (SearchConfig(backend=SearchBackend.spark, parallelism=0), "--parallelism 0"),
         (SearchConfig(budget_rows=999), "--budget-rows 999"),
         (SearchConfig(refit=0), "--refit 0"),
     ],
@@ -62,7 +68,7 @@ def test_requests_check_their_flags_without_the_ml_stack():
     """The CLI checks a search, a pipeline and a cycle before scikit-learn, hyperopt or
     MLflow is imported: a bad flag is refused in well under a second."""
     code = (
-        "import sys; from duration.ops.requests import PipelineRequest, CycleRequest; "
+        "import sys; from duration.ops.specs import PipelineRequest, CycleRequest; "
         "from duration.training.config import SearchConfig; "
         "PipelineRequest(search=SearchConfig()).check(); CycleRequest(month='2021-04').check(); "
         "heavy = {'sklearn', 'hyperopt', 'mlflow', 'xgboost', 'pandas', 'scipy'} & "

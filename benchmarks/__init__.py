@@ -1,0 +1,1 @@
+"""The benchmarks (`make bench*`): not part of the package, never shipped."""
