@@ -5,7 +5,9 @@ SHELL := /bin/bash
 PY       ?= $(shell command -v python3.11 || command -v python3)
 VENV     := .venv
 BIN      := $(VENV)/bin
-STAMP    := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
+# The extras the lock holds, and the platform it is resolved for (the machines here).
+LOCKED   := dev spark docs
 
 COLOR    ?= green
 TRAIN    ?= 2021-01
@@ -38,7 +40,7 @@ PROCESSED := $(foreach m,$(MONTHS),$(DATA)/processed/$(COLOR)_tripdata_$(m).parq
 FEATDIR   := $(DATA)/features/$(COLOR)-$(FEATURES)-train-$(TRAIN)
 FEATS     := $(FEATDIR)/X_$(TEST).npz
 
-.PHONY: help install system download prepare features pipeline test test-fast lint format bench bench-scale \
+.PHONY: help install lock system download prepare features pipeline test test-fast lint format bench bench-scale \
         bench-spark bench-serve notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
         postgres-backup load monitor monitor-months cycle replay docs traffic monitor-served ab-report
@@ -47,13 +49,21 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS=$(CYCLE_TRIALS) CYCLE_WINDOW=$(CYCLE_WINDOW) CYCLE_LIVE=$(CYCLE_LIVE) RIDES=$(RIDES) RATE=$(RATE) CONCURRENCY=$(CONCURRENCY)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,spark,docs]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
+	@if [ -d .git ]; then $(BIN)/pre-commit install --install-hooks >/dev/null; fi
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP) system ## Create .venv, install the package with its dev tools, and nginx
+lock: ## Lock every package (extras: dev spark docs) with its hashes, for Python 3.11, into requirements.lock
+	$(BIN)/uv pip compile pyproject.toml $(foreach e,$(LOCKED),--extra $(e)) \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	  --custom-compile-command "make lock" --quiet --output-file requirements.lock
+
+install: $(STAMP) system ## Create .venv from requirements.lock, the package itself, the git hook, and the Debian packages
 
 system: ## Install the Debian packages it runs where missing (nginx-light, postgresql, wrk)
 	@scripts/system-packages.sh $(SYSTEM)
