@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from duration.infra.net import free_port
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, invoke, run_cli
 from tests.unit.conftest import rides
 
 
@@ -108,7 +108,12 @@ def test_empty_after_filter(env, site):
     ],
 )
 def test_bad_flags(env, args, needles):
-    assert_one_line_error(run_cli(*args, env=env), *needles)
+    """The CLI's own `main`, in this process (the real command's process is the others')."""
+    assert_one_line_error(invoke(*args, env=env), *needles)
+
+
+def test_a_bad_flag_in_the_real_command_is_one_line(env):
+    assert_one_line_error(run_cli("tune", "--trials", "0", env=env), "--trials 0")
 
 
 def test_features_not_prepared_names_the_command(env):

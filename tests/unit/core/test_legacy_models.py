@@ -51,10 +51,9 @@ def test_a_legacy_model_predicts_the_same_in_this_process(release, key, monkeypa
     np.testing.assert_array_equal(pred, np.asarray(expected(release)["predictions"][key]))
 
 
-@pytest.mark.parametrize("release", sorted(RELEASES))
-def test_legacy_models_predict_the_same_in_a_fresh_process(release):
-    """A scoring server loads the model first: the model's own copy of its code is found."""
-    models = sorted(expected(release)["predictions"])
+def test_legacy_models_predict_the_same_in_a_fresh_process():
+    """A scoring server loads the model first: the model's own copy of its code is found.
+    One process a release (each carries a package named `duration`), run side by side."""
     code = (
         "import json, sys; import mlflow\n"
         "sys.path.insert(0, sys.argv[2])\n"
@@ -66,14 +65,22 @@ def test_legacy_models_predict_the_same_in_a_fresh_process(release):
         " for k, m in models.items()}\n"
         "print(json.dumps([out, where]))"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(FIXTURES), str(Path(__file__).parent), release, *models],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out, where = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out == expected(release)["predictions"]
-    for path in where.values():  # the release's code as the model carries it, not this package
-        assert Path(path).relative_to(FIXTURES / release).parts[1:] == RELEASES[release]
+    procs = {
+        release: subprocess.Popen(
+            [
+                *(sys.executable, "-c", code, str(FIXTURES), str(Path(__file__).parent)),
+                *(release, *sorted(expected(release)["predictions"])),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for release in sorted(RELEASES)
+    }
+    for release, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-2000:]
+        out, where = json.loads(stdout.strip().splitlines()[-1])
+        assert out == expected(release)["predictions"]
+        for path in where.values():  # the release's code as the model carries it
+            assert Path(path).relative_to(FIXTURES / release).parts[1:] == RELEASES[release]
