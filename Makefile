@@ -27,6 +27,7 @@ RIDES    ?= 1000
 RATE     ?= 100
 CONCURRENCY ?= 4
 LOAD_CLIENTS ?= 4 8 16 32
+REF      ?= b5f36cc
 # The defaults above are the CLI's own (tests/unit/cli/test_defaults.py holds them equal);
 # ports, folders and the rest come from the environment (docs/configuration.md).
 # Debian packages the project runs, as command:package (installed only where missing).
@@ -41,7 +42,7 @@ FEATDIR   := $(DATA)/features/$(COLOR)-$(FEATURES)-train-$(TRAIN)
 FEATS     := $(FEATDIR)/X_$(TEST).npz
 
 .PHONY: help install lock system download prepare features pipeline test test-fast lint format bench bench-scale \
-        bench-spark bench-serve notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
+        bench-spark bench-serve bench-compare notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
         postgres-backup load monitor monitor-months cycle replay docs traffic monitor-served ab-report
 
@@ -149,6 +150,9 @@ ab-report: $(STAMP) ## Canary or shadow against Production on MONTH's real durat
 
 bench-serve: $(STAMP) system ## Benchmark serving with wrk: requests/s, p99, the floor, logging's cost (reports/)
 	$(BIN)/python -m benchmarks.bench_serve
+
+bench-compare: $(STAMP) system ## Serving at REF (default b5f36cc) against this checkout, paired rounds (reports/compare.md)
+	$(BIN)/python -m benchmarks.bench_compare --ref $(REF)
 
 monitor: $(STAMP) system ## Monitor Production on MONTH: quality, drift, verdict (reports/monitor-MONTH.json)
 	$(BIN)/duration monitor --color $(COLOR) --month $(MONTH) --summary reports/monitor-$(MONTH).json
