@@ -77,6 +77,9 @@ def test_every_variable_sets_its_field(monkeypatch):
         "workers": "3",
         "log": "False",
         "flush_s": "0.5",
+        "login_attempts": "7",
+        "login_window_s": "60.0",
+        "login_lock_s": "2.5",
     }
     for var, (_, name) in ENV.items():
         monkeypatch.setenv(var, values.get(name, "1234"))

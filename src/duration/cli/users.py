@@ -84,3 +84,12 @@ def role(
     """Give a user another role."""
     user = u.set_role(settings(ctx), name, new)
     typer.echo(f"{user.name} is now {user.shown}")
+
+
+@users_app.command("unlock")
+def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="The user's name.")) -> None:
+    """End a user's lock after too many wrong passwords, from every address."""
+    cleared = u.unlock(settings(ctx), name)
+    typer.echo(
+        f"{name}: {cleared} locked address(es) cleared" if cleared else f"{name} was not locked"
+    )

@@ -7,6 +7,7 @@ bind beyond loopback: it has users and TLS.
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from pathlib import Path
 
 from duration.errors import DurationError
@@ -16,7 +17,10 @@ from duration.infra.net import LOOPBACK
 from duration.server import tls
 from duration.settings import Settings
 
-CONF = """# Written by duration.server.team: do not edit (rewritten on every start).
+# Its TLS: TLS 1.2 and 1.3 only, nginx's default ciphers (HIGH:!aNULL:!MD5), a session cache,
+# HSTS for a year. It holds the front's key (the throttle trusts its X-Forwarded-For only
+# with it): written 0600.
+CONF = """# Written by duration.server.front: do not edit (rewritten on every start).
 {head}http {{
     access_log off;
     client_max_body_size 0;  # artifacts: models, plots, datasets
@@ -33,18 +37,29 @@ CONF = """# Written by duration.server.team: do not edit (rewritten on every sta
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_cache shared:team:1m;
         error_page 497 =301 https://$host:$server_port$request_uri;  # plain HTTP: go https
+        add_header Strict-Transport-Security "max-age=31536000" always;
         location / {{
             proxy_pass http://mlflow;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host {loopback}:{mlflow_port};  # MLflow takes only its own
             proxy_set_header X-Forwarded-Proto https;
-            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-For $remote_addr;  # the client's, never its own
+            proxy_set_header X-Duration-Front {front_key};
             proxy_read_timeout 300s;
         }}
     }}
 }}
 """
+
+
+def key(settings: Settings) -> str:
+    """The front's key, made once (0600): what tells the server a request came through it."""
+    path = settings.paths.team_state / "front.key"
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(path, secrets.token_urlsafe(24) + "\n", mode=0o600)
+    return path.read_text().strip()
 
 
 def folder(settings: Settings) -> Path:
@@ -69,7 +84,7 @@ def check_host(settings: Settings) -> None:
         ) from None
 
 
-def write_front(settings: Settings, certs: tls.Tls) -> Path:
+def write_front(settings: Settings, certs: tls.Tls, front_key: str) -> Path:
     """The TLS front's nginx config."""
     where = folder(settings).resolve()
     text = CONF.format(
@@ -80,8 +95,9 @@ def write_front(settings: Settings, certs: tls.Tls) -> Path:
         port=settings.tracking.team_port,
         cert=certs.cert.resolve(),
         key=certs.key.resolve(),
+        front_key=front_key,
     )
-    return write_atomic(where / "nginx.conf", text)
+    return write_atomic(where / "nginx.conf", text, mode=0o600)
 
 
 def check_port(settings: Settings) -> None:
@@ -99,7 +115,7 @@ def start(settings: Settings) -> str:
     host, port = settings.tracking.team_host, settings.tracking.team_port
     check_port(settings)
     names = list(dict.fromkeys([host, LOOPBACK, "localhost"]))
-    write_front(settings, tls.ensure(settings.paths.tls, names))
+    write_front(settings, tls.ensure(settings.paths.tls, names), key(settings))
     nginx.stop(folder(settings))  # a front left running: started again on the new config
     nginx.start(folder(settings), port, host)
     return team_url(settings)

@@ -28,6 +28,7 @@ from duration.errors import DurationError
 from duration.infra.files import write_atomic
 from duration.infra.net import is_healthy, said
 from duration.server import front, pg_databases, postgres, tracking_server
+from duration.server.auth_app import TEAM_DIR
 from duration.settings import Settings
 
 APP = "duration-team"
@@ -119,9 +120,11 @@ def write_ini(settings: Settings, store: str) -> Path:
 def server_env(settings: Settings, store: str) -> dict[str, str]:
     """What the MLflow server's environment adds: where its auth config is, its Flask key."""
     f = files(settings)
+    front.key(settings)  # made before the server starts: it reads it once
     return {
         "MLFLOW_AUTH_CONFIG_PATH": str(write_ini(settings, store).resolve()),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(f.flask_key, 32),
+        TEAM_DIR: str(f.folder.resolve()),
     }
 
 

@@ -18,6 +18,7 @@ from duration.errors import DurationError
 from duration.infra.files import write_atomic
 from duration.server import team
 from duration.server.team import UserRole
+from duration.server.throttle import Throttle
 from duration.settings import Settings
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{2,64}$")
@@ -176,3 +177,10 @@ def set_role(settings: Settings, name: str, role: str) -> User:
         _not_the_last_admin(settings, name, "take the admin role from")
     _grant(settings, name, checked, team.ensure_roles(settings))
     return User(name=name, role=checked)
+
+
+def unlock(settings: Settings, name: str) -> int:
+    """Clear `name`'s wrong-password counts and locks (`duration.server.throttle`); how many
+    addresses it had."""
+    _find(settings, name)
+    return Throttle(team.files(settings).folder / "throttle.db").clear(name)

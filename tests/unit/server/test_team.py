@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import stat
 import time
 
@@ -14,7 +15,7 @@ from cryptography import x509
 from duration.cli.main import refused, server_failed
 from duration.errors import DurationError
 from duration.server import front, team, tls, tracking_server
-from duration.server.auth_app import _writes
+from duration.server.auth_app import _accounts, _writes
 from duration.server.users import check_password
 from duration.settings import Paths, Settings, Tracking
 
@@ -59,7 +60,58 @@ def test_the_ca_is_made_once_and_the_certificate_names_its_hosts(tmp_path):
     ],
 )
 def test_a_reader_may_send_reads_and_searches_only(method, path, writes):
-    assert _writes(method, path) is writes
+    assert _writes(method, path, lambda: b"") is writes
+
+
+def gql(query: str) -> bytes:
+    return json.dumps({"query": query, "variables": {}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "writes"),
+    [
+        (
+            gql(
+                "query GetRun($data: MlflowGetRunInput!) "
+                "{ mlflowGetRun(input: $data) { run { info { runId } } } }"
+            ),
+            False,
+        ),
+        (
+            gql('{ mlflowSearchRuns(input: {experimentIds: ["1"]}) { runs { info { runId } } } }'),
+            False,
+        ),
+        (gql('mutation M { mlflowDeleteRun(input: {runId: "x"}) { __typename } }'), True),
+        (gql("query A { a } mutation B { b }"), True),
+        (b"not json", True),
+        (gql("query {"), True),  # not a document: it may be anything
+    ],
+)
+def test_a_graphql_query_reads_and_a_mutation_writes(body, writes):
+    assert _writes("POST", "/graphql", lambda: body) is writes
+
+
+@pytest.mark.parametrize(
+    ("path", "admins_only"),
+    [
+        ("/api/3.0/mlflow/users/permissions/grant", True),
+        ("/ajax-api/3.0/mlflow/users/permissions/grant", True),
+        ("/api/2.0/mlflow/users/create", True),
+        ("/ajax-api/2.0/mlflow/users/update-admin", True),
+        ("/api/2.0/mlflow/users/update-password", True),
+        ("/api/3.0/mlflow/roles/create", True),
+        ("/ajax-api/3.0/mlflow/roles/permissions/add", True),
+        ("/api/3.0/mlflow/roles/list", True),
+        ("/api/3.0/mlflow/users/roles/list", True),
+        ("/api/2.0/mlflow/users/list", True),
+        ("/api/2.0/mlflow/users/current", False),
+        ("/ajax-api/3.0/mlflow/users/current/permissions", False),
+        ("/api/2.0/mlflow/experiments/search", False),
+        ("/api/2.0/mlflow/registered-models/get", False),
+    ],
+)
+def test_users_roles_and_permissions_are_for_admins(path, admins_only):
+    assert _accounts(path) is admins_only
 
 
 def test_the_password_rule():
