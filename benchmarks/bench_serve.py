@@ -161,7 +161,7 @@ def replayed(s: Settings, version: str, month: str) -> dict:
     """1,000 real rides through `duration traffic`; the log and the answers checked."""
     t = traffic.replay(s, TrafficRequest(month=month, rides=1000, rate=2000, concurrency=4))
     deploy.stop(s)  # a graceful stop flushes every worker's log
-    log = log_read.read(s.paths.serve_log).to_pandas().dropna(subset=["ride_id"])
+    log = log_read.read(s.paths.serve_log).table.to_pandas().dropna(subset=["ride_id"])
     rides = prepare.load_processed(s, "green", month).head(1000)
     records = raw_records(rides.drop(columns=["duration", "dropoff_datetime"]), "green")
     expected = load(f"models:/{MODEL_NAME}/{version}").predict(records)

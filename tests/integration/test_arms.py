@@ -30,7 +30,7 @@ pytestmark = pytest.mark.xdist_group("arms")
 
 
 def logged(s) -> pd.DataFrame:
-    return log_read.read(s.paths.serve_log).to_pandas()
+    return log_read.read(s.paths.serve_log).table.to_pandas()
 
 
 def predicted(home, name: str, version: str, tmp_path) -> pd.DataFrame:

@@ -33,7 +33,7 @@ MONTH = "2021-03"  # the newest month the session prepared, and the smoke test's
 
 
 def logged(s: Settings) -> pd.DataFrame:
-    return log_read.read(s.paths.serve_log).to_pandas()
+    return log_read.read(s.paths.serve_log).table.to_pandas()
 
 
 def until(check, timeout: float = 30.0) -> None:
@@ -210,8 +210,15 @@ def test_bad_requests_get_a_json_4xx_and_no_worker_is_lost(home, name):
         (
             json.dumps({"dataframe_records": [{**record, "ride_id": [1]}]}).encode(),
             400,
-            "ride_id of ride 0 is list",
+            "ride 0: ride_id is a list",
         ),
+        # hostile or nonsensical: refused whole, with the ride, the field and the range
+        (b"[" * 10_000 + b"]" * 10_000, 400, "deeper than 8 levels"),
+        (odd(record, trip_distance=float("inf")), 400, "ride 1: trip_distance is inf"),
+        (odd(record, VendorID=float("nan")), 400, "ride 1: VendorID is nan"),
+        (odd(record, trip_distance=-1.5), 400, "ride 1: trip_distance is -1.5"),
+        (odd(record, DOLocationID=99999), 400, "ride 1: DOLocationID is 99999"),
+        (odd(record, lpep_pickup_datetime="2031-01-01T00:00:00"), 400, "a time from 2009-01-01"),
     ]
     for body, status, says in cases:
         r = requests.post(
@@ -228,9 +235,16 @@ def test_bad_requests_get_a_json_4xx_and_no_worker_is_lost(home, name):
     )
     assert ok.status_code == 200
     # counted apart, never logged as predictions (nginx answers the 9 MB body itself)
-    until(lambda: service.status(s).logging.counts.failed_requests == len(cases) - 1)
+    until(lambda: service.status(s).logging.counts.refused_requests == len(cases) - 1)
+    assert service.status(s).logging.counts.refused_rides == 1 + 1 + 5 * 2  # past parsing
     deploy.stop(s)
     assert len(logged(s)) == 1
+
+
+def odd(record: dict, **change: object) -> bytes:
+    """A request of a good ride, then the same ride changed (JSON's NaN and Infinity as
+    Python writes them)."""
+    return json.dumps({"dataframe_records": [record, {**record, **change}]}).encode()
 
 
 def test_the_commands_refuse_in_one_line(home, name):

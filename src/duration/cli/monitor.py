@@ -77,6 +77,8 @@ def _served(ctx: typer.Context, s: Settings, color: Color, month: str, summary: 
     cols = ["model_version", "arms", "served_rides", "labelled_share", "rmse", "mae"]
     typer.echo(render.table(r.versions, cols))
     typer.echo(f"monitoring run {r.run_id}")
+    if r.warning:
+        typer.echo(r.warning, err=True)
 
 
 def cycle(
@@ -175,3 +177,5 @@ def ab_report(
     typer.echo(render.table(r.arms, cols))
     typer.echo(f"{r.decision}: {r.reason}")
     typer.echo(f"a/b run {r.run_id}")
+    if r.warning:
+        typer.echo(r.warning, err=True)

@@ -49,17 +49,32 @@ def serve_start(
 @serve_app.command("log")
 def serve_log(
     ctx: typer.Context,
-    output: Path = typer.Option(..., "--output", help="Parquet file to write."),
+    output: Path = typer.Option(None, "--output", help="Parquet file to write."),
+    check: bool = typer.Option(
+        False, "--check", help="Move the log's unreadable files into quarantine/ beside it."
+    ),
 ) -> None:
-    """Write every served prediction in the log (one row per ride) to one parquet file."""
+    """Write every served prediction in the log (one row per ride) to one parquet file; or,
+    with --check, set aside the files that cannot be read."""
+    if (output is None) == (not check):
+        raise DurationError("give --output FILE to export the log, or --check to check it")
     from duration.serving import log_read  # deferred: pyarrow loads only to do the work
 
     s = settings(ctx)
-    table = log_read.export(s.paths.serve_log, output)
+    if check:
+        moved = log_read.check(s.paths.serve_log)
+        for m in moved:
+            typer.echo(f"moved {m.path.name} ({m.size} bytes, {m.reason}) to {m.path.parent}")
+        typer.echo(f"{len(moved)} unreadable file(s) set aside; the log reads whole again")
+        return
+    log = log_read.export(s.paths.serve_log, output)
+    table = log.table
     versions = table.column("model_version").value_counts().to_pylist()
     ordered = sorted(versions, key=lambda v: str(v["values"]))
     by = ", ".join(f"v{v['values']}: {v['counts']}" for v in ordered)
     typer.echo(f"{output}: {table.num_rows} served rides ({by})")
+    if warning := log.warning():
+        typer.echo(warning, err=True)
 
 
 @serve_app.command("status")
@@ -228,10 +243,11 @@ def traffic(
     typer.echo(
         f"{t.answered_rides} of {t.rides} {t.color} {t.month} rides answered by {t.url} "
         f"({by or 'none'}) in {t.seconds:.1f} s: {t.requests_per_s} requests/s, p50 "
-        f"{t.p50_ms} ms, p99 {t.p99_ms} ms, {t.failed_requests} failed"
+        f"{t.p50_ms} ms, p99 {t.p99_ms} ms, {t.failed_requests} failed, "
+        f"{t.refused_requests} refused"
     )
     for line in t.errors:
-        typer.echo(f"  failed: {line}", err=True)
+        typer.echo(f"  not answered: {line}", err=True)
     if not t.logged:
         typer.echo(
             "  the prediction log had not caught up when it returned: see `duration serve status`",

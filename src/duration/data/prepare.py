@@ -1,5 +1,6 @@
 """Prepare a month: read only the columns needed from a TLC file, give them one schema and
-keep the rides of 1 to 60 minutes, into data/processed."""
+keep the rides of 1 to 60 minutes that meet the serving rules (`duration.core.rules`: what
+the served model would refuse is not learnt from either), into data/processed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from duration.core import rules
 from duration.core.records import (
     ALIASES,
     REQUIRED,
@@ -100,21 +102,45 @@ def read_rides(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     return frame
 
 
+PREPARED = b"duration.prepare"  # the parquet metadata key of a prepared file's version
+VERSION = b"2"  # 2: the serving rules apply (1: the 1-60 minute rule alone)
+
+
+def _current(dest: Path, src: Path) -> bool:
+    """True when `dest` was prepared from `src` by this version of the rules."""
+    if not dest.exists() or dest.stat().st_mtime < src.stat().st_mtime:
+        return False
+    try:
+        meta = pq.read_schema(dest).metadata or {}
+    except (pa.ArrowException, OSError):
+        return False
+    return meta.get(PREPARED) == VERSION
+
+
+def keep_served(rides: pd.DataFrame, now: np.datetime64 | None = None) -> pd.DataFrame:
+    """The rides that the served model would take (`duration.core.rules`)."""
+    columns = {c: rides[c].to_numpy() for c in rides.columns}
+    ok = rules.valid(columns, len(rides), np.datetime64("now", "us") if now is None else now)
+    return rides if ok.all() else rides.loc[ok].reset_index(drop=True)
+
+
 def prepare(settings: Settings, color: Color | str, month: str) -> Path:
     """Download (if needed) and prepare one month into data/processed; skip if already there."""
     dest = processed_path(settings, color, month)
     src = tlc.download(settings, color, month)
-    if dest.exists() and dest.stat().st_mtime >= src.stat().st_mtime:
+    if _current(dest, src):
         return dest
-    df = read_rides(src)
+    df = keep_served(read_rides(src))
     if df.empty:
         raise DurationError(
             f"{Color(color).value} {month}: none of {pq.ParquetFile(src).metadata.num_rows} "
-            "rides lasts "
-            f"{MIN_DURATION:g}-{MAX_DURATION:g} minutes; check {src} or pick another month"
+            f"rides lasts {MIN_DURATION:g}-{MAX_DURATION:g} minutes and meets the serving "
+            f"rules; check {src} or pick another month"
         )
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PREPARED: VERSION})
     with atomic_path(dest) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
     return dest
 
 

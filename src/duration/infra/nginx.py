@@ -112,22 +112,28 @@ def check_free(folder: Path, port: int, host: str, instead: str) -> None:
         raise DurationError(f"port {port}{on} is taken by another program: stop it, or {instead}")
 
 
-def _draining(master: int) -> bool:
-    """True while nginx has old workers finishing their requests after a reload."""
+def _workers(master: int) -> set[int]:
+    """The pids of the master's worker processes (its children)."""
     try:
-        children = psutil.Process(master).children()
-        return any("shutting down" in " ".join(c.cmdline()) for c in children)
+        return {c.pid for c in psutil.Process(master).children()}
     except psutil.Error:
-        return False
+        return set()
 
 
 def reload(folder: Path, master: int, timeout: float = 130.0) -> None:
-    """Check the new config, reload gracefully, and wait until the old workers are gone."""
+    """Check the new config, reload gracefully, and wait until it serves: a worker on the
+    new config runs, and every worker of the old one has finished its requests and gone.
+    (Waiting only for "shutting down" titles returned too soon on a busy machine, before
+    the master had even started its new worker: what the caller stopped next, a drained
+    group of scoring workers, could still get requests.)"""
     check = subprocess.run(command(folder, "-t"), capture_output=True, text=True)
     if check.returncode != 0:
         raise DurationError(f"nginx refused its new config: {cause(check.stderr)}")
+    old = _workers(master)
     os.kill(master, signal.SIGHUP)
-    time.sleep(0.1)
     deadline = time.monotonic() + timeout
-    while _draining(master) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and alive(master, "nginx"):
+        now = _workers(master)
+        if now and not now & old:
+            return
         time.sleep(0.05)

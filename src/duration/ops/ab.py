@@ -62,6 +62,7 @@ class ABReport:
     difference: dict[str, float | bool | None]
     arms: list[ArmResult] = field(default_factory=list)
     slices: list[dict] = field(default_factory=list)
+    warning: str | None = None  # the log's files that could not be read, in one line
 
 
 def _candidate(labelled: pd.DataFrame) -> tuple[Role, str]:
@@ -152,6 +153,7 @@ def measure(settings: Settings, color: Color | str, month: str, rule: GateRule) 
         difference={**asdict(d.difference), "paired": d.paired, "wilcoxon_p": d.wilcoxon_p},
         arms=[_arm(prod, Role.production, prod_weight), _arm(cand, role, weight)],
         slices=slices.to_dict("records"),
+        warning=j.warning,
     )
 
 

@@ -52,16 +52,18 @@ class ServedReport:
     month_rides: int  # rows whose ride_id names a ride of this month
     versions: list[ServedVersion] = field(default_factory=list)
     slices: list[dict] = field(default_factory=list)
+    warning: str | None = None  # the log's files that could not be read, in one line
 
 
-def logged(settings: Settings) -> pd.DataFrame:
-    table = log_read.read(settings.paths.serve_log)
-    if table.num_rows == 0:
+def logged(settings: Settings) -> log_read.LogTable:
+    """The whole log; a one-line refusal when nothing was logged yet."""
+    log = log_read.read(settings.paths.serve_log)
+    if log.table.num_rows == 0:
         raise DurationError(
             f"nothing served has been logged in {settings.paths.serve_log} yet: serve rides "
             "first (`duration traffic --month YYYY-MM`)"
         )
-    return table.to_pandas()
+    return log
 
 
 def _labels(settings: Settings, color: Color, month: str) -> pd.DataFrame:
@@ -81,6 +83,7 @@ class Joined:
     logged_rides: int  # every row of the log
     month: pd.DataFrame  # the rows whose ride_id names a ride of the month
     labelled: pd.DataFrame  # those with a real ride: the log's row, the ride's own columns
+    warning: str | None = None  # the log's files that could not be read, in one line
 
 
 REAL = [*IDENTITY, "duration"]  # what the prepared month says of a ride
@@ -91,7 +94,8 @@ def join(settings: Settings, color: Color | str, month: str) -> Joined:
     is nothing to join, or the month's durations are not published)."""
     color = Color(color)
     check_month(month)
-    log = logged(settings)
+    read = logged(settings)
+    log = read.table.to_pandas()
     index = ride_index(log["ride_id"], color, month)
     mine = log[index.to_numpy() >= 0].assign(label_row=index[index >= 0].to_numpy())
     if mine.empty:
@@ -104,7 +108,12 @@ def join(settings: Settings, color: Color | str, month: str) -> Joined:
     found = mine[mine["label_row"] < len(labels)].reset_index(drop=True)
     real = labels.iloc[found["label_row"].to_numpy()][REAL].reset_index(drop=True)
     labelled = found.drop(columns=REAL[:-1]).join(real)
-    return Joined(logged_rides=len(log), month=mine.reset_index(drop=True), labelled=labelled)
+    return Joined(
+        logged_rides=len(log),
+        month=mine.reset_index(drop=True),
+        labelled=labelled,
+        warning=read.warning(),
+    )
 
 
 def _version(name: str, version: str, served: pd.DataFrame, found: pd.DataFrame) -> ServedVersion:
@@ -132,6 +141,7 @@ def measure(settings: Settings, color: Color | str, month: str) -> ServedReport:
         color=Color(color).value,
         logged_rides=j.logged_rides,
         month_rides=len(j.month),
+        warning=j.warning,
     )
     keys = ["model_name", "model_version"]
     by = dict(tuple(j.labelled.groupby(keys, sort=True)))

@@ -37,7 +37,8 @@ class Traffic:
     rides: int
     requests: int
     answered_rides: int
-    failed_requests: int
+    failed_requests: int  # no answer, or the service's error (5xx)
+    refused_requests: int = 0  # answered 4xx: rides the served model does not take
     seconds: float
     requests_per_s: float
     p50_ms: float
@@ -94,6 +95,7 @@ class _Replay:
         self.arms: Counter[str] = Counter()
         self.errors: list[str] = []
         self.failed = 0
+        self.refused = 0
         self.start = time.perf_counter()
 
     def client(self) -> None:
@@ -115,21 +117,22 @@ class _Replay:
                     problem = _first_line(r)
                 except requests.RequestException as e:
                     problem = " ".join(str(e).split())[:160]
-                ms = (time.perf_counter() - t0) * 1000
-                self._count(
-                    r if r is not None and r.status_code == 200 else None, problem, ms, body.rides
-                )
+                self._count(r, problem, (time.perf_counter() - t0) * 1000, body.rides)
 
     def _count(self, r: requests.Response | None, problem: str, ms: float, n: int) -> None:
+        """An answer (200), a refusal of its rides (4xx), or a failure (no answer, 5xx)."""
         with self.lock:
-            if r is not None:
+            if r is not None and r.status_code == 200:
                 self.latencies.append(ms)
                 self.versions[r.headers.get("X-Model-Version", "?")] += n
                 self.arms[r.headers.get("X-Model-Arm", "?")] += n
+                return
+            if r is not None and 400 <= r.status_code < 500:
+                self.refused += 1
             else:
                 self.failed += 1
-                if len(self.errors) < 5:
-                    self.errors.append(problem)
+            if len(self.errors) < 5:
+                self.errors.append(problem)
 
 
 def replay(settings: Settings, req: TrafficRequest, stop: threading.Event | None = None) -> Traffic:
@@ -145,7 +148,7 @@ def replay(settings: Settings, req: TrafficRequest, stop: threading.Event | None
     for t in threads:
         t.join()
     seconds = time.perf_counter() - run.start
-    done = len(run.latencies) + run.failed
+    done = len(run.latencies) + run.failed + run.refused
     # what was served is in the log before it returns: a report run next sees all of it
     logged = service.wait_for_log(settings, time.time(), 3 * settings.serve.flush_s + 5)
     p50, p99 = np.percentile(run.latencies, [50, 99]) if run.latencies else (np.nan, np.nan)
@@ -157,6 +160,7 @@ def replay(settings: Settings, req: TrafficRequest, stop: threading.Event | None
         requests=done,
         answered_rides=sum(run.versions.values()),
         failed_requests=run.failed,
+        refused_requests=run.refused,
         seconds=round(seconds, 3),
         requests_per_s=round(done / seconds, 1) if seconds else 0.0,
         p50_ms=round(float(p50), 2),

@@ -22,10 +22,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from duration.core import rules
 from duration.core.model import DurationModel
-from duration.core.records import resolve_columns
+from duration.core.records import canonical, normalise, resolve_columns
 from duration.errors import DurationError
-from duration.serving.log import LOGGED_INPUTS, Counters, EpochMs, PredictionLog, ServedRide
+from duration.infra.proc import alive
+from duration.serving import one_write
+from duration.serving.log import LOGGED_INPUTS, Counters, EpochMs, PredictionLog, ServedRequest
 from duration.serving.parse import NO_RIDES, Refused, Rides, kind, parse, plain
 from duration.serving.state import Role
 from duration.serving.workers import WorkerSpec
@@ -61,6 +67,7 @@ class Front:
         self.model = impl if isinstance(impl, DurationModel) else None
         canon = resolve_columns(list(self.types))  # canonical name -> the signature's
         self.inputs = [(c, canon.get(c)) for c in LOGGED_INPUTS]  # as the clients name them
+        self.names = {c: raw for c, raw in canon.items()}  # canonical -> as the model names it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -95,9 +102,11 @@ class Front:
         if not headers.get("content-type", JSON).startswith(JSON):
             return await self._pass(scope, body, send, reply)  # CSV, parquet: MLflow's own
         status, content, rides, pred = await self._score(scope, body)
-        if status != 200:
+        if status >= 500:
             self._failed()
-        elif not smoke:  # buffered before the client has its answer: a count never lags it
+        elif (
+            status == 200 and not smoke
+        ):  # buffered before the client has its answer: a count never lags it
             self._record(request_id, rides, pred, time.perf_counter() - start)
         await _answer(send, status, content, reply)
 
@@ -125,7 +134,7 @@ class Front:
             status, _, rides, pred = await self._score(scope, body)
             if status == 200:
                 self._record(request_id, rides, pred, time.perf_counter() - start)
-            else:
+            elif status >= 500:
                 self._failed()
         finally:
             self._backlog(-1)
@@ -139,23 +148,71 @@ class Front:
         """The request's status, answer, rides and predictions."""
         try:
             rides = parse(body, list(self.types), self.spec.max_rides)
+        except Refused as e:
+            self._refused(NO_RIDES)
+            return e.status, e.body(), NO_RIDES, []
+        try:
             if missing := [c for c in self.required if c not in rides.columns]:
                 raise Refused(
                     400,
                     f"the rides lack {missing}, which the model requires: send every "
                     f"column of its signature ({', '.join(self.types)})",
                 )
+            arrays = self._arrays(rides)
+            self._check(rides, arrays)
         except Refused as e:
+            self._refused(rides)
             return e.status, e.body(), NO_RIDES, []
-        status, content, pred = await self._predict(scope, rides)
+        status, content, pred = await self._predict(scope, rides, arrays)
         return status, content, rides, pred
 
-    async def _predict(self, scope: Scope, rides: Rides) -> tuple[int, bytes, Predictions]:
+    def _arrays(self, rides: Rides) -> dict[str, np.ndarray] | None:
+        """The columns as the arrays MLflow's schema check would make, when no value needs
+        a guess (else None: MLflow's server converts them)."""
+        arrays = {}
+        for c, values in rides.columns.items():
+            if (a := plain(self.types[c], values)) is None:
+                return None
+            arrays[c] = a
+        return arrays
+
+    def _check(self, rides: Rides, arrays: dict[str, np.ndarray] | None) -> None:
+        """Refuse the request if one ride breaks a rule (`duration.core.rules`), naming the
+        ride, the field as the client named it, and what is allowed."""
+        if found := rules.first_non_finite(rides.columns):
+            name, index, value = found
+            raise Refused(400, f"ride {index}: {name} is {value}: send a finite number, or null")
+        canon = canonical(arrays, rides.n) if arrays is not None else None
+        if canon is None:  # odd types: converted the way the model converts them
+            self._readable(rides)
+            frame = normalise(pd.DataFrame(rides.columns))
+            canon = {c: frame[c].to_numpy() for c in frame.columns}
+        if (broken := rules.first_broken(canon, np.datetime64("now", "us"))) is not None:
+            raise Refused(400, broken.message(self.names.get(broken.column)))
+
+    def _readable(self, rides: Rides) -> None:
+        """Refuse a value that is there but cannot be read as its column's type (a zone
+        "x"), which the model's conversion would take as missing."""
+        for canon, name in self.names.items():
+            values = pd.Series(rides.columns.get(name, []), dtype=object)
+            if canon.endswith("_datetime"):
+                read = pd.to_datetime(values, errors="coerce", format="mixed")
+            else:
+                read = pd.to_numeric(values, errors="coerce")
+            bad = values.notna().to_numpy() & read.isna().to_numpy()
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                message = rules.Broken(
+                    column=canon, index=i, value=values[i], allowed=rules.allowed(canon)
+                ).message(name)
+                raise Refused(400, message)
+
+    async def _predict(
+        self, scope: Scope, rides: Rides, arrays: dict[str, np.ndarray] | None
+    ) -> tuple[int, bytes, Predictions]:
         """Our own prediction for plain values, else MLflow's server's answer: the status,
         the body, and the predictions (one per ride) when it answered."""
-        maybe = {c: plain(self.types[c], v) for c, v in rides.columns.items()}
-        arrays = {c: a for c, a in maybe.items() if a is not None}
-        if self.model is not None and len(arrays) == len(maybe):
+        if self.model is not None and arrays is not None:
             try:
                 pred = self.model.predict_columns(arrays, rides.n)
             except DurationError as e:  # rides the features cannot take (a missing column)
@@ -177,37 +234,30 @@ class Front:
             self._failed()
 
     def _record(self, request_id: str, rides: Rides, pred: Predictions, seconds: float) -> None:
-        """The answered rides, one `ServedRide` each, into the log's buffer."""
+        """The answered request into the log, before its answer leaves."""
         if self.log is None:
             return
-        n, spec, ids = rides.n, self.spec, rides.ride_ids
-        nothing = [None] * n
-        col = {c: (rides.columns.get(raw) if raw else None) or nothing for c, raw in self.inputs}
-        served_at, latency_ms = EpochMs(time.time_ns() // 1_000_000), seconds * 1000
+        spec = self.spec
+        inputs = {c: rides.columns[raw] for c, raw in self.inputs if raw in rides.columns}
         self.log.add(
-            [
-                ServedRide(
-                    request_id=request_id,
-                    ride_id=ids[i],
-                    served_at=served_at,
-                    model_name=spec.name,
-                    model_version=spec.version,
-                    arm=spec.role.value,
-                    weight=spec.weight,
-                    latency_ms=latency_ms,
-                    pickup_datetime=col["pickup_datetime"][i],
-                    PULocationID=col["PULocationID"][i],
-                    DOLocationID=col["DOLocationID"][i],
-                    trip_distance=col["trip_distance"][i],
-                    VendorID=col["VendorID"][i],
-                    RatecodeID=col["RatecodeID"][i],
-                    trip_type=col["trip_type"][i],
-                    passenger_count=col["passenger_count"][i],
-                    prediction=pred[i],
-                )
-                for i in range(n)
-            ]
+            ServedRequest(
+                request_id=request_id,
+                served_at=EpochMs(time.time_ns() // 1_000_000),
+                model_name=spec.name,
+                model_version=spec.version,
+                arm=spec.role.value,
+                weight=spec.weight,
+                latency_ms=seconds * 1000,
+                ride_ids=rides.ride_ids,
+                inputs=inputs,
+                predictions=pred,
+            )
         )
+
+    def _refused(self, rides: Rides) -> None:
+        """Count a request refused for what it holds (never logged as served)."""
+        if self.log is not None:
+            self.log.refused(rides.n)
 
     def _failed(self) -> None:
         if self.log is not None:
@@ -279,5 +329,8 @@ def create() -> Front:
         counters = Counters(
             pid=os.getpid(), model_name=spec.name, model_version=spec.version, arm=spec.role.value
         )
-        log = PredictionLog(Path(spec.log), Path(spec.status), counters, spec.flush_s)
+        log = PredictionLog(
+            Path(spec.log), Path(spec.status), counters, spec.flush_s, alive=lambda pid: alive(pid)
+        )
+    one_write.install()  # an answer leaves in one write: a worker's death never halves one
     return Front(inner=scoring_server.init(pyfunc), pyfunc=pyfunc, log=log, spec=spec)

@@ -1,6 +1,7 @@
 """A scoring request's rides, read once: the JSON body to columns, the clients' ride ids,
-and what no worker takes (bad JSON, no rides, too many rides, a `ride_id` that is not a
-string or an integer), refused with an HTTP status and one line."""
+and what no worker takes (bad JSON, JSON nested deeper than MAX_DEPTH, no rides, too many
+rides, a value that is not a scalar, a `ride_id` that is not a string or an integer),
+refused with an HTTP status and one line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ from typing import Any
 import numpy as np
 
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
+# A request is an object of a table of rows: 4 levels deep (`dataframe_split`'s), 3 for
+# `dataframe_records`; `params` may add a few. Deeper is refused before it is parsed.
+MAX_DEPTH = 8
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_PAIR = re.compile(rb"\[\]|\{\}")
+SCALARS = (str, int, float, bool, type(None))
+SCALAR_TYPES = set(SCALARS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +64,17 @@ def _table(payload: Any) -> tuple[list[str], list[list[Any]]]:
     raise Refused(400, "send the rides as dataframe_split or dataframe_records")
 
 
+def _check_scalars(by_name: dict[str, list[Any]]) -> None:
+    """Every value a number, a string, a boolean or null: never a list or an object."""
+    for name, values in by_name.items():
+        if set(map(type, values)) <= SCALAR_TYPES:
+            continue
+        for i, v in enumerate(values):
+            if not isinstance(v, SCALARS):
+                kind = "a list" if isinstance(v, list) else "an object"
+                raise Refused(400, f"ride {i}: {name} is {kind}: send a number, a string or null")
+
+
 def _ride_ids(values: list[Any]) -> list[str | None]:
     for i, v in enumerate(values):
         if v is not None and (isinstance(v, bool) or not isinstance(v, str | int)):
@@ -63,11 +83,28 @@ def _ride_ids(values: list[Any]) -> list[str | None]:
     return [None if v is None else str(v) for v in values]
 
 
+def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True when the JSON in `body` nests arrays and objects deeper than `limit` (strings
+    aside). Innermost pairs are taken away `limit` times; anything left was deeper."""
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKET)
+    for _ in range(limit):
+        brackets, pairs = _PAIR.subn(b"", brackets)
+        if not brackets or not pairs:
+            return False  # done, or not balanced (then it is not JSON, and says so)
+    return bool(brackets)
+
+
 def parse(body: bytes, wanted: list[str], max_rides: int) -> Rides:
     """The rides of a JSON request, or Refused."""
+    if too_deep(body):
+        raise Refused(
+            400,
+            f"the request nests arrays and objects deeper than {MAX_DEPTH} levels: send "
+            "dataframe_split or dataframe_records, one row of plain values a ride",
+        )
     try:
         columns, rows = _table(json.loads(body))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise Refused(400, f"the request is not JSON: {e}") from e
     if not rows:
         raise Refused(400, "the request holds no rides: send at least one")
@@ -78,6 +115,7 @@ def parse(body: bytes, wanted: list[str], max_rides: int) -> Rides:
     if any(not isinstance(r, list) or len(r) != len(columns) for r in rows):
         raise Refused(400, f"every ride must have the {len(columns)} columns given")
     by_name = {c: [r[j] for r in rows] for j, c in enumerate(columns)}
+    _check_scalars(by_name)
     ride_ids = _ride_ids(by_name.get("ride_id", [None] * len(rows)))
     kept = {c: by_name[c] for c in wanted if c in by_name}
     return Rides(columns=kept, ride_ids=ride_ids, n=len(rows))

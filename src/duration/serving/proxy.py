@@ -29,9 +29,12 @@ CONF = """# Written by duration.serving.proxy: do not edit (rewritten on every d
     client_max_body_size {max_body};
     client_body_buffer_size {max_body};
 {temp_paths}    proxy_buffering off;
-    # The workers share one port; listed twice, a request that lost its worker (killed,
-    # restarting) is retried once on a fresh connection, and no peer is ever marked down.
+    # The workers share one port. Listed three times, a request that lost its worker (killed,
+    # restarting) is retried, up to twice, on a fresh connection to another, and no peer is
+    # ever marked down. A worker writes each answer in one write (serving.one_write), so a
+    # dead one never leaves half an answer to pass on: what nginx got is whole, or nothing.
     upstream production {{
+        server {loopback}:{production_port} max_fails=0;
         server {loopback}:{production_port} max_fails=0;
         server {loopback}:{production_port} max_fails=0;
         keepalive 64;
@@ -45,7 +48,8 @@ CONF = """# Written by duration.serving.proxy: do not edit (rewritten on every d
         proxy_set_header X-Request-Id $request_id;
         proxy_set_header X-Duration-Smoke "";  # only a deploy's own smoke test skips the log
         proxy_next_upstream error timeout non_idempotent;
-        proxy_next_upstream_tries 2;
+        proxy_next_upstream_tries 3;
+        proxy_next_upstream_timeout 15s;  # retries end here; the answer's own bound: 120 s
         proxy_read_timeout 120s;
         location / {{
             proxy_pass http://production;
