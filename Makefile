@@ -31,7 +31,7 @@ REF      ?= b5f36cc
 # The defaults above are the CLI's own (tests/unit/cli/test_defaults.py holds them equal);
 # ports, folders and the rest come from the environment (docs/configuration.md).
 # Debian packages the project runs, as command:package (installed only where missing).
-SYSTEM   := nginx:nginx-light initdb:postgresql wrk:wrk
+SYSTEM   := nginx:nginx-light initdb:postgresql wrk:wrk chromium:chromium
 
 # The data folder, as duration.settings derives it: DURATION_DATA_DIR, else $DURATION_HOME/data.
 DATA      := $(or $(DURATION_DATA_DIR),$(if $(DURATION_HOME),$(DURATION_HOME)/data,data))

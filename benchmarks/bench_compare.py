@@ -88,17 +88,17 @@ def rounds(urls: dict[str, str], body: bytes, n: int, seconds: float) -> dict[st
     return out
 
 
-def compare(ref: str, n: int, seconds: float) -> dict:
+def compare(ref: str, n: int, seconds: float, now: str | None = None) -> dict:
     base = Settings.from_env()
     use(tracking_server.ensure(base))
     version = deploy.production_version(MODEL_NAME)
-    src = checkout(ref)
+    src, mine = checkout(ref), checkout(now) if now else None
     records, _ = deploy.smoke_rides(base, "green", 1)
     body = client.records_body(records)
     with tempfile.TemporaryDirectory() as tmp:
         sides = {
             "ref": (src, Path(tmp) / "ref", free_port()),
-            "now": (None, Path(tmp) / "now", free_port()),
+            "now": (mine, Path(tmp) / "now", free_port()),
         }
         urls = {}
         try:
@@ -113,6 +113,7 @@ def compare(ref: str, n: int, seconds: float) -> dict:
     return {
         "machine": stamp(),
         "ref": ref,
+        "now": now or "this checkout",
         "version": version,
         "rounds": n,
         "seconds": seconds,
@@ -127,7 +128,7 @@ def compare(ref: str, n: int, seconds: float) -> dict:
 def markdown(r: dict) -> list[str]:
     change = (r["median_ratio"] - 1) * 100
     return [
-        f"# Serving at {r['ref']} against {r['machine']['commit']}",
+        f"# Serving at {r['ref']} against {r['now']}",
         "",
         f"{r['machine']}. {MODEL_NAME} v{r['version']}, one ride a request, {CONNECTIONS} "
         f"connections, {r['rounds']} rounds of {r['seconds']:g} s each side, back to back.",
@@ -135,9 +136,9 @@ def markdown(r: dict) -> list[str]:
         "| | requests/s (median) |",
         "|---|---|",
         f"| {r['ref']} | {r['ref_rps']} |",
-        f"| this checkout | {r['now_rps']} |",
+        f"| {r['now']} | {r['now_rps']} |",
         "",
-        f"Median of the rounds' ratios (this / {r['ref']}): **{r['median_ratio']}** "
+        f"Median of the rounds' ratios ({r['now']} / {r['ref']}): **{r['median_ratio']}** "
         f"({change:+.1f}%). Each round: {r['ratios']}.",
     ]
 
@@ -145,14 +146,16 @@ def markdown(r: dict) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ref", default="b5f36cc", help="the commit to compare with")
+    p.add_argument("--now", help="another commit in place of this checkout")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--seconds", type=float, default=4.0, help="each side of a round")
+    p.add_argument("--report", default="compare", help="reports/NAME.md and .json")
     args = p.parse_args()
     try:
-        r = compare(args.ref, args.rounds, args.seconds)
+        r = compare(args.ref, args.rounds, args.seconds, args.now)
     except DurationError as e:
         sys.exit(f"bench-compare: {e}")
-    write("compare", r, markdown(r))
+    write(args.report, r, markdown(r))
 
 
 if __name__ == "__main__":

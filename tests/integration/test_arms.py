@@ -16,6 +16,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from benchmarks.support.faults import cpu_hog
 from duration.core.metrics import rmse
 from duration.core.rides import ride_index
 from duration.ops import arms, deploy
@@ -138,13 +139,15 @@ def test_a_canary_splits_by_client_reports_and_aborts_under_traffic(home, name, 
     st = service.status(home)
     assert st.healthy and not st.arms[1].healthy
     assert "the canary arm (version 2) is down" in st.problem
-    # abort under traffic: no request lost, Production alone, the registry as it was
-    t, out = replay_in_background(
-        home, TrafficRequest(month=MONTH, rides=1500, rate=300, concurrency=4)
-    )
-    time.sleep(1)
-    proc = invoke("deploy", "--name", name, "--abort", env=e)
-    t.join(timeout=120)
+    # abort under traffic, both cores busy: no request lost, Production alone, the registry
+    # as it was
+    with cpu_hog(60):
+        t, out = replay_in_background(
+            home, TrafficRequest(month=MONTH, rides=1500, rate=300, concurrency=4)
+        )
+        time.sleep(1)
+        proc = invoke("deploy", "--name", name, "--abort", env=e)
+        t.join(timeout=120)
     assert proc.returncode == 0 and "aborted" in proc.stdout, proc.stderr
     assert out["result"].failed_requests == 0 and out["result"].answered_rides == 1500
     assert [a.role for a in service.status(home).arms] == ["production"]
@@ -184,13 +187,15 @@ def test_a_shadow_answers_no_one_pairs_every_ride_and_finishes(home, name, tmp_p
     t.join(timeout=120)
     assert out["result"].failed_requests == 0 and out["result"].answered_rides == 1000
     assert "the shadow arm (version 2) is down" in service.status(home).problem
-    # finish under traffic: v2 is Production in the registry and in traffic, no request lost
-    t, out = replay_in_background(
-        home, TrafficRequest(month=MONTH, rides=3000, rate=200, concurrency=4)
-    )
-    time.sleep(1)
-    d = arms.finish(home, name)
-    t.join(timeout=180)
+    # finish under traffic, both cores busy: v2 is Production in the registry and in
+    # traffic, no request lost
+    with cpu_hog(90):
+        t, out = replay_in_background(
+            home, TrafficRequest(month=MONTH, rides=3000, rate=200, concurrency=4)
+        )
+        time.sleep(1)
+        d = arms.finish(home, name)
+        t.join(timeout=180)
     assert d.outcome == "finished" and out["result"].failed_requests == 0
     body = json.loads(rides(home, 1).to_json(orient="records", date_format="iso"))
     r = requests.post(f"{home.serve.url}/invocations", json={"dataframe_records": body}, timeout=30)

@@ -3,11 +3,13 @@ roles made through the CLI, and the `mlflow` client and the `duration` CLI as it
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import socket
 import ssl
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -17,6 +19,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from benchmarks.support.browser import chromium
 from duration.infra import nginx
 from duration.infra.net import free_port
 from duration.server import front, pg_databases, team, tls, tracking_server, users
@@ -25,6 +28,7 @@ from duration.tracking.names import MODEL_NAME
 from tests.helpers import assert_one_line_error, cli_env, invoke, run_cli, spawn
 
 pytestmark = pytest.mark.xdist_group("team")
+LOGIN_ATTEMPTS, LOGIN_LOCK_S = 5, 3.0  # the throttle, made quick for the tests
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,13 @@ def team_home(tmp_path_factory, settings, nginx, postgres_cluster) -> Iterator[S
     store = db.uri.rsplit("/", 1)[0] + f"/{database}"
     s = Settings(
         paths=Paths(home=home, data_dir=settings.paths.data, tlc_url=settings.paths.tlc_url),
-        tracking=Tracking(port=free_port(), team_port=free_port(), store_uri=store),
+        tracking=Tracking(
+            port=free_port(),
+            team_port=free_port(),
+            store_uri=store,
+            login_attempts=LOGIN_ATTEMPTS,
+            login_lock_s=LOGIN_LOCK_S,
+        ),
     )
     saved = os.environ.get("PGPASSFILE")
     os.environ["PGPASSFILE"] = db.pgpass  # how the server and its clients reach the cluster
@@ -264,3 +274,148 @@ def test_no_team_server_or_a_plain_one_in_the_way_is_one_line(tmp_path, mlflow_s
         "a tracking server without authentication answers",
     )
     assert requests.get(f"{mlflow_server}/health", timeout=10).status_code == 200
+
+
+def call(s: Settings, user: str, path: str, secret: str | None = None, **kw) -> requests.Response:
+    """One request to the team server through its TLS front, as `user`."""
+    ca = str(s.paths.tls / "ca.pem")
+    auth = (user, secret if secret is not None else password(s, user))
+    return requests.request(
+        kw.pop("method", "POST"),
+        f"{front.team_url(s)}{path}",
+        auth=auth,
+        verify=ca,
+        timeout=30,
+        **kw,
+    )
+
+
+def roles_of(s: Settings) -> dict:
+    """Every user's roles and every role's grants, as the admin sees them."""
+    listed = team.call(s, "GET", "/api/3.0/mlflow/roles/list", params={"workspace": "default"})
+    people = team.call(s, "GET", "/api/2.0/mlflow/users/list")["users"]
+    return {"roles": listed["roles"], "users": people}
+
+
+def test_an_editor_cannot_grant_and_a_reader_reads_through_graphql(team_home, monkeypatch):
+    s = team_home
+    model = f"grant-{uuid.uuid4().hex[:6]}"
+    client_as(s, "alice", monkeypatch).create_registered_model(model)
+    before = roles_of(s)
+    grant = {
+        "username": "bob",
+        "resource_type": "registered_model",
+        "resource_id": model,
+        "permission": "MANAGE",
+    }
+    asked = [
+        ("/api/3.0/mlflow/users/permissions/grant", grant),
+        ("/ajax-api/3.0/mlflow/users/permissions/grant", grant),
+        ("/api/3.0/mlflow/roles/create", {"name": "sneaky", "workspace": "default"}),
+        ("/api/3.0/mlflow/roles/assign", {"username": "bob", "role_id": 1}),
+        ("/api/2.0/mlflow/users/create", {"username": "mallory", "password": "x" * 16}),
+        ("/api/2.0/mlflow/users/update-admin", {"username": "alice", "is_admin": True}),
+    ]
+    for path, body in asked:
+        r = call(s, "alice", path, json=body)
+        assert r.status_code == 403, (path, r.text)  # ours, or MLflow's own where it is first
+        if path.endswith("/grant"):  # MLflow lets an editor with MANAGE grant: ours says no
+            assert "not an admin" in r.json()["message"], (path, r.text)
+    for path in ("/api/2.0/mlflow/users/list", "/api/3.0/mlflow/roles/list"):
+        assert call(s, "alice", path, method="GET").status_code == 403
+    assert call(s, "bob", "/api/2.0/mlflow/users/current", method="GET").status_code == 200
+    assert roles_of(s) == before  # nothing changed
+    query = '{ mlflowGetExperiment(input: {experimentId: "0"}) { experiment { name } } }'
+    r = call(s, "bob", "/graphql", json={"query": query})
+    assert r.status_code == 200 and r.json()["data"]["mlflowGetExperiment"]["experiment"], r.text
+    mutation = 'mutation { mlflowDeleteExperiment(input: {experimentId: "0"}) { __typename } }'
+    r = call(s, "bob", "/graphql", json={"query": mutation})
+    assert r.status_code == 403 and "has READ only" in r.json()["message"]
+
+
+def test_guessing_a_password_is_slowed_and_the_right_one_gets_in_after(team_home):
+    s = team_home
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    codes = [
+        call(s, "carol", search, "wrong-" * 3, method="GET").status_code
+        for _ in range(LOGIN_ATTEMPTS + 1)
+    ]  # fmt: skip - the tries, as a list
+    assert codes == [401] * LOGIN_ATTEMPTS + [429]
+    locked = call(s, "carol", search, method="GET")  # even the right one waits out the lock
+    assert locked.status_code == 429 and 0 < int(locked.headers["Retry-After"]) <= LOGIN_LOCK_S
+    assert "duration users unlock carol" in locked.json()["message"]
+    # from another address (the front sees 127.0.0.2), carol still gets in
+    with requests.Session() as other:
+        other.mount("https://", SourceAddress("127.0.0.2"))
+        r = other.get(f"{front.team_url(s)}{search}", auth=("carol", password(s, "carol")),
+                      verify=str(s.paths.tls / "ca.pem"), timeout=30)  # fmt: skip
+        assert r.status_code == 200
+    # straight to MLflow's port, a forged X-Forwarded-For is not believed
+    direct = requests.get(
+        f"{s.tracking.local_uri}{search}",
+        auth=("carol", password(s, "carol")),
+        headers={"X-Forwarded-For": "10.9.9.9"},
+        timeout=30,
+    )  # fmt: skip - one request
+    assert direct.status_code == 429
+    time.sleep(LOGIN_LOCK_S + 0.5)
+    assert call(s, "carol", search, method="GET").status_code == 200  # the lock has passed
+    log = (s.paths.state / "server.log").read_text()
+    assert "too many wrong passwords for carol from 127.0.0.1" in log
+    # locked again, then an admin unlocks at once
+    for _ in range(LOGIN_ATTEMPTS):
+        call(s, "carol", search, "wrong-" * 3, method="GET")
+    assert call(s, "carol", search, method="GET").status_code == 429
+    home = {"DURATION_HOME": str(s.paths.home), "MLFLOW_PORT": str(s.tracking.port)}
+    proc = invoke("users", "unlock", "carol", env=home)
+    assert proc.returncode == 0 and "cleared" in proc.stdout, proc.stderr
+    assert call(s, "carol", search, method="GET").status_code == 200
+
+
+def test_the_front_sends_hsts(team_home):
+    r = call(team_home, "alice", "/health", method="GET")
+    assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+def test_a_reader_opens_a_run_and_a_model_in_the_ui_with_no_error(team_home, monkeypatch):
+    """Headless Chromium as bob (a reader): the UI's pages read through GraphQL and the
+    ajax API, and nothing it asks for is refused."""
+    s = team_home
+    alice = client_as(s, "alice", monkeypatch)
+    exp = alice.create_experiment(f"ui-{uuid.uuid4().hex[:6]}")
+    run = alice.create_run(exp)
+    alice.log_metric(run.info.run_id, "rmse", 5.0)
+    alice.set_terminated(run.info.run_id)
+    model = f"ui-{uuid.uuid4().hex[:6]}"
+    alice.create_registered_model(model)
+    alice.create_model_version(model, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    token = base64.b64encode(f"bob:{password(s, 'bob')}".encode()).decode()
+    ui = s.tracking.local_uri  # MLflow's own port: the reader's rights, not the TLS, are tested
+    with chromium(headers={"Authorization": f"Basic {token}"}) as page:
+        page.open(f"{ui}/#/experiments/{exp}/runs/{run.info.run_id}", 8)
+        run_page = page.text()
+        page.open(f"{ui}/#/models/{model}", 6)
+        model_page = page.text()
+        errors = page.errors()
+        answered = [
+            e["params"]["response"]
+            for e in page.events
+            if e["method"] == "Network.responseReceived"
+        ]
+    assert run.info.run_id[:8] in run_page or "rmse" in run_page, run_page[:500]
+    assert model in model_page and "Version 1" in model_page, model_page[:500]
+    assert errors == [], errors
+    reads = [r for r in answered if "/graphql" in r["url"] or "/ajax-api/" in r["url"]]
+    assert reads and all(r["status"] == 200 for r in reads)  # the UI read, and was let
+
+
+class SourceAddress(requests.adapters.HTTPAdapter):
+    """Connections from another loopback address (127.0.0.2 is as local as 127.0.0.1)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)

@@ -121,10 +121,15 @@ def server_env(settings: Settings, store: str) -> dict[str, str]:
     """What the MLflow server's environment adds: where its auth config is, its Flask key."""
     f = files(settings)
     front.key(settings)  # made before the server starts: it reads it once
+    t = settings.tracking
     return {
         "MLFLOW_AUTH_CONFIG_PATH": str(write_ini(settings, store).resolve()),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(f.flask_key, 32),
         TEAM_DIR: str(f.folder.resolve()),
+        # the server's throttle takes the starter's settings (`duration.server.throttle`)
+        "DURATION_LOGIN_ATTEMPTS": str(t.login_attempts),
+        "DURATION_LOGIN_WINDOW_S": str(t.login_window_s),
+        "DURATION_LOGIN_LOCK_S": str(t.login_lock_s),
     }
 
 

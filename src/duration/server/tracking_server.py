@@ -188,21 +188,15 @@ def _prepare(server: Server, settings: Settings) -> str | None:
 
 
 def command(server: Server) -> list[str]:
-    """The `mlflow server` command line, bound to 127.0.0.1."""
+    """The `mlflow server` command line, bound to 127.0.0.1. An app's server (the team's)
+    takes no proxy headers from uvicorn: a client's address is the connection's, and only
+    the TLS front, which proves itself with its key, may say another (`server.auth_app`)."""
     return [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--backend-store-uri",
-        server.store,
-        "--artifacts-destination",
-        str(server.artifacts.resolve()),
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(server.port),
-        "--workers",
-        str(server.workers),
-        *(["--app-name", server.app] if server.app else []),
+        *(str(Path(sys.executable).with_name("mlflow")), "server"),
+        *("--backend-store-uri", server.store),
+        *("--artifacts-destination", str(server.artifacts.resolve())),
+        *("--host", LOOPBACK, "--port", str(server.port), "--workers", str(server.workers)),
+        *(["--app-name", server.app, "--uvicorn-opts", "--no-proxy-headers"] if server.app else []),
     ]
 
 
