@@ -42,7 +42,7 @@ FEATDIR   := $(DATA)/features/$(COLOR)-$(FEATURES)-train-$(TRAIN)
 FEATS     := $(FEATDIR)/X_$(TEST).npz
 
 .PHONY: help install lock system download prepare features pipeline test test-fast lint format bench bench-scale \
-        bench-spark bench-serve bench-compare notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
+        bench-spark bench-serve bench-compare bench-faults notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
         postgres-backup load monitor monitor-months cycle replay docs traffic monitor-served ab-report
 
@@ -150,6 +150,9 @@ ab-report: $(STAMP) ## Canary or shadow against Production on MONTH's real durat
 
 bench-serve: $(STAMP) system ## Benchmark serving with wrk: requests/s, p99, the floor, logging's cost (reports/)
 	$(BIN)/python -m benchmarks.bench_serve
+
+bench-faults: $(STAMP) system ## kill -9 under traffic (5 tries), hostile bodies, password guessing (reports/faults.md)
+	$(BIN)/python -m benchmarks.faults
 
 bench-compare: $(STAMP) system ## Serving at REF (default b5f36cc) against this checkout, paired rounds (reports/compare.md)
 	$(BIN)/python -m benchmarks.bench_compare --ref $(REF)

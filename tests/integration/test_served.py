@@ -208,7 +208,12 @@ def test_bad_requests_get_a_json_4xx_and_no_worker_is_lost(home, name):
         (odd(record, VendorID=float("nan")), 400, "ride 1: VendorID is nan"),
         (odd(record, trip_distance=-1.5), 400, "ride 1: trip_distance is -1.5"),
         (odd(record, DOLocationID=99999), 400, "ride 1: DOLocationID is 99999"),
-        (odd(record, lpep_pickup_datetime="2031-01-01T00:00:00"), 400, "a time from 2009-01-01"),
+        (
+            odd(record, lpep_pickup_datetime="2031-01-01T00:00:00"),
+            400,
+            "lpep_pickup_datetime is '2031-01-01T00:00:00', which is not allowed: give a time "
+            "from 2009-01-01",
+        ),
     ]
     for body, status, says in cases:
         r = requests.post(
@@ -224,11 +229,14 @@ def test_bad_requests_get_a_json_4xx_and_no_worker_is_lost(home, name):
         f"{s.serve.url}/invocations", json={"dataframe_records": [record]}, timeout=30
     )
     assert ok.status_code == 200
+    # a value of an odd type (MLflow's server converts it), sent with no Content-Type: answered
+    both = requests.post(f"{s.serve.url}/invocations", data=odd(record, VendorID="2"))
+    assert both.status_code == 200 and len(both.json()["predictions"]) == 2, both.text
     # counted apart, never logged as predictions (nginx answers the 9 MB body itself)
     until(lambda: service.status(s).logging.counts.refused_requests == len(cases) - 1)
     assert service.status(s).logging.counts.refused_rides == 1 + 1 + 5 * 2  # past parsing
     deploy.stop(s)
-    assert len(logged(s)) == 1
+    assert len(logged(s)) == 1 + 2
 
 
 def odd(record: dict, **change: object) -> bytes:

@@ -19,6 +19,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -185,10 +186,16 @@ class Front:
         canon = canonical(arrays, rides.n) if arrays is not None else None
         if canon is None:  # odd types: converted the way the model converts them
             self._readable(rides)
-            frame = normalise(pd.DataFrame(rides.columns))
+            frame = pd.DataFrame(rides.columns)
+            for name in (n for c, n in self.names.items() if c.endswith("_datetime")):
+                if name in frame:  # times of several formats, each read as it is
+                    frame[name] = pd.to_datetime(frame[name], errors="coerce", format="mixed")
+            frame = normalise(frame)
             canon = {c: frame[c].to_numpy() for c in frame.columns}
         if (broken := rules.first_broken(canon, np.datetime64("now", "us"))) is not None:
-            raise Refused(400, broken.message(self.names.get(broken.column)))
+            name = self.names.get(broken.column, broken.column)
+            sent = rides.columns.get(name, [broken.value] * rides.n)[broken.index]
+            raise Refused(400, replace(broken, value=sent).message(name))
 
     def _readable(self, rides: Rides) -> None:
         """Refuse a value that is there but cannot be read as its column's type (a zone
@@ -222,7 +229,7 @@ class Front:
                 return 200, json.dumps({"predictions": values}).encode(), values
         rows = [list(r) for r in zip(*rides.columns.values(), strict=True)]
         body = json.dumps({"dataframe_split": {"columns": list(rides.columns), "data": rows}})
-        status, _, content = await _call(self.inner, scope, body.encode())
+        status, _, content = await _call(self.inner, scope, body.encode(), JSON)
         values = _predictions(content, rides.n) if status == 200 else []
         return status, content, values
 
@@ -290,8 +297,11 @@ async def _answer(send: Send, status: int, content: bytes, reply: list[Header]) 
     await send({"type": "http.response.body", "body": content})
 
 
-async def _call(app: Any, scope: Scope, body: bytes) -> tuple[int, list[Header], bytes]:
-    """Run an ASGI app on one request with `body`; its status, headers and whole answer."""
+async def _call(
+    app: Any, scope: Scope, body: bytes, content_type: str | None = None
+) -> tuple[int, list[Header], bytes]:
+    """Run an ASGI app on one request with `body` (of `content_type`, if given: the JSON the
+    front rewrote); its status, headers and whole answer."""
     sent = False
     status, headers, chunks = 500, [], []
 
@@ -309,8 +319,11 @@ async def _call(app: Any, scope: Scope, body: bytes) -> tuple[int, list[Header],
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
 
-    kept = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+    replaced = {b"content-length"} | ({b"content-type"} if content_type else set())
+    kept = [(k, v) for k, v in scope["headers"] if k.lower() not in replaced]
     kept.append((b"content-length", str(len(body)).encode()))
+    if content_type:
+        kept.append((b"content-type", content_type.encode()))
     await app({**scope, "headers": kept}, receive, send)
     return status, headers, b"".join(chunks)
 
