@@ -124,6 +124,7 @@ class Tracking(Section):
     check_s: float = Field(10.0, gt=0, le=3600)  # long commands check the server this often
     team_port: Port = 5443  # the team server's TLS front (`server start --team`)
     team_host: str = LOOPBACK  # ... and the address it binds (beyond loopback: auth + TLS)
+    team_name: str | None = None  # ... and the host name clients use (in its certificate)
     login_attempts: int = Field(10, ge=1, le=1000)  # wrong passwords that lock (user, address)
     login_window_s: float = Field(300.0, gt=0, le=86_400)  # ... within this long
     login_lock_s: float = Field(30.0, gt=0, le=86_400)  # the first lock; each next one doubles
@@ -210,6 +211,7 @@ ENV: dict[str, tuple[str, str]] = {
     "DURATION_SERVER_CHECK_S": ("tracking", "check_s"),
     "DURATION_TEAM_PORT": ("tracking", "team_port"),
     "DURATION_TEAM_HOST": ("tracking", "team_host"),
+    "DURATION_TEAM_NAME": ("tracking", "team_name"),
     "DURATION_LOGIN_ATTEMPTS": ("tracking", "login_attempts"),
     "DURATION_LOGIN_WINDOW_S": ("tracking", "login_window_s"),
     "DURATION_LOGIN_LOCK_S": ("tracking", "login_lock_s"),

@@ -78,6 +78,7 @@ def test_every_variable_sets_its_field(monkeypatch):
         "log": "False",
         "flush_s": "0.5",
         "login_attempts": "7",
+        "team_name": "mlflow.team.example",
         "login_window_s": "60.0",
         "login_lock_s": "2.5",
     }

@@ -68,7 +68,9 @@ def folder(settings: Settings) -> Path:
 
 
 def team_url(settings: Settings) -> str:
-    return f"https://{settings.tracking.team_host}:{settings.tracking.team_port}"
+    """Where clients reach the front: by its host name, if it has one, else its address."""
+    t = settings.tracking
+    return f"https://{t.team_name or t.team_host}:{t.team_port}"
 
 
 def check_host(settings: Settings) -> None:
@@ -114,7 +116,8 @@ def start(settings: Settings) -> str:
     """The TLS front: a certificate for its names, then nginx; returns its URL."""
     host, port = settings.tracking.team_host, settings.tracking.team_port
     check_port(settings)
-    names = list(dict.fromkeys([host, LOOPBACK, "localhost"]))
+    named = [settings.tracking.team_name] if settings.tracking.team_name else []
+    names = list(dict.fromkeys([*named, host, LOOPBACK, "localhost"]))
     write_front(settings, tls.ensure(settings.paths.tls, names), key(settings))
     nginx.stop(folder(settings))  # a front left running: started again on the new config
     nginx.start(folder(settings), port, host)
