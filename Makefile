@@ -20,9 +20,8 @@ SEED     ?= 42
 MONTH    ?= 2021-04
 FROM     ?= 2021-02
 TO       ?= 2023-04
-CYCLE_TRIALS ?= 10
-CYCLE_WINDOW ?= 2
-CYCLE_LIVE ?= off
+# the cycle's own are settings (DURATION_CYCLE_TRIALS, _WINDOW, _LIVE); given here, they win
+CYCLE_FLAGS = $(if $(CYCLE_TRIALS),--trials $(CYCLE_TRIALS)) $(if $(CYCLE_WINDOW),--window $(CYCLE_WINDOW)) $(if $(CYCLE_LIVE),--live $(CYCLE_LIVE))
 RIDES    ?= 1000
 RATE     ?= 100
 CONCURRENCY ?= 4
@@ -48,7 +47,7 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS=$(CYCLE_TRIALS) CYCLE_WINDOW=$(CYCLE_WINDOW) CYCLE_LIVE=$(CYCLE_LIVE) RIDES=$(RIDES) RATE=$(RATE) CONCURRENCY=$(CONCURRENCY)"
+	@echo "  Variables: COLOR=$(COLOR) TRAIN=$(TRAIN) VAL=$(VAL) TEST=$(TEST) FEATURES=$(FEATURES) TRIALS=$(TRIALS) BASELINES=$(BASELINES) SEED=$(SEED) MONTH=$(MONTH) FROM=$(FROM) TO=$(TO) CYCLE_TRIALS CYCLE_WINDOW CYCLE_LIVE (default: the settings) RIDES=$(RIDES) RATE=$(RATE) CONCURRENCY=$(CONCURRENCY)"
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -161,10 +160,10 @@ monitor: $(STAMP) system ## Monitor Production on MONTH: quality, drift, verdict
 	$(BIN)/duration monitor --color $(COLOR) --month $(MONTH) --summary reports/monitor-$(MONTH).json
 
 cycle: $(STAMP) system ## Monitor MONTH; retrain, gate on MONTH and promote if it drifted (reports/cycle-MONTH.json)
-	$(BIN)/duration cycle --color $(COLOR) --month $(MONTH) --trials $(CYCLE_TRIALS) --window $(CYCLE_WINDOW) --live $(CYCLE_LIVE) --summary reports/cycle-$(MONTH).json
+	$(BIN)/duration cycle --color $(COLOR) --month $(MONTH) $(CYCLE_FLAGS) --summary reports/cycle-$(MONTH).json
 
 replay: $(STAMP) system ## The cycle for every month FROM..TO the source has, in order (reports/replay.json)
-	$(BIN)/duration cycle --color $(COLOR) --from $(FROM) --to $(TO) --trials $(CYCLE_TRIALS) --window $(CYCLE_WINDOW) --summary reports/replay.json
+	$(BIN)/duration cycle --color $(COLOR) --from $(FROM) --to $(TO) $(CYCLE_FLAGS) --summary reports/replay.json
 
 monitor-months: $(STAMP) system ## Monitor Production on every month FROM..TO the source has (reports/monitoring.md)
 	$(BIN)/python -m scripts.monitor_months --color $(COLOR) --from $(FROM) --to $(TO)

@@ -1,8 +1,8 @@
 """Settings from one place: defaults, then the environment, then flags.
 
-Six sections: paths, tracking, spark, serve, postgres and monitor. Each default is written
-once, on its field; `ENV` names the environment variable that sets each field. Every path
-derives from `paths.home` (env DURATION_HOME, default: the working directory). Values are
+Seven sections: paths, tracking, spark, serve, postgres, monitor, automate. Each default is
+written once, on its field; `ENV` names the environment variable that sets each field. Every
+path derives from `paths.home` (env DURATION_HOME, default: the working directory). Values are
 checked (pydantic) wherever they come from, and a bad one is refused in one line that
 names the variable or flag.
 """
@@ -14,7 +14,7 @@ import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -100,6 +100,21 @@ class Paths(Section):
     def serve_log(self) -> Path:
         """The prediction log: one parquet file per worker flush."""
         return self.serve_state / "predictions"
+
+    @property
+    def deployer_state(self) -> Path:
+        """The deployer's pid, log, webhook secret (0600) and failed steps."""
+        return self.serve_state / "deployer"
+
+    @property
+    def alerts_log(self) -> Path:
+        """Every alert sent, one JSON line each (`.mlflow/alerts.jsonl`)."""
+        return self.state / "alerts.jsonl"
+
+    @property
+    def automate_state(self) -> Path:
+        """The orchestrator's home (DAGSTER_HOME): its storage, pids, logs and switches."""
+        return self.home / ".dagster"
 
     @property
     def spark_state(self) -> Path:
@@ -199,6 +214,32 @@ class Monitor(Section):
     rmse_ratio: float = Field(1.1, gt=1, le=10)  # `degraded` above this RMSE / test RMSE
 
 
+class Automate(Section):
+    """Level 4: the orchestrator, the deployer that follows the registry, and the alerts."""
+
+    port: Port = 3000  # the orchestrator's UI (Dagster's webserver), on 127.0.0.1
+    poll_s: float = Field(60.0, ge=1, le=86_400)  # the sensor looks for new TLC months this often
+    approve: Literal["auto", "manual"] = "auto"  # manual: a promotion or finish waits for a person
+    hook_port: Port = 5005  # the deployer's webhook receiver, on 127.0.0.1
+    reconcile_s: float = Field(120.0, ge=1, le=86_400)  # serving against the aliases, this often
+    alert_url: str | None = None  # where alerts are posted (JSON); none: only the alert log
+    # The cycle's own, checked by `duration.ops.specs.CycleRequest` (the one place of its rules):
+    live: str = "off"  # how the cycle puts a challenger live: off, canary or shadow
+    live_weight: int = 20  # a live canary's share of clients, %
+    trials: int = 10  # the cycle's search when it retrains
+    window: int = 2  # labelled months it retrains on (the newest validates)
+
+    @property
+    def deployer_url(self) -> str:
+        """The deployer on this host (GET /health)."""
+        return f"http://{LOOPBACK}:{self.hook_port}"
+
+    @property
+    def hook_url(self) -> str:
+        """Where MLflow delivers the registry's webhooks to the deployer."""
+        return f"{self.deployer_url}/hook"
+
+
 # Environment variable -> (section, field).
 ENV: dict[str, tuple[str, str]] = {
     "DURATION_HOME": ("paths", "home"),
@@ -230,8 +271,18 @@ ENV: dict[str, tuple[str, str]] = {
     "DURATION_DRIFT_THRESHOLD": ("monitor", "drift_threshold"),
     "DURATION_DRIFT_SHARE": ("monitor", "drift_share"),
     "DURATION_RMSE_RATIO": ("monitor", "rmse_ratio"),
+    "DURATION_AUTOMATE_PORT": ("automate", "port"),
+    "DURATION_AUTOMATE_POLL_S": ("automate", "poll_s"),
+    "DURATION_AUTOMATE_APPROVE": ("automate", "approve"),
+    "DURATION_DEPLOY_HOOK_PORT": ("automate", "hook_port"),
+    "DURATION_RECONCILE_S": ("automate", "reconcile_s"),
+    "DURATION_ALERT_URL": ("automate", "alert_url"),
+    "DURATION_CYCLE_LIVE": ("automate", "live"),
+    "DURATION_CYCLE_LIVE_WEIGHT": ("automate", "live_weight"),
+    "DURATION_CYCLE_TRIALS": ("automate", "trials"),
+    "DURATION_CYCLE_WINDOW": ("automate", "window"),
 }
-SECRET = {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_TRACKING_URI"}  # never echoed whole
+SECRET = {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_TRACKING_URI", "DURATION_ALERT_URL"}
 
 
 class Settings(Section):
@@ -244,6 +295,7 @@ class Settings(Section):
     serve: Serve = Serve()
     postgres: Postgres = Postgres()
     monitor: Monitor = Monitor()
+    automate: Automate = Automate()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -270,6 +322,19 @@ class Settings(Section):
             return f"{flags.get('.'.join(key), '.'.join(key))}={raw!r}"
 
         return _build(self, given, where)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as the environment variables of `ENV`, for a process this one
+        starts (`from_env` there gives them back; paths are made absolute)."""
+        out: dict[str, str] = {}
+        for var, (section, name) in ENV.items():
+            value = getattr(getattr(self, section), name)
+            if value is None:
+                continue
+            if isinstance(value, Path):
+                value = value.resolve()
+            out[var] = str(value).lower() if isinstance(value, bool) else str(value)
+        return out
 
 
 def _shown(var: str, raw: object) -> str:
@@ -299,6 +364,8 @@ def _explain(where: str, err: ErrorDetails, section: Section, name: str) -> str:
     field = type(section).model_fields[name]
     if err["type"] == "value_error":
         return f"{where} {err.get('ctx', {}).get('error')}"
+    if err["type"] == "literal_error":
+        return f"{where} is not a choice: use {err.get('ctx', {}).get('expected')}"
     if name == "port" or name.endswith("_port"):
         return f"{where} is not a port number: use 1-65535, e.g. {field.default or 5432}"
     what = "a number of seconds" if name.endswith("_s") else "a number"

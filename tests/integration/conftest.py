@@ -12,13 +12,14 @@ from mlflow.tracking import MlflowClient
 
 from duration.core.schema import ModelKind
 from duration.data import matrices
+from duration.deployer import life
 from duration.infra.net import free_port
 from duration.infra.nginx import binary as nginx_binary
 from duration.ops import pipeline
 from duration.ops.specs import PipelineRequest
 from duration.registry import uris
 from duration.serving import service
-from duration.settings import Paths, Serve, Settings, Tracking
+from duration.settings import Automate, Paths, Serve, Settings, Tracking
 from duration.training import estimators, train
 from duration.training.config import SearchConfig
 from tests.helpers import cli_env as env_for
@@ -126,6 +127,8 @@ def home(tmp_path, vectorized, mlflow_server, nginx):
         ),
         tracking=Tracking(uri=mlflow_server),
         serve=Serve(port=free_port()),
+        automate=Automate(hook_port=free_port()),
     )
     yield s
+    life.stop(s)
     service.stop(s)

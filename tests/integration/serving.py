@@ -19,6 +19,7 @@ def env(s: Settings) -> dict:
         "DURATION_DATA_DIR": str(s.paths.data),
         "MLFLOW_TRACKING_URI": s.tracking.url,
         "SERVE_PORT": str(s.serve.port),
+        "DURATION_DEPLOY_HOOK_PORT": str(s.automate.hook_port),
         "DURATION_TLC_URL": s.paths.tlc_url,
     }
 

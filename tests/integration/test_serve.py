@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -20,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from duration.errors import DurationError
 from duration.infra.net import is_healthy, port_in_use
-from duration.ops import deploy, pipeline
+from duration.ops import converge, deploy
 from duration.registry import uris
 from duration.serving import service
 from duration.serving.state import read_state
@@ -61,15 +62,17 @@ def test_deploy_and_rollback_lose_no_request(home, name):
     records = rides(home)
     v1, v2 = expected(name, "1", records), expected(name, "2", records)
     assert np.abs(v1 - v2).max() > 0.1  # the two versions answer differently
-    assert pipeline.deploy_if_serving(home, name) == {}  # nothing serves: nothing to deploy
+    assert converge.follow(home, name) == []  # nothing serves: nothing to deploy
     deploy.start(home, name)
     client = Client(home.serve.url, payload(records))
     client.start()
     try:
         time.sleep(1)
-        # a promotion moves Production to v2; the pipeline then deploys it (as after `promote`)
+        # a promotion moves the production alias to v2; serving follows it (no deployer
+        # runs here: this process converges, as the pipeline does after its promote)
         uris.set_production(name, "2")
-        forward = pipeline.deploy_if_serving(home, name)
+        (step,) = converge.follow(home, name)
+        forward = asdict(step.deployment)
         after_forward = len(client.answers)
         time.sleep(1)
         summary = home.paths.home / "d.json"
@@ -93,8 +96,9 @@ def test_deploy_and_rollback_lose_no_request(home, name):
     assert set(seen[after_back:]) == {"1"} and len(seen) > after_back
     assert forward["outcome"] == "deployed" and forward["previous_version"] == "1"
     assert forward["smoke"]["max_abs_diff"] <= 1e-4 and forward["smoke"]["rows"] == 200
-    rolled = json.loads(summary.read_text())
+    (rolled,) = [s["deployment"] for s in json.loads(summary.read_text())["steps"]]
     assert rolled["outcome"] == "rolled-back" and rolled["previous_version"] == "2"
+    assert rolled["run_id"] and forward["run_id"]
     assert "rolled-back" in back.stdout and "version 1" in back.stdout
     model = MlflowClient().get_registered_model(name)
     assert model.aliases["production"] == "1"

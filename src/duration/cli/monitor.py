@@ -3,7 +3,7 @@ cycle, or a replay of it over a range)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,29 +81,41 @@ def _served(ctx: typer.Context, s: Settings, color: Color, month: str, summary: 
         typer.echo(r.warning, err=True)
 
 
+CycleTrials = typer.Option(
+    None, "--trials", help="Trials when it retrains [env DURATION_CYCLE_TRIALS, default 10]."
+)
+CycleWindow = typer.Option(
+    None,
+    "--window",
+    help=f"Labelled months to retrain on (2-{MAX_WINDOW}): the newest validates "
+    "[env DURATION_CYCLE_WINDOW, default 2].",
+)
+Live = typer.Option(
+    None,
+    "--live",
+    help="off: promote on the offline gate; shadow or canary: put the challenger beside "
+    "the served Production, and decide next month on its rides and the gate "
+    "[env DURATION_CYCLE_LIVE, default off].",
+)
+LiveWeight = typer.Option(
+    None,
+    "--live-weight",
+    help="A live canary's share of clients, % [env DURATION_CYCLE_LIVE_WEIGHT, default 20].",
+)
+
+
 def cycle(
     ctx: typer.Context,
     color: Color = options.ColorOpt,
     month: str = options.month(None, "--month", "Labelled month to monitor and gate on."),
     start: str = options.month(None, "--from", "Replay: the first month."),
     end: str = options.month(None, "--to", "Replay: the last month."),
-    trials: int = typer.Option(CycleRequest.trials, "--trials", help="Trials when it retrains."),
-    window: int = typer.Option(
-        CycleRequest.window,
-        "--window",
-        help=f"Labelled months to retrain on (2-{MAX_WINDOW}): the newest validates.",
-    ),
+    trials: int = CycleTrials,
+    window: int = CycleWindow,
     min_improvement: float = options.MinImprovement,
     max_slice_loss: float = options.MaxSliceLoss,
-    live: str = typer.Option(
-        CycleRequest.live,
-        "--live",
-        help="off: promote on the offline gate; shadow or canary: put the challenger beside "
-        "the served Production, and decide next month on its rides and the gate.",
-    ),
-    live_weight: int = typer.Option(
-        CycleRequest.live_weight, "--live-weight", help="A live canary's share of clients, %."
-    ),
+    live: str = Live,
+    live_weight: int = LiveWeight,
     max_rounds: int = options.MaxRounds,
     seed: int = options.Seed,
     name: str = options.Name,
@@ -113,15 +125,18 @@ def cycle(
     With --from and --to, replay every month between them in order."""
     if (month is None) == (start is None and end is None) or (start is None) != (end is None):
         raise DurationError("give --month M for one month, or --from M1 --to M2 to replay")
-    req = CycleRequest(
-        month=month or start,
-        color=color,
-        name=name,
+    req = _cycle_request(
+        ctx,
+        CycleRequest(
+            month=month or start,
+            color=color,
+            name=name,
+            seed=seed,
+            max_rounds=max_rounds,
+            rule=options.gate_rule(min_improvement, max_slice_loss),
+        ),
         trials=trials,
         window=window,
-        seed=seed,
-        max_rounds=max_rounds,
-        rule=options.gate_rule(min_improvement, max_slice_loss),
         live=live,
         live_weight=live_weight,
     )
@@ -140,6 +155,13 @@ def cycle(
         f"{r.month}: Production v{r.champion_version} {r.verdict} -> {r.action}{again}: "
         f"{r.reason}; Production is v{r.production_version}"
     )
+
+
+def _cycle_request(ctx: typer.Context, req: CycleRequest, **given: object) -> CycleRequest:
+    """`req` with the cycle's settings (DURATION_CYCLE_*), overridden by the flags given."""
+    flags = {f"automate.{k}": "--" + k.replace("_", "-") for k in given}
+    a = settings(ctx).but(flags, automate=given).automate
+    return replace(req, trials=a.trials, window=a.window, live=a.live, live_weight=a.live_weight)
 
 
 def _replay(ctx: typer.Context, req: CycleRequest, start: str, end: str, summary: Path) -> None:

@@ -113,10 +113,12 @@ def report_pipeline(r: PipelineResult, uri: str, name: str) -> None:
     typer.echo(f"pipeline took {r.wall_s:.0f} s (run {r.run_id}). In the MLflow UI:")
     for link in links(uri, name):
         typer.echo(f"  {link}")
-    d = r.deployment
-    if not d:
-        return
-    if d["outcome"] == "failed":
-        typer.echo(f"deploy failed, the old version still serves: {d['reason']}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"deployed version {d['version']} at {d['url']} (was {d['previous_version']})")
+    for step in r.deployment:
+        if step["problem"]:
+            typer.echo(
+                f"the promotion was not deployed ({step['problem']}): the old version still "
+                "serves, and the alias stays on the new one",
+                err=True,
+            )
+            raise typer.Exit(1)
+        typer.echo(f"serving follows the registry: {step['said']}")

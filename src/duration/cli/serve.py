@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,11 +13,12 @@ from duration.cli import options
 from duration.cli.runtime import connect, settings, stop_on_signals, write_summary
 from duration.core.schema import Color
 from duration.errors import DurationError
-from duration.ops.specs import TrafficRequest
+from duration.ops.specs import ServingChange, TrafficRequest
 from duration.serving import service
-from duration.settings import Settings
+from duration.tracking import client
 
 if TYPE_CHECKING:
+    from duration.deployer.life import DeployerStatus
     from duration.ops.deploy import Deployment
 
 serve_app = typer.Typer(
@@ -37,13 +38,22 @@ def serve_start(
     wait: float = options.Wait,
     workers: int = Workers,
 ) -> None:
-    """Serve models:/NAME@production on 127.0.0.1:$SERVE_PORT unless it already serves."""
-    from duration.ops import deploy  # deferred: the ML stack loads only to do the work
+    """Serve models:/NAME@production on 127.0.0.1:$SERVE_PORT unless it already serves, and
+    start the deployer: from then on, serving follows the registry's aliases."""
+    from duration.deployer import life  # deferred: the ML stack loads only to do the work
 
     s = settings(ctx).but({"serve.workers": "--workers"}, serve={"workers": workers})
     connect(ctx)
-    st = deploy.start(s, name, wait)
+    started = life.start_serving(s, name, wait)
+    st, dep = started.state, started.deployer
     typer.echo(f"serving {st.name} version {st.version} at {st.url}/invocations")
+    typer.echo(f"the deployer follows {st.name}'s aliases: {_deployer_said(dep)}")
+
+
+def _deployer_said(dep: DeployerStatus) -> str:
+    if dep.problem:
+        return f"{dep.url} ({dep.problem})"
+    return f"{dep.url} (webhook {dep.webhook})"
 
 
 @serve_app.command("log")
@@ -79,52 +89,26 @@ def serve_log(
 
 @serve_app.command("status")
 def serve_status(ctx: typer.Context) -> None:
-    """JSON: url, model_name, version, pid, healthy (exit 1 when not healthy)."""
-    st = service.status(settings(ctx))
-    typer.echo(json.dumps(st.to_json(), indent=2))
+    """JSON: url, model_name, version, pid, healthy, arms, log, deployer (exit 1 when not
+    healthy)."""
+    from duration.deployer import life  # deferred: the ML stack loads only to do the work
+
+    s = settings(ctx)
+    st = service.status(s)
+    client.use(s.tracking.url)  # not started if it is down: the deployer's webhook is then unknown
+    dep = life.status(s)
+    typer.echo(json.dumps({**st.to_json(), "deployer": asdict(dep)}, indent=2))
     if not st.healthy:
         raise typer.Exit(1)
 
 
 @serve_app.command("stop")
 def serve_stop(ctx: typer.Context, wait: float = options.Wait) -> None:
-    """Stop the proxy and the scoring process."""
-    from duration.ops import deploy  # deferred: the ML stack loads only to do the work
+    """Stop the deployer, the proxy and the scoring processes."""
+    from duration.deployer import life  # deferred: the ML stack loads only to do the work
 
-    stopped = deploy.stop(settings(ctx), wait)
+    stopped = life.stop_serving(settings(ctx), wait)
     typer.echo(f"stopped {' and '.join(stopped)}" if stopped else "nothing was serving")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Change:
-    """The one change to serving a `deploy` asks for."""
-
-    version: str | None = None  # serve it and make it Production (rollback)
-    canary: str | None = None
-    weight: int = 10
-    shadow: str | None = None
-    finish: bool = False
-    abort: bool = False
-
-    def check(self) -> None:
-        """One change at a time, with versions that are numbers."""
-        given = {
-            "--version": self.version is not None,
-            "--canary": self.canary is not None,
-            "--shadow": self.shadow is not None,
-            "--finish": self.finish,
-            "--abort": self.abort,
-        }
-        asked = [flag for flag, on in given.items() if on]
-        if len(asked) > 1:
-            raise DurationError(f"give one of {' / '.join(asked)}: one change to serving at a time")
-        for flag, value in (
-            ("--version", self.version),
-            ("--canary", self.canary),
-            ("--shadow", self.shadow),
-        ):
-            if value is not None and not value.isdigit():
-                raise DurationError(f"{flag} {value!r} is not a version number: give e.g. 3")
 
 
 def deploy(
@@ -153,37 +137,33 @@ def deploy(
 ) -> None:
     """Put the Production version (or --version N) into service: start, smoke-test, switch.
     Or a candidate beside it: --canary N --weight W, --shadow N; then --finish or --abort."""
-    change = Change(
-        version=version, canary=canary, weight=weight, shadow=shadow, finish=finish, abort=abort
+    change = ServingChange(
+        version=version,
+        canary=canary,
+        weight=weight,
+        shadow=shadow,
+        finish=finish,
+        abort=abort,
+        force=force,
     )
     change.check()
     if rows < 1:
         raise DurationError(f"--rows {rows}: give at least 1")
-    if canary is not None:
-        from duration.ops.arms import check_weight  # deferred: ops loads pandas
+    from duration.ops import changes  # deferred: the ML stack loads only to do the work
 
-        check_weight(weight)
     connect(ctx)
-    d = _deploy(settings(ctx), name, change, rows, force, wait)
-    write_summary(summary, asdict(d))
-    typer.echo(_said(d))
-
-
-def _deploy(
-    s: Settings, name: str, change: Change, rows: int, force: bool, wait: float
-) -> Deployment:
-    from duration.ops import arms, deploy  # deferred: the ML stack loads only to do the work
-    from duration.serving.state import Role
-
-    if change.canary is not None:
-        return arms.start(s, name, change.canary, Role.canary, change.weight, rows, force, wait)
-    if change.shadow is not None:
-        return arms.start(s, name, change.shadow, Role.shadow, 0, rows, force, wait)
-    if change.finish:
-        return arms.finish(s, name, rows, wait)
-    if change.abort:
-        return arms.abort(s, name, wait)
-    return deploy.deploy(s, name, change.version, rows, force, wait)
+    done = changes.apply(settings(ctx), name, change, rows, wait, say=typer.echo)
+    write_summary(summary, {"steps": [asdict(d) for d in done]})
+    if not done:
+        typer.echo(f"serving already matches the registry's aliases of {name}: nothing to do")
+    for d in done:
+        typer.echo(_said(d.deployment) if d.deployment else f"the deployer: {d.said()}")
+    if failed := [d for d in done if d.problem]:
+        raise DurationError(
+            f"could not {failed[0].step.said()} ({failed[0].problem}): what served goes on "
+            "serving, and the alias stays where it was moved (move it back, or fix and move it "
+            "again)"
+        )
 
 
 def _said(d: Deployment) -> str:

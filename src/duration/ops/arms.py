@@ -14,12 +14,15 @@ from duration.errors import DurationError
 from duration.ops.deploy import (
     SMOKE_ROWS,
     Deployment,
+    Trigger,
     bring_up,
     deploy_lock,
     deploy_run,
     record,
     serving_now,
 )
+from duration.ops.specs import check_weight
+from duration.registry import aliases
 from duration.registry.lease import promote_lock
 from duration.registry.uris import check_version, set_production
 from duration.serving import service, workers
@@ -27,15 +30,7 @@ from duration.serving.state import CANDIDATES, Arm, Role, State, WorkerGroup
 from duration.settings import Settings
 
 
-def check_weight(weight: int) -> None:
-    if not 1 <= weight <= 99:
-        raise DurationError(
-            f"--weight {weight}: give the canary's share of clients, 1-99 (%); "
-            "a shadow takes no weight, and --finish gives it everything"
-        )
-
-
-def _serving(settings: Settings, name: str) -> State:
+def serving_state(settings: Settings, name: str) -> State:
     """The healthy Production of `name`, or a one-line refusal."""
     state = serving_now(settings, name)
     if state is None:
@@ -46,7 +41,7 @@ def _serving(settings: Settings, name: str) -> State:
     return state
 
 
-def _check_new(state: State, version: str, role: Role, force: bool) -> None:
+def check_new(state: State, version: str, role: Role, force: bool) -> None:
     if version == state.version:
         raise DurationError(
             f"version {version} already serves as Production: a {role} must be another version"
@@ -68,6 +63,7 @@ def start(
     rows: int = SMOKE_ROWS,
     force: bool = False,
     wait: float = 0.0,
+    trigger: Trigger = Trigger.cli,
 ) -> Deployment:
     """Serve `version` beside Production as a canary (`weight`% of clients) or a shadow,
     after its smoke test."""
@@ -78,8 +74,8 @@ def start(
         check_weight(weight)
     with deploy_lock(settings, wait):
         check_version(name, version)
-        state = _serving(settings, name)
-        _check_new(state, version, role, force)
+        state = serving_state(settings, name)
+        check_new(state, version, role, force)
         share = weight if role is Role.canary else 100
         out = Deployment(
             model_name=name,
@@ -90,7 +86,7 @@ def start(
             role=role,
             weight=share,
         )
-        tags = {"role": role.value, "weight": str(share)}
+        tags = {"role": role.value, "weight": str(share), "trigger": trigger.value}
         with deploy_run(name, version, f"{role}-v{version}", **tags) as run:
             out.run_id = run.info.run_id
             old = state.candidate
@@ -105,20 +101,29 @@ def start(
         return out
 
 
-def finish(settings: Settings, name: str, rows: int = SMOKE_ROWS, wait: float = 0.0) -> Deployment:
+def finish(
+    settings: Settings,
+    name: str,
+    rows: int = SMOKE_ROWS,
+    wait: float = 0.0,
+    trigger: Trigger = Trigger.cli,
+) -> Deployment:
     """The candidate becomes Production: its version in the registry (stage and alias,
-    under the promote lock and lease), then in traffic (fresh Production workers, smoke-
-    tested, then one graceful switch). Production goes on serving until then."""
+    under the promote lock and lease; its candidate alias goes), then in traffic (fresh
+    Production workers, smoke-tested, then one graceful switch). Production goes on serving
+    until then."""
     with deploy_lock(settings, wait):
-        state = _serving(settings, name)
-        c = _candidate(state, "finish")
+        state = serving_state(settings, name)
+        c = candidate(state, "finish")
         out = _outcome(settings, name, state, c, "finished")
-        with deploy_run(name, c.version, f"finish-v{c.version}", role=c.role.value) as run:
+        tags = {"role": c.role.value, "trigger": trigger.value}
+        with deploy_run(name, c.version, f"finish-v{c.version}", **tags) as run:
             out.run_id = run.info.run_id
 
             def place(group: WorkerGroup) -> None:
                 with promote_lock(settings, name):
                     set_production(name, c.version)
+                    aliases.clear(name)
                 service.switch(settings, name, group)  # stops Production and the arm
 
             bring_up(settings, name, c.version, rows, out, place)
@@ -126,14 +131,19 @@ def finish(settings: Settings, name: str, rows: int = SMOKE_ROWS, wait: float = 
         return out
 
 
-def abort(settings: Settings, name: str, wait: float = 0.0) -> Deployment:
-    """Take the candidate out; Production answers every request, as it did before."""
+def abort(
+    settings: Settings, name: str, wait: float = 0.0, trigger: Trigger = Trigger.cli
+) -> Deployment:
+    """Take the candidate out (its alias too); Production answers every request, as it did
+    before."""
     with deploy_lock(settings, wait):
-        state = _serving(settings, name)
-        c = _candidate(state, "abort")
+        state = serving_state(settings, name)
+        c = candidate(state, "abort")
         out = _outcome(settings, name, state, c, "aborted")
-        with deploy_run(name, c.version, f"abort-v{c.version}", role=c.role.value) as run:
+        tags = {"role": c.role.value, "trigger": trigger.value}
+        with deploy_run(name, c.version, f"abort-v{c.version}", **tags) as run:
             out.run_id = run.info.run_id
+            aliases.clear(name, c.role)
             service.remove_arm(settings, state)
             record(out, deployed=False)
         return out
@@ -151,7 +161,7 @@ def _outcome(settings: Settings, name: str, state: State, c: Arm, outcome: str) 
     )
 
 
-def _candidate(state: State, what: str) -> Arm:
+def candidate(state: State, what: str) -> Arm:
     if state.candidate is None:
         raise DurationError(
             f"no canary or shadow is serving beside version {state.version}: nothing to "

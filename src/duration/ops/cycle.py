@@ -13,7 +13,7 @@ import math
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ import pandas as pd
 from duration.core.schema import Color, month_range, previous_month
 from duration.data import matrices, prepare, tlc
 from duration.errors import DurationError, NotPublished, Stopped
-from duration.ops import cycle_live, monitor
-from duration.ops.specs import CycleRequest, check_range
+from duration.ops import cycle_live, monitor, notify
+from duration.ops.decision import CycleResult, recorded
+from duration.ops.specs import AWAITING_APPROVAL, CycleRequest, check_range
 from duration.registry import register as reg
+from duration.registry.aliases import Wanted
 from duration.registry.lease import month_lock, promote_lock
 from duration.registry.promote import Comparison, compare
 from duration.registry.uris import set_production, version_in
@@ -36,27 +38,6 @@ from duration.training import plots
 from duration.training.search import SearchConfig, search
 
 LOOKBACK = 36  # months searched back for labelled months the source has
-
-
-@dataclass(kw_only=True)
-class CycleResult:
-    """What the cycle decided for one month (the `--summary` JSON)."""
-
-    month: str
-    verdict: str
-    action: str  # kept, promoted, rejected; live: shadow, canary, then aborted, continued
-    champion_version: str
-    challenger_version: str | None
-    production_version: str
-    gate_rmse_champion: float | None = None
-    gate_rmse_challenger: float | None = None
-    rmse: float | None = None
-    drift_share: float | None = None
-    reason: str = ""
-    train_months: list[str] = field(default_factory=list)
-    val_month: str | None = None
-    decision_run_id: str = ""
-    repeated: bool = False
 
 
 def labelled_months(settings: Settings, color: Color | str, before: str, count: int) -> list[str]:
@@ -76,23 +57,6 @@ def labelled_months(settings: Settings, color: Color | str, before: str, count: 
         f"only {len(found)} labelled month(s) before {before} in the last {LOOKBACK} months "
         f"at {settings.paths.tlc_url}: the cycle needs {count} (--window) to retrain"
     )
-
-
-def recorded(name: str, month: str) -> CycleResult | None:
-    """The decision already taken for (model, month), if a cycle finished it before; as it
-    was recorded, marked `repeated`."""
-    exp = client().get_experiment_by_name(CYCLE_EXPERIMENT)
-    if exp is None:
-        return None
-    found = client().search_runs(
-        [exp.experiment_id],
-        f"tags.model_name = '{name}' and tags.month = '{month}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not found:
-        return None
-    return CycleResult(**{**json.loads(found[0].data.tags["decision"]), "repeated": True})
 
 
 def retrain(
@@ -231,6 +195,8 @@ def _decide(
         drift_share=report.drift_share,
         reason=f"Production v{champion} is {report.verdict} on {req.month}",
     )
+    if report.verdict != "ok":
+        notify.verdict(settings, req, report.verdict, champion, report.rmse, report.drift_share)
     slices = None
     arm = cycle_live.candidate(settings, req.name) if req.role is not None else None
     if arm is not None:  # last month's challenger has served live: decide it first
@@ -244,6 +210,7 @@ def _decide(
     elif report.verdict != "ok":
         slices = _retrain_and_gate(settings, req, stop, result)
     result.decision_run_id = _log(result, req, slices, parent)
+    notify.decided(settings, req, result, live=arm is not None)
     return result
 
 
@@ -268,14 +235,22 @@ def _retrain_and_gate(
         )
         result.reason = c.verdict.reason
         _tag_gate(req.name, challenger, req.month, c.challenger_rmse)
-        if c.verdict.promoted and req.role is None:
+        if c.verdict.promoted and req.role is None and req.hold:
+            result.action = AWAITING_APPROVAL
+            result.reason += f"; promoting v{challenger} waits for `duration automate approve "
+            result.reason += f"{req.month}`"
+        elif c.verdict.promoted and req.role is None:
             set_production(req.name, challenger)
             result.action, result.production_version = "promoted", challenger
         elif not c.verdict.promoted:
             result.action = "rejected"
-    if c.verdict.promoted and req.role is not None:  # outside the promote lock: it deploys
+    # outside the promote lock: serving follows the alias that moved
+    if c.verdict.promoted and req.role is not None:
         result.reason += "; " + cycle_live.put_live(settings, req, challenger)
         result.action = req.live
+    elif result.action == "promoted":  # moved under the lock: back to the champion if it fails
+        before = Wanted(production=result.champion_version)
+        cycle_live.follow_move(settings, req.name, lambda: None, before)
     return c.slices
 
 
@@ -299,6 +274,7 @@ def _log(r: CycleResult, req: CycleRequest, slices: pd.DataFrame | None, parent:
         "challenger_version": r.challenger_version or "",
         "production_version": r.production_version,
         "reason": r.reason,
+        **({"data_digest": req.data_digest} if req.data_digest else {}),
         **runs.process_tags(),
         **({"mlflow.parentRunId": parent} if parent else {}),
     }

@@ -1,23 +1,30 @@
 """The cycle's live mode: a challenger that passed the offline gate is put beside
 Production as a shadow or a canary instead of being promoted; the next month's cycle then
-decides on the live evidence (`ab report`) and the offline gate together.
+decides on the live evidence (`ab report`) and the offline gate together. Every change is
+an alias move (`canary`, `shadow`, `production`), and serving follows it.
 
-- promote: both say so (the candidate finishes: registry and traffic);
+- promote: both say so (the candidate finishes: registry and traffic); with manual approval
+  (DURATION_AUTOMATE_APPROVE=manual) it waits for `duration automate approve MONTH`;
 - abort: the A/B report says abort, or the gate rejects it on the new month;
 - continue: the report cannot tell yet, and the gate does not object (it stays live).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from duration.core.schema import Color
 from duration.data import prepare
 from duration.errors import DurationError
-from duration.ops import ab, arms
-from duration.ops.specs import CycleRequest
+from duration.ops import ab
+from duration.ops.converge import moved
+from duration.ops.specs import AWAITING_APPROVAL, CycleRequest
+from duration.registry import aliases
+from duration.registry.aliases import Wanted
 from duration.registry.lease import promote_lock
 from duration.registry.promote import compare
+from duration.registry.uris import set_production
 from duration.serving import service
 from duration.serving.state import Arm, Role, read_state
 from duration.settings import Settings
@@ -49,15 +56,45 @@ def candidate(settings: Settings, name: str) -> Arm | None:
 
 
 def put_live(settings: Settings, req: CycleRequest, version: str) -> str:
-    """Serve the challenger as the live mode says; what was done, in words."""
+    """Make the challenger the `canary` or `shadow` alias, as the live mode says, and wait
+    for serving to follow; what was done, in words."""
     role = req.role
     if role is None:
         raise DurationError("the cycle's live mode is off: nothing to put live")
     weight = req.live_weight if role is Role.canary else 0
-    arms.start(settings, req.name, version, role, weight, wait=600)
+    follow_move(settings, req.name, lambda: aliases.put_candidate(req.name, version, role, weight))
     share = f" for {weight}% of clients" if role is Role.canary else ""
     then = "next month's cycle decides on its rides and the gate"
     return f"v{version} serves as a {role}{share}; {then}"
+
+
+def follow_move(
+    settings: Settings, name: str, move: Callable[[], object], before: Wanted | None = None
+) -> None:
+    """Move the aliases and wait for serving to follow; when it cannot, the aliases go back
+    (to `before`, default: as `move` found them) and the failed step is one line."""
+    for d in moved(settings, name, move, wait=600, say=lambda _: None, before=before):
+        if d.problem:
+            raise DurationError(
+                f"could not {d.step.said()} ({d.problem}): the aliases are back where they were"
+            )
+
+
+def promote(settings: Settings, name: str, version: str) -> None:
+    """`version` becomes Production (stage and alias; a live candidate's alias goes), under
+    the promote lock; then serving follows."""
+
+    def move() -> None:
+        with promote_lock(settings, name):
+            set_production(name, version)
+            aliases.clear(name)
+
+    follow_move(settings, name, move)
+
+
+def abort(settings: Settings, name: str) -> None:
+    """The candidate's alias goes, and serving follows: Production alone."""
+    follow_move(settings, name, lambda: aliases.clear(name))
 
 
 def decide(settings: Settings, req: CycleRequest, champion: str, arm: Arm) -> LiveDecision:
@@ -68,11 +105,14 @@ def decide(settings: Settings, req: CycleRequest, champion: str, arm: Arm) -> Li
     with promote_lock(settings, req.name):
         c = compare(settings, req.name, champion, arm.version, rides, color.value, req.rule)
     said = f"a/b {report.decision} ({report.reason}); gate: {c.verdict.reason}"
-    if report.decision == "promote" and c.verdict.promoted:
-        arms.finish(settings, req.name, wait=600)
+    if report.decision == "promote" and c.verdict.promoted and req.hold:
+        action, production = AWAITING_APPROVAL, champion
+        said += f"; finishing v{arm.version} waits for `duration automate approve {req.month}`"
+    elif report.decision == "promote" and c.verdict.promoted:
+        promote(settings, req.name, arm.version)
         action, production = "promoted", arm.version
     elif report.decision == "abort" or not c.verdict.promoted:
-        arms.abort(settings, req.name, wait=600)
+        abort(settings, req.name)
         action, production = "aborted", champion
     else:
         action, production = "continued", champion

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,15 @@ from duration.settings import Settings
 from duration.tracking import experiments, runs
 from duration.tracking.client import client
 from duration.tracking.names import DEPLOY_EXPERIMENT
+
+
+class Trigger(StrEnum):
+    """What started a deploy (its run's `trigger` tag)."""
+
+    cli = "cli"  # a person's `duration deploy` (or serve start)
+    webhook = "webhook"  # the registry's webhook: an alias moved
+    reconcile = "reconcile"  # the deployer found serving and the aliases apart
+
 
 SMOKE_TOLERANCE = 1e-4  # minutes: HTTP answers must match in-process predictions this closely
 SMOKE_ROWS = 200
@@ -180,6 +190,7 @@ def deploy(
     rows: int = SMOKE_ROWS,
     force: bool = False,
     wait: float = 0.0,
+    trigger: Trigger = Trigger.cli,
 ) -> Deployment:
     """Serve `version` (default: Production) safely; with a version, also make it Production."""
     with deploy_lock(settings, wait):
@@ -193,19 +204,19 @@ def deploy(
             url=settings.serve.url,
         )
         check_no_candidate(settings, force)
-        if version is not None:
-            out.outcome = "rolled-back"
+        if version is not None or (current and int(target) < int(current.version)):
+            out.outcome = "rolled-back"  # asked by version, or back to an older one
         elif current and current.version == target and not force:
             out.outcome = "already-serving"
             return out
-        with deploy_run(name, target, f"deploy-v{target}") as run:
+        with deploy_run(name, target, f"deploy-v{target}", trigger=trigger.value) as run:
             out.run_id = run.info.run_id
             if force or not (current and current.version == target):
                 switch = lambda group: service.switch(settings, name, group)  # noqa: E731
                 bring_up(settings, name, target, rows, out, switch)
             if version is not None:
                 set_production(name, version)
-            record(out, rollback=version is not None)
+            record(out, rollback=out.outcome == "rolled-back")
         return out
 
 

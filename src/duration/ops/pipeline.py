@@ -1,7 +1,8 @@
 """The whole pipeline, wired from the stage functions: no logic of its own.
 
-download -> prepare -> vectorize -> baselines -> search -> register -> promote (-> deploy,
-when something serves), each stage timed on the pipeline's parent run.
+download -> prepare -> vectorize -> baselines -> search -> register -> promote, each stage
+timed on the pipeline's parent run. A promotion moves the `production` alias; when something
+serves here, the pipeline waits for serving to follow it (the deployer, or itself).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from pathlib import Path
 
 from duration.core.schema import FeatureSet, ModelKind
 from duration.data import matrices, prepare, tlc
-from duration.errors import DurationError
 from duration.infra.resources import Stopwatch
-from duration.ops import deploy
+from duration.ops import converge
 from duration.ops.specs import PipelineRequest
 from duration.registry.promote import promote
 from duration.registry.register import register
@@ -41,7 +41,7 @@ class PipelineResult:
     search: dict = field(default_factory=dict)
     registered: dict = field(default_factory=dict)
     decision: dict = field(default_factory=dict)
-    deployment: dict = field(default_factory=dict)
+    deployment: list[dict] = field(default_factory=list)  # serving following the promotion
     wall_s: float = 0.0
     timings: dict = field(default_factory=dict)  # stage -> seconds and peak RSS (MB)
     run_id: str = ""  # the pipeline's parent run (the baselines are its children)
@@ -144,8 +144,9 @@ def run(
             with watch.stage("promote"):
                 result.decision = asdict(promote(settings, req.name))
             if result.decision["promoted"] and service.running(settings):
-                with watch.stage("deploy"):
-                    result.deployment = deploy_if_serving(settings, req.name)
+                with watch.stage("deploy"):  # the alias moved: serving follows it
+                    done = converge.follow(settings, req.name, wait=600, say=lambda _: None)
+                    result.deployment = [{**asdict(d), "said": d.said()} for d in done]
     return result
 
 
@@ -198,17 +199,3 @@ def _log_timings(result: PipelineResult, status: str) -> None:
         path.write_text(json.dumps(result.timings, indent=1))
         c.log_artifact(result.run_id, str(path))
     c.set_terminated(result.run_id, status)
-
-
-def deploy_if_serving(settings: Settings, name: str) -> dict:
-    """After a promotion: deploy the new Production version if a serving process runs.
-
-    Returns the deployment (empty when nothing serves); a failed deploy is reported in it,
-    and the old version keeps serving.
-    """
-    if not service.running(settings):
-        return {}
-    try:
-        return asdict(deploy.deploy(settings, name, wait=600))
-    except DurationError as e:
-        return {"outcome": "failed", "reason": str(e)}

@@ -14,6 +14,7 @@ from duration.serving.state import Role
 from duration.tracking.names import MODEL_NAME
 from duration.training.config import SearchConfig
 
+AWAITING_APPROVAL = "awaiting-approval"  # a cycle's action, in manual approval mode
 MAX_WINDOW = 12  # labelled months a retrain may use (all but the newest train)
 
 
@@ -58,7 +59,7 @@ class CycleRequest:
     month: str
     color: Color = Color.green
     name: str = MODEL_NAME
-    trials: int = 10
+    trials: int = 10  # the defaults are the settings' (DURATION_CYCLE_TRIALS, ...)
     window: int = 2
     max_rounds: int | None = None
     seed: int = 42
@@ -66,6 +67,8 @@ class CycleRequest:
     rule: GateRule = GateRule()
     live: str = LiveMode.off.value  # a LiveMode, checked by `check`
     live_weight: int = 20  # the canary's share of clients, %
+    hold: bool = False  # manual approval: a promotion or a finish waits for a person
+    data_digest: str = ""  # the TLC file's digest, when the orchestrator asks (recorded)
 
     @property
     def role(self) -> Role | None:
@@ -77,7 +80,8 @@ class CycleRequest:
         check_month(self.month)
         if self.live not in set(LiveMode):
             raise DurationError(
-                f"--live {self.live!r}: give off (promote on the offline gate), shadow or canary"
+                f"--live {self.live!r} (or DURATION_CYCLE_LIVE): give off (promote on the "
+                "offline gate), shadow or canary"
             )
         if self.live == "canary" and not 1 <= self.live_weight <= 99:
             raise DurationError(f"--live-weight {self.live_weight}: give 1-99 (% of clients)")
@@ -90,6 +94,55 @@ class CycleRequest:
             raise DurationError(f"--trials {self.trials}: the search needs at least 1 trial")
         if self.rule.min_improvement < 0:
             raise DurationError(f"--min-improvement {self.rule.min_improvement}: give 0 or more")
+
+
+def check_weight(weight: int) -> None:
+    """A canary's share of clients: 1-99 %."""
+    if not 1 <= weight <= 99:
+        raise DurationError(
+            f"--weight {weight}: give the canary's share of clients, 1-99 (%); "
+            "a shadow takes no weight, and --finish gives it everything"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingChange:
+    """The one change to serving a `duration deploy` asks for."""
+
+    version: str | None = None  # make it Production and serve it (a rollback)
+    canary: str | None = None
+    weight: int = 10
+    shadow: str | None = None
+    finish: bool = False
+    abort: bool = False
+    force: bool = False  # redeploy what serves; replace a running candidate
+
+    def check(self) -> None:
+        """One change at a time, with versions that are numbers."""
+        given = {
+            "--version": self.version is not None,
+            "--canary": self.canary is not None,
+            "--shadow": self.shadow is not None,
+            "--finish": self.finish,
+            "--abort": self.abort,
+        }
+        asked = [flag for flag, on in given.items() if on]
+        if len(asked) > 1:
+            raise DurationError(f"give one of {' / '.join(asked)}: one change to serving at a time")
+        for flag, value in (
+            ("--version", self.version),
+            ("--canary", self.canary),
+            ("--shadow", self.shadow),
+        ):
+            if value is not None and not value.isdigit():
+                raise DurationError(f"{flag} {value!r} is not a version number: give e.g. 3")
+        if self.canary is not None:
+            check_weight(self.weight)
+
+    @property
+    def moves_aliases(self) -> bool:
+        """True when the change is made in the registry, and serving follows it."""
+        return any((self.version, self.canary, self.shadow, self.finish, self.abort))
 
 
 MAX_CONCURRENCY = 64  # `duration traffic`: requests in flight, at most

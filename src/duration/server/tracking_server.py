@@ -29,7 +29,13 @@ from duration.server import pg_databases, postgres
 from duration.settings import Settings
 
 # One uvicorn worker and no job runner: the MLflow 3 default starts ~16 processes.
-LEAN_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+LEAN_ENV = {
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    # the registry's webhooks reach the deployer here: http, loopback, seconds after creation
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "5",
+}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,16 +12,29 @@ import yaml
 
 from duration.cli import app
 from duration.core.schema import COURSE, NEXT_MONTH
+from duration.settings import Settings
 from tests.helpers import ROOT
 
 COMMANDS = typer.main.get_command(app).commands  # type: ignore[attr-defined]
 
 
+SETTINGS = Settings().automate  # the defaults of the flags that are settings too
+FROM_SETTINGS = {
+    ("cycle", "--trials"): SETTINGS.trials,
+    ("cycle", "--window"): SETTINGS.window,
+    ("cycle", "--live"): SETTINGS.live,
+    ("cycle", "--live-weight"): SETTINGS.live_weight,
+}
+
+
 def default(command: str, flag: str) -> str:
-    """The CLI's default for `flag` of `command`, as text."""
+    """The CLI's default for `flag` of `command`, as text (a setting's, where the flag's
+    own default is None: the environment then decides)."""
     for param in COMMANDS[command].params:
         if flag in getattr(param, "opts", ()):
             value = param.default
+            if value is None and (command, flag) in FROM_SETTINGS:
+                value = FROM_SETTINGS[(command, flag)]
             return str(value.value if isinstance(value, Enum) else value)
     raise KeyError(f"{command} has no {flag}")
 
@@ -45,12 +58,9 @@ MAKE_FLAGS = {  # Makefile variable -> (command, flag) it is passed to
     "BASELINES": ("pipeline", "--baselines"),
     "SEED": ("pipeline", "--seed"),
     "MONTH": ("monitor", "--month"),
-    "CYCLE_TRIALS": ("cycle", "--trials"),
-    "CYCLE_WINDOW": ("cycle", "--window"),
     "RIDES": ("traffic", "--rides"),
     "RATE": ("traffic", "--rate"),
     "CONCURRENCY": ("traffic", "--concurrency"),
-    "CYCLE_LIVE": ("cycle", "--live"),
 }
 
 

@@ -46,7 +46,7 @@ def test_a_bad_live_mode_is_one_line(live, weight, says):
 
 @pytest.mark.parametrize("weight", [0, 100, -5])
 def test_a_canary_weight_outside_1_to_99_is_one_line(weight):
-    from duration.ops.arms import check_weight
+    from duration.ops.specs import check_weight
 
     with pytest.raises(DurationError, match=f"--weight {weight}: give .* 1-99"):
         check_weight(weight)
