@@ -43,7 +43,8 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
 .PHONY: help install lock system download prepare features pipeline test test-fast lint format bench bench-scale \
         bench-spark bench-serve bench-compare bench-faults notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
-        postgres-backup load monitor monitor-months cycle replay docs traffic monitor-served ab-report
+        postgres-backup load monitor monitor-months cycle replay docs traffic monitor-served ab-report \
+        automate automate-stop automate-demo
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -87,7 +88,7 @@ pipeline: $(FEATS) system ## Run everything: baselines, search, register, promot
 	  --summary reports/pipeline.json
 
 test: $(STAMP) system ## Run the test suite in random order, 2 workers (real servers on free ports)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
+	$(BIN)/python -m pytest --durations=15
 
 test-fast: $(STAMP) ## The fast loop: no server, no mirror (under a minute)
 	$(BIN)/python -m pytest -m "not server and not mirror"
@@ -155,6 +156,15 @@ bench-faults: $(STAMP) system ## kill -9 under traffic (5 tries), hostile bodies
 
 bench-compare: $(STAMP) system ## Serving at REF (default b5f36cc) against this checkout, paired rounds (reports/compare.md)
 	$(BIN)/python -m benchmarks.bench_compare --ref $(REF)
+
+automate: $(STAMP) system ## Start the orchestrator (Dagster) that decides each TLC month as it is published; prints the UI's link
+	$(BIN)/duration automate start
+
+automate-stop: $(STAMP) ## Stop the orchestrator (and its runs in flight)
+	$(BIN)/duration automate stop
+
+automate-demo: $(STAMP) system ## A year by itself: 2023-04..12 published one by one, decided with no command typed (reports/automate.md)
+	$(BIN)/python -m benchmarks.automate_demo $(if $(CYCLE_LIVE),--live $(CYCLE_LIVE))
 
 monitor: $(STAMP) system ## Monitor Production on MONTH: quality, drift, verdict (reports/monitor-MONTH.json)
 	$(BIN)/duration monitor --color $(COLOR) --month $(MONTH) --summary reports/monitor-$(MONTH).json
