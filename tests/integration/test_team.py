@@ -20,10 +20,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmarks.support.browser import chromium
+from duration.automate import life as automate
+from duration.errors import DurationError
 from duration.infra import nginx
 from duration.infra.net import free_port
 from duration.server import front, pg_databases, team, tls, tracking_server, users
-from duration.settings import Paths, Settings, Tracking
+from duration.settings import Automate, Paths, Settings, Tracking
 from duration.tracking.names import MODEL_NAME
 from tests.helpers import assert_one_line_error, cli_env, invoke, run_cli, spawn
 
@@ -48,6 +50,7 @@ def team_home(tmp_path_factory, settings, nginx, postgres_cluster) -> Iterator[S
             login_attempts=LOGIN_ATTEMPTS,
             login_lock_s=LOGIN_LOCK_S,
         ),
+        automate=Automate(port=free_port(), poll_s=1),
     )
     saved = os.environ.get("PGPASSFILE")
     os.environ["PGPASSFILE"] = db.pgpass  # how the server and its clients reach the cluster
@@ -419,3 +422,38 @@ class SourceAddress(requests.adapters.HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs):
         kwargs["source_address"] = (self.address, 0)
         super().init_poolmanager(*args, **kwargs)
+
+
+def test_the_orchestrator_works_as_an_editor_on_postgresql_behind_the_front(team_home, monkeypatch):
+    """Its account is its own editor (password 0600, never on a command line), its storage
+    the project's PostgreSQL, and its UI, which has no login, reaches admins only."""
+    s = team_home
+    name = f"waiting-{uuid.uuid4().hex[:6]}"  # a model with no Production yet: it waits
+    alice = client_as(s, "alice", monkeypatch)
+    with pytest.raises(DurationError, match=f"no registered model named '{name}'"):
+        automate.start(s, name)
+    alice.create_registered_model(name)
+    st = automate.start(s, name)
+    try:
+        assert st.running
+        assert "postgres_url: postgresql://" in (automate.home(s) / "dagster.yaml").read_text()
+        secret_file = team.files(s).password(automate.ORCHESTRATOR)
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        daemon = psutil.Process(automate.daemons(s)[0].pid())
+        assert daemon.environ()["MLFLOW_TRACKING_USERNAME"] == automate.ORCHESTRATOR
+        secret = secret_file.read_text().strip()
+        assert all(secret not in " ".join(d.cmdline()) for d in (daemon, *daemon.children(True)))
+        listed = {u.name: u.role for u in users.users(s)}
+        assert listed[automate.ORCHESTRATOR] is team.UserRole.editor
+        ui = f"{front.team_url(s)}/dagster/server_info"
+        ca = str(s.paths.tls / "ca.pem")
+        anonymous = requests.get(ui, verify=ca, timeout=30)
+        editor = requests.get(ui, verify=ca, timeout=30, auth=("alice", password(s, "alice")))
+        admin_pw = team.files(s).admin_password.read_text().strip()
+        admin = requests.get(ui, verify=ca, timeout=30, auth=(team.ADMIN, admin_pw))
+        assert (anonymous.status_code, editor.status_code, admin.status_code) == (401, 403, 200)
+        assert "dagster" in admin.text.lower()
+        assert automate.status(s).running  # read from PostgreSQL
+    finally:
+        automate.stop(s)
+    assert automate.status(s).running is False

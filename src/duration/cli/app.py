@@ -7,7 +7,18 @@ from pathlib import Path
 
 import typer
 
-from duration.cli import data, monitor, pipeline, registry, serve, server, spark, train, users
+from duration.cli import (
+    automate,
+    data,
+    monitor,
+    pipeline,
+    registry,
+    serve,
+    server,
+    spark,
+    train,
+    users,
+)
 from duration.settings import Settings
 
 app = typer.Typer(
@@ -63,3 +74,4 @@ app.add_typer(spark.spark_app, name="spark")
 app.add_typer(serve.serve_app, name="serve")
 app.add_typer(monitor.ab_app, name="ab")
 app.add_typer(users.users_app, name="users")
+app.add_typer(automate.automate_app, name="automate")

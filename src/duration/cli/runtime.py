@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ import typer
 
 from duration.infra.files import write_atomic
 from duration.infra.net import is_healthy
-from duration.registry.uris import STAGE_DEPRECATION
+from duration.registry.uris import quiet_stage_notice
 from duration.server import tracking_server
 from duration.settings import Settings
 from duration.tracking import client
@@ -38,8 +37,7 @@ def settings(ctx: typer.Context) -> Settings:
 def prepare_process() -> None:
     """The process's MLflow client setup, its warnings, and SIGTERM as a clean stop."""
     client.configure()
-    # only MLflow's notice that stages are deprecated: every other warning shows
-    warnings.filterwarnings("ignore", message=f".*{STAGE_DEPRECATION}", category=FutureWarning)
+    quiet_stage_notice()
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends runs in flight KILLED, as Ctrl-C
     if project_run := os.environ.pop("MLFLOW_RUN_ID", None):
         # started by `mlflow run`: its run stays the project's; ours are tagged with it

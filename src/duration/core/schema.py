@@ -99,6 +99,12 @@ def previous_month(month: str) -> str:
     return f"{y - 1:04d}-12" if m == 1 else f"{y:04d}-{m - 1:02d}"
 
 
+def next_month(month: str) -> str:
+    """The month after `month`."""
+    y, m = map(int, month.split("-"))
+    return f"{y + 1:04d}-01" if m == 12 else f"{y:04d}-{m + 1:02d}"
+
+
 # ------------------------------------------------------------------------------- rides
 
 MIN_DURATION, MAX_DURATION = 1.0, 60.0  # minutes: the course's rule for a real ride

@@ -8,9 +8,11 @@ Transient network errors are retried with exponential backoff (tenacity).
 from __future__ import annotations
 
 import csv
+import hashlib
 import socket
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,7 @@ class Transient(Exception):
     """A network error worth another try (a timeout, a reset, HTTP 429 or 5xx)."""
 
 
-def _open(url: str, timeout: float = 60.0) -> Any:
+def _open(url: str | urllib.request.Request, timeout: float = 60.0) -> Any:
     try:
         return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - http(s) and file only
     except urllib.error.HTTPError as e:
@@ -62,7 +64,7 @@ def _open(url: str, timeout: float = 60.0) -> Any:
             raise FileNotFoundError(url) from e
         if e.code in (408, 429) or e.code >= 500:
             raise Transient(f"HTTP {e.code}") from e
-        raise DurationError(f"{url} answered HTTP {e.code}: check DURATION_TLC_URL") from e
+        raise DurationError(f"{e.url} answered HTTP {e.code}: check DURATION_TLC_URL") from e
     except urllib.error.URLError as e:
         if isinstance(e.reason, FileNotFoundError | IsADirectoryError):
             raise FileNotFoundError(url) from e
@@ -113,8 +115,8 @@ def fetch(url: str, dest: Path, progress: bool = False) -> None:
         ) from e
 
 
-def published_counts(settings: Settings, color: Color | str, year: str) -> dict[str, int]:
-    """The TLC's published row count per file for one color and year, where the base has it."""
+def _metadata(settings: Settings, color: Color | str, year: str) -> list[dict[str, str]]:
+    """The TLC's published metadata of one color and year (cached in data/raw), if any."""
     cache = settings.paths.raw / "metadata" / f"{Color(color).value}_tripmetadata_{year}.csv"
     if not cache.exists():
         url = f"{settings.paths.tlc_url}/metadata/{cache.name}"
@@ -122,13 +124,61 @@ def published_counts(settings: Settings, color: Color | str, year: str) -> dict[
             with atomic_path(cache) as tmp:
                 fetch(url, tmp)
         except FileNotFoundError:
-            return {}
+            return []
     with open(cache, newline="") as f:
-        return {
-            row["file_name"]: int(row["file_num_rows"])
-            for row in csv.DictReader(f)
-            if row.get("file_num_rows", "").isdigit()
-        }
+        return list(csv.DictReader(f))
+
+
+def published_counts(settings: Settings, color: Color | str, year: str) -> dict[str, int]:
+    """The TLC's published row count per file for one color and year, where the base has it."""
+    return {
+        row["file_name"]: int(row["file_num_rows"])
+        for row in _metadata(settings, color, year)
+        if row.get("file_num_rows", "").isdigit()
+    }
+
+
+def published_size(settings: Settings, color: Color | str, month: str) -> int | None:
+    """The TLC's published size in bytes of one monthly file, where its metadata has it."""
+    for row in _metadata(settings, color, month[:4]):
+        if row.get("file_name") == trip_file(color, month):
+            size = row.get("file_size_bytes", "")
+            return int(size) if size.isdigit() else None
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Seen:
+    """A monthly file as the base address shows it now."""
+
+    month: str
+    size: int
+    digest: str  # sha256 of a file:// copy; over https, the ETag and size
+
+
+def look(settings: Settings, color: Color | str, month: str) -> Seen | None:
+    """The monthly file at the base address, or None when it is not there; `Transient`
+    when the address does not answer."""
+    url = trip_url(settings, color, month)
+    if url.startswith("file://"):
+        path = Path(urllib.request.url2pathname(url.removeprefix("file://")))
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise Transient(str(e)) from e
+        return Seen(month=month, size=size, digest=digest)
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with _open(request, timeout=30.0) as r:
+            size = int(r.headers.get("Content-Length") or 0)
+            tag = (r.headers.get("ETag") or r.headers.get("Last-Modified") or "").strip('"')
+    except FileNotFoundError:
+        return None
+    return Seen(month=month, size=size, digest=f"{tag}-{size}")
 
 
 def short(e: Exception) -> str:
@@ -152,12 +202,15 @@ def verify_parquet(path: Path, expected_rows: int | None = None) -> int:
     return rows
 
 
-def download(settings: Settings, color: Color | str, month: str, progress: bool = True) -> Path:
-    """Fetch one monthly file into data/raw atomically and verify it; skip a complete copy."""
+def download(
+    settings: Settings, color: Color | str, month: str, progress: bool = True, fresh: bool = False
+) -> Path:
+    """Fetch one monthly file into data/raw atomically and verify it; skip a complete copy
+    (unless `fresh`: the TLC published the month again)."""
     color = Color(color)
     dest = raw_path(settings, color, month)
-    expected = published_counts(settings, color, month[:4]).get(dest.name)
-    if dest.exists():
+    expected = None if fresh else published_counts(settings, color, month[:4]).get(dest.name)
+    if dest.exists() and not fresh:
         try:
             verify_parquet(dest, expected)
             return dest

@@ -28,6 +28,7 @@ from duration.errors import DurationError
 from duration.infra.net import LOOPBACK
 from duration.ops.converge import converge
 from duration.ops.deploy import Trigger
+from duration.registry.uris import quiet_stage_notice
 from duration.settings import Settings
 from duration.tracking import client
 
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = Settings.from_env()
     client.configure()
+    quiet_stage_notice()
     client.use(settings.tracking.url)
     secret_file = settings.paths.deployer_state / "webhook.secret"
     try:

@@ -160,19 +160,26 @@ def run(
     req: CycleRequest,
     stop: threading.Event | None = None,
     parent: str | None = None,
+    report: monitor.Report | None = None,
 ) -> CycleResult:
-    """One month: monitor, and retrain, gate and promote when the verdict says so."""
+    """One month: monitor (or take `report`, Production's monitoring of it), and retrain,
+    gate and promote when the verdict says so. A month is decided once; with `redecide`
+    (its data was re-published), once more for its new data."""
     req.check()
     cycle_live.check_serving(settings, req)
-    if (done := recorded(req.name, req.month)) is not None:
+    digest = req.data_digest if req.redecide else None
+    if (done := recorded(req.name, req.month, digest)) is not None:
         return done
     champion = version_in(req.name, "Production")
     if champion is None:
         raise DurationError(f"{req.name} has no Production version: run `make pipeline` first")
     with month_lock(settings, req.name, req.month):  # a month is decided once, anywhere
-        if (done := recorded(req.name, req.month)) is not None:  # decided while this waited
+        if (done := recorded(req.name, req.month, digest)) is not None:  # while this waited
             return done
-        return _decide(settings, req, stop, parent, champion.version)
+        if report is None or report.model_version != champion.version:
+            uri = f"models:/{req.name}/{champion.version}"
+            report = monitor.monitor(settings, uri, req.color, req.month)
+        return _decide(settings, req, stop, parent, report)
 
 
 def _decide(
@@ -180,10 +187,10 @@ def _decide(
     req: CycleRequest,
     stop: threading.Event | None,
     parent: str | None,
-    champion: str,
+    report: monitor.Report,
 ) -> CycleResult:
-    """The month's decision, under its lease (`champion`: Production's version)."""
-    report = monitor.monitor(settings, f"models:/{req.name}/{champion}", req.color, req.month)
+    """The month's decision, under its lease (`report`: Production's monitoring of it)."""
+    champion = report.model_version
     result = CycleResult(
         month=req.month,
         verdict=report.verdict,

@@ -32,15 +32,16 @@ class CycleResult:
     repeated: bool = False
 
 
-def recorded(name: str, month: str) -> CycleResult | None:
-    """The decision already taken for (model, month), if a cycle finished it before; as it
-    was recorded, marked `repeated`."""
+def recorded(name: str, month: str, digest: str | None = None) -> CycleResult | None:
+    """The decision already taken for (model, month) (for the month's data `digest`, when
+    given), if a cycle finished it before; as it was recorded, marked `repeated`."""
     exp = client().get_experiment_by_name(CYCLE_EXPERIMENT)
     if exp is None:
         return None
     found = client().search_runs(
         [exp.experiment_id],
-        f"tags.model_name = '{name}' and tags.month = '{month}' and attributes.status = 'FINISHED'",
+        f"tags.model_name = '{name}' and tags.month = '{month}' and attributes.status = 'FINISHED'"
+        + (f" and tags.data_digest = '{digest}'" if digest else ""),
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

@@ -22,7 +22,7 @@ from duration.core.records import raw_records
 from duration.data import prepare
 from duration.errors import DurationError
 from duration.infra.files import exclusive
-from duration.registry.uris import check_version, exists, load, set_production
+from duration.registry.uris import check_version, load, require, set_production
 from duration.serving import client as serving_client
 from duration.serving import service, workers
 from duration.serving.state import Role, State, WorkerGroup, read_state
@@ -84,8 +84,7 @@ def deploy_lock(settings: Settings, wait: float = 0.0) -> Iterator[None]:
 
 def production_version(name: str) -> str:
     """The version `models:/NAME@production` resolves to, or a one-line error."""
-    if not exists(name):
-        raise DurationError(f"no registered model named {name!r}: run `make pipeline` first")
+    require(name)
     version = client().get_registered_model(name).aliases.get("production")
     if version is None:
         raise DurationError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,12 +154,17 @@ METRICS = [
 ]
 
 
-def log(r: Report) -> str:
-    """Record the report as the one run of (version, month); an earlier one is deleted."""
+def log(r: Report, data: Mapping[str, str] | None = None) -> str:
+    """Record the report as the one run of (version, month); an earlier one is deleted. With
+    `data` (the month's `data_digest`, and a `previous_digest` when it was re-published),
+    the run is the one of (version, month, data): a new file's run keeps the old file's."""
     import mlflow  # deferred: MLflow takes seconds to import
 
     key = {"model_name": r.model_name, "model_version": r.model_version, "month": r.month}
-    tags = {"color": r.color, "train_month": r.train_month, "verdict": r.verdict}
+    data = dict(data or {})
+    if "data_digest" in data:
+        key["data_digest"] = data.pop("data_digest")
+    tags = {"color": r.color, "train_month": r.train_month, "verdict": r.verdict, **data}
     name = f"v{r.model_version}-{r.month}"
     with runs.replace_run(MONITOR_EXPERIMENT, key, name, tags) as run:
         values = {k: getattr(r, k) for k in METRICS}
@@ -174,8 +180,15 @@ def log(r: Report) -> str:
         return str(run.info.run_id)
 
 
-def monitor(settings: Settings, model_uri: str, color: Color | str, month: str) -> Report:
-    """Measure `month` with the version behind `model_uri` and log the run."""
+def monitor(
+    settings: Settings,
+    model_uri: str,
+    color: Color | str,
+    month: str,
+    data: Mapping[str, str] | None = None,
+) -> Report:
+    """Measure `month` with the version behind `model_uri` and log the run (`data`: see
+    `log`)."""
     r = measure(settings, model_uri, color, month)
-    r.run_id = log(r)
+    r.run_id = log(r, data)
     return r

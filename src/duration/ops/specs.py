@@ -69,6 +69,7 @@ class CycleRequest:
     live_weight: int = 20  # the canary's share of clients, %
     hold: bool = False  # manual approval: a promotion or a finish waits for a person
     data_digest: str = ""  # the TLC file's digest, when the orchestrator asks (recorded)
+    redecide: bool = False  # the month was re-published: decide it again for its new data
 
     @property
     def role(self) -> Role | None:

@@ -16,7 +16,7 @@ from duration.data import prepare, tlc
 from duration.errors import DurationError
 from duration.registry.evaluation import evaluate
 from duration.registry.lease import promote_lock
-from duration.registry.uris import exists, move, set_production, version_in
+from duration.registry.uris import move, require, set_production, version_in
 from duration.settings import Settings
 from duration.tracking import experiments, runs
 from duration.tracking.client import client
@@ -94,8 +94,7 @@ def promote(
     Two promotes at once, on one host or several, run one after the other: the second
     decides on what the first left, and says it lost when it promotes nothing.
     """
-    if not exists(name):
-        raise DurationError(f"no registered model named {name!r}: run `duration register` first")
+    require(name, "run `duration register` first")
     with promote_lock(settings, name) as waited:
         d = _promote(settings, name, month, rule or GateRule())
     if waited and not d.promoted:

@@ -9,6 +9,7 @@ alias of the same name, so `models:/NAME/Production` and `models:/NAME@productio
 from __future__ import annotations
 
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,14 @@ STAGES = ("Staging", "Production", "Archived")
 # What MLflow says on every call of its stage API. Stages are kept because users learn them
 # (and every move sets the same-named alias), so this notice, and only it, is silenced.
 STAGE_DEPRECATION = "Model registry stages will be removed in a future major release"
+
+
+def quiet_stage_notice() -> None:
+    """Hide only MLflow's notice that stages are deprecated (the project keeps them on
+    purpose, each with its alias): every other warning shows."""
+    warnings.filterwarnings("ignore", message=f".*{STAGE_DEPRECATION}", category=FutureWarning)
+
+
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<stage>[^/]+)|@(?P<alias>.+))$")
 
 
@@ -33,16 +42,19 @@ def exists(name: str) -> bool:
     return bool(client().search_registered_models(filter_string=f"name = '{name}'"))
 
 
+def require(name: str, hint: str = "run `make pipeline` first") -> None:
+    """A one-line error unless a registered model `name` exists."""
+    if not exists(name):
+        raise DurationError(f"no registered model named {name!r}: {hint}")
+
+
 def check_uri(model_uri: str) -> None:
     """Reject unknown registered names, stages and aliases with a clear line."""
     m = _URI.match(model_uri)
     if not m or m["name"].startswith("m-"):
         return
     c, name = client(), m["name"]
-    if not exists(name):
-        raise DurationError(
-            f"no registered model named {name!r}: check the name, or run `duration register`"
-        )
+    require(name, "check the name, or run `duration register`")
     stage, alias = m["stage"], m["alias"]
     if stage and not stage.isdigit():
         if stage.capitalize() not in STAGES and stage.lower() != "latest":

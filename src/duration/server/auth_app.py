@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from duration.server.front import ADMIN_CHECK
 from duration.server.throttle import Policy, Throttle
 from duration.settings import Settings
 
@@ -179,6 +180,9 @@ def create_app(app: Any = None) -> Any:
     flask = app if app is not None else flask_app
     wrapped = basic_auth(flask)
     flask.before_request(_roles_rule)
+    # MLflow's auth refuses an unmapped route to all but admins (fail-closed): so this one
+    # answers admins only, and the TLS front asks it before the orchestrator's UI
+    flask.add_url_rule(ADMIN_CHECK, "duration_admin_check", lambda: ("", 204))
     if folder := os.environ.get(TEAM_DIR):
         guard = Guard(Path(folder), Settings.from_env())
         flask.before_request_funcs.setdefault(None, []).insert(0, guard.before)

@@ -48,9 +48,40 @@ CONF = """# Written by duration.server.front: do not edit (rewritten on every st
             proxy_set_header X-Duration-Front {front_key};
             proxy_read_timeout 300s;
         }}
+        # the orchestrator's UI (no login of its own): an admin's credentials only
+        location /dagster/ {{
+            auth_request /_duration_admin;
+            error_page 401 = @login;
+            proxy_pass http://{loopback}:{automate_port};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;  # its live updates: a websocket
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host {loopback}:{automate_port};
+            proxy_set_header Authorization "";  # the team's password stays here
+            proxy_read_timeout 300s;
+        }}
+        location @login {{  # a browser asks for the team's user and password
+            add_header WWW-Authenticate 'Basic realm="mlflow"' always;
+            return 401;
+        }}
+        location = /_duration_admin {{
+            internal;
+            proxy_pass http://mlflow{admin_check};
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host {loopback}:{mlflow_port};
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Duration-Front {front_key};
+        }}
+    }}
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ""      "";
     }}
 }}
 """
+ADMIN_CHECK = "/duration/admin-check"  # the team app answers it to admins only
+DAGSTER_PREFIX = "/dagster"  # the orchestrator's UI behind the front
 
 
 def key(settings: Settings) -> str:
@@ -98,6 +129,8 @@ def write_front(settings: Settings, certs: tls.Tls, front_key: str) -> Path:
         cert=certs.cert.resolve(),
         key=certs.key.resolve(),
         front_key=front_key,
+        automate_port=settings.automate.port,
+        admin_check=ADMIN_CHECK,
     )
     return write_atomic(where / "nginx.conf", text, mode=0o600)
 

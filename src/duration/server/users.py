@@ -184,3 +184,18 @@ def unlock(settings: Settings, name: str) -> int:
     addresses it had."""
     _find(settings, name)
     return Throttle(team.files(settings).folder / "throttle.db").clear(name)
+
+
+def account_env(settings: Settings, name: str, role: UserRole) -> dict[str, str]:
+    """A service's own account on the team server (made once, with a generated password in
+    its 0600 file), as the environment its MLflow client reads: never on a command line."""
+    path = team.files(settings).password(name)
+    if name not in {u.name for u in users(settings)} or not path.exists():
+        if name in {u.name for u in users(settings)}:
+            passwd(settings, name)
+        else:
+            add(settings, name, role.value)
+    return {
+        "MLFLOW_TRACKING_USERNAME": name,
+        "MLFLOW_TRACKING_PASSWORD": path.read_text().strip(),
+    }

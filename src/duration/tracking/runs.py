@@ -85,12 +85,17 @@ def resume_run(run_id: str) -> None:
         fluent._active_experiment_id = saved
 
 
+ORCHESTRATOR_RUN_ENV = "DURATION_ORCHESTRATOR_RUN_ID"  # set in the orchestrator's runs
+
+
 def process_tags() -> dict[str, str]:
     """Where a run was made: host and pid, so a run left behind can be traced to its process
-    (and the MLflow Projects run that started it, if any)."""
+    (and the MLflow Projects run, or the orchestrator's run, that started it, if any)."""
     tags = {"host": socket.gethostname(), "pid": str(os.getpid()), "git_commit": git_commit()}
     if project_run := os.environ.get("DURATION_PROJECT_RUN_ID"):
         tags["project_run_id"] = project_run  # the `mlflow run` that started this command
+    if orchestrator_run := os.environ.get(ORCHESTRATOR_RUN_ENV):
+        tags["orchestrator_run_id"] = orchestrator_run
     return tags
 
 
