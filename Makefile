@@ -30,7 +30,8 @@ REF      ?= b5f36cc
 # The defaults above are the CLI's own (tests/unit/cli/test_defaults.py holds them equal);
 # ports, folders and the rest come from the environment (docs/configuration.md).
 # Debian packages the project runs, as command:package (installed only where missing).
-SYSTEM   := nginx:nginx-light initdb:postgresql wrk:wrk chromium:chromium
+SYSTEM   := nginx:nginx-light initdb:postgresql wrk:wrk chromium:chromium \
+            prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
 
 # The data folder, as duration.settings derives it: DURATION_DATA_DIR, else $DURATION_HOME/data.
 DATA      := $(or $(DURATION_DATA_DIR),$(if $(DURATION_HOME),$(DURATION_HOME)/data,data))
@@ -44,7 +45,7 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
         bench-spark bench-serve bench-compare bench-faults notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
         postgres-backup load monitor monitor-months cycle replay docs traffic monitor-served ab-report \
-        automate automate-stop automate-demo
+        automate automate-stop automate-demo observe observe-stop report
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -165,6 +166,15 @@ automate-stop: $(STAMP) ## Stop the orchestrator (and its runs in flight)
 
 automate-demo: $(STAMP) system ## A year by itself: 2023-04..12 published one by one, decided with no command typed (reports/automate.md)
 	$(BIN)/python -m benchmarks.automate_demo $(if $(CYCLE_LIVE),--live $(CYCLE_LIVE))
+
+report: $(STAMP) ## The model's life FROM..TO on one offline page (reports/model-life-FROM-TO.html, and in MLflow)
+	$(BIN)/duration report --from $(FROM) --to $(TO)
+
+observe: $(STAMP) system ## Start Prometheus and Alertmanager on 127.0.0.1: serving metrics, alert rules, alerts to the channel
+	$(BIN)/duration observe start
+
+observe-stop: $(STAMP) ## Stop Prometheus, Alertmanager and the alert relay
+	$(BIN)/duration observe stop
 
 monitor: $(STAMP) system ## Monitor Production on MONTH: quality, drift, verdict (reports/monitor-MONTH.json)
 	$(BIN)/duration monitor --color $(COLOR) --month $(MONTH) --summary reports/monitor-$(MONTH).json

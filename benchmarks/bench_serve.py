@@ -9,7 +9,7 @@ wrk runs on the same 2 cores as nginx and the workers: the figures are a floor.
 - 100 rides a request through the proxy: rides/s;
 - a bare ASGI app under uvicorn, the same workers and flags, the same load: the floor;
 - the proxy with the prediction log on, and a second service beside it with the log off,
-  measured in turn: what logging costs;
+  measured in turn: what logging costs; the same with `/metrics` on and off;
 - a shadow beside Production, healthy, made slow (SIGSTOP) and dead: Production's p99;
 - `deploy --force` while wrk runs: failed requests during the switch;
 - 1,000 real rides replayed (`duration traffic`): the log has one row each, and the served
@@ -60,6 +60,7 @@ TARGETS = {
     "single_ride_p99_ms": 25,
     "batch_rides_per_s": 20_000,
     "logging_overhead_pct": 10,
+    "metrics_overhead_pct": 5,
     "max_abs_diff_min": 1e-6,
 }
 
@@ -82,10 +83,11 @@ def floor(count: int, one: bytes) -> dict:
         stop_group(proc.pid)
 
 
-def logging_cost(s: Settings, one: bytes, tmp: Path) -> dict:
-    """The proxy's requests/s with the log on (the service under test) and off (a second
-    one beside it, idle while the first is measured), alternated, after a warm-up each."""
-    off = s.but(paths={"home": tmp / "no-log"}, serve={"port": free_port(), "log": False})
+def paired_cost(s: Settings, one: bytes, tmp: Path, switch: str) -> dict:
+    """The proxy's requests/s with `serve.<switch>` on (the service under test) and off (a
+    second one beside it, idle while the first is measured), alternated, after a warm-up
+    each."""
+    off = s.but(paths={"home": tmp / f"no-{switch}"}, serve={"port": free_port(), switch: False})
     deploy.start(off, MODEL_NAME)
     runs: dict[str, list[float]] = {"on": [], "off": []}
     try:
@@ -195,7 +197,8 @@ def main() -> None:
             direct_1 = wrk.run(f"{state.production.url}/invocations", one, CONNECTIONS, SECONDS)
             proxy_100 = wrk.run(f"{s.serve.url}/invocations", hundred, BATCH_CONNECTIONS, SECONDS)
             bare = floor(s.serve.workers, one)
-            cost = logging_cost(s, one, Path(tmp))
+            cost = paired_cost(s, one, Path(tmp), "log")
+            metered = paired_cost(s, one, Path(tmp), "metrics")
             shadow = shadow_cost(s, one)
             switch = redeploy_under_load(s, one)
             answers = replayed(s, version, month)
@@ -214,10 +217,12 @@ def main() -> None:
         "floor_rps": bare["requests_per_s"],
         "floor_ratio": round(bare["requests_per_s"] / proxy_1["requests_per_s"], 2),
         "logging_overhead_pct": cost["overhead_pct"],
+        "metrics_overhead_pct": metered["overhead_pct"],
         "max_abs_diff_min": answers["max_abs_diff_min"],
         "runs": {"proxy_1": proxy_1, "direct_1": direct_1, "proxy_100": proxy_100, "floor_1": bare},
         "shadow_p99_ms": {k: v["p99_ms"] for k, v in shadow.items()},
         "logging": cost,
+        "metrics": metered,
         "shadow": shadow,
         "redeploy": switch,
         "replay": answers,
@@ -227,13 +232,18 @@ def main() -> None:
 
 
 def _met(r: dict, key: str) -> str:
-    low = key in ("single_ride_p99_ms", "logging_overhead_pct", "max_abs_diff_min")
+    low = key in (
+        "single_ride_p99_ms",
+        "logging_overhead_pct",
+        "metrics_overhead_pct",
+        "max_abs_diff_min",
+    )
     ok = r[key] <= TARGETS[key] if low else r[key] >= TARGETS[key]
     return f"{'≤' if low else '≥'} {TARGETS[key]:g}: {'met' if ok else 'NOT MET'}"
 
 
 def markdown(r: dict) -> list[str]:
-    d, a, lg = r["redeploy"], r["replay"], r["logging"]
+    d, a, lg, mt = r["redeploy"], r["replay"], r["logging"], r["metrics"]
     row = "| {} | {} | {} | {} | {} | {} | {} |"
     lines = [
         f"# Serving benchmark (`make bench-serve`), {MODEL_NAME} v{r['version']}",
@@ -249,6 +259,8 @@ def markdown(r: dict) -> list[str]:
         f"{_met(r, 'batch_rides_per_s')} |",
         f"| logging's cost on requests/s, % | {r['logging_overhead_pct']} | "
         f"{_met(r, 'logging_overhead_pct')} |",
+        f"| /metrics' cost on requests/s, % | {r['metrics_overhead_pct']} | "
+        f"{_met(r, 'metrics_overhead_pct')} |",
         f"| served minus in-process prediction, max, min | {r['max_abs_diff_min']:.3g} | "
         f"{_met(r, 'max_abs_diff_min')} |",
         f"| the bare ASGI floor, requests/s (x the proxy's) | {r['floor_rps']} "
@@ -268,6 +280,8 @@ def markdown(r: dict) -> list[str]:
         f"- logging on {lg['on_rps']} against off {lg['off_rps']} requests/s (medians of "
         f"{len(lg['runs']['on'])} rounds; the cost is the median of the rounds' ratios): "
         f"on {lg['runs']['on']}, off {lg['runs']['off']}",
+        f"- /metrics on {mt['on_rps']} against off {mt['off_rps']} requests/s (the same "
+        f"pairing): on {mt['runs']['on']}, off {mt['runs']['off']}",
         f"- redeploy under wrk load: start {d['start_s']} s, smoke test of {d['smoke_rows']} "
         f"rides {d['smoke_s']} s, switch {d['switch_s']} s; {d['failed']} failed of "
         f"{d['requests']} requests in {d['load_s']:g} s, slowest {d['slowest_ms']} ms",

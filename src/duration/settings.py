@@ -192,6 +192,7 @@ class Serve(Section):
     log: bool = True  # record every served ride in the prediction log
     flush_s: float = Field(1.0, gt=0, le=60)  # a worker writes its log this often
     max_rides: int = Field(5_000, ge=1, le=100_000)  # rides one request may hold
+    metrics: bool = True  # each worker group serves /metrics to Prometheus, on loopback
 
     @property
     def url(self) -> str:
@@ -240,8 +241,18 @@ class Automate(Section):
         return f"{self.deployer_url}/hook"
 
 
-# Environment variable -> (section, field).
-ENV: dict[str, tuple[str, str]] = {
+class Observe(Section):
+    """Prometheus and Alertmanager, started by `duration observe start`, on 127.0.0.1."""
+
+    prometheus_port: Port = 9090
+    alertmanager_port: Port = 9093
+    relay_port: Port = 9095  # Alertmanager's webhook, turned into the alert channel's format
+    scrape_s: float = Field(15.0, ge=1, le=300)  # how often the worker groups are scraped
+    retention: str = "15d"  # Prometheus keeps this long, and at most retention_size:
+    retention_size: str = "512MB"
+
+
+ENV: dict[str, tuple[str, str]] = {  # environment variable -> (section, field)
     "DURATION_HOME": ("paths", "home"),
     "DURATION_DATA_DIR": ("paths", "data_dir"),
     "DURATION_TLC_URL": ("paths", "tlc_url"),
@@ -266,6 +277,7 @@ ENV: dict[str, tuple[str, str]] = {
     "DURATION_SERVE_LOG": ("serve", "log"),
     "DURATION_SERVE_FLUSH_S": ("serve", "flush_s"),
     "DURATION_SERVE_MAX_RIDES": ("serve", "max_rides"),
+    "DURATION_SERVE_METRICS": ("serve", "metrics"),
     "DURATION_PG_PORT": ("postgres", "port"),
     "DURATION_PG_OS_USER": ("postgres", "os_user"),
     "DURATION_DRIFT_THRESHOLD": ("monitor", "drift_threshold"),
@@ -281,6 +293,12 @@ ENV: dict[str, tuple[str, str]] = {
     "DURATION_CYCLE_LIVE_WEIGHT": ("automate", "live_weight"),
     "DURATION_CYCLE_TRIALS": ("automate", "trials"),
     "DURATION_CYCLE_WINDOW": ("automate", "window"),
+    "DURATION_PROMETHEUS_PORT": ("observe", "prometheus_port"),
+    "DURATION_ALERTMANAGER_PORT": ("observe", "alertmanager_port"),
+    "DURATION_ALERT_RELAY_PORT": ("observe", "relay_port"),
+    "DURATION_SCRAPE_S": ("observe", "scrape_s"),
+    "DURATION_PROMETHEUS_RETENTION": ("observe", "retention"),
+    "DURATION_PROMETHEUS_RETENTION_SIZE": ("observe", "retention_size"),
 }
 SECRET = {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_TRACKING_URI", "DURATION_ALERT_URL"}
 
@@ -296,6 +314,7 @@ class Settings(Section):
     postgres: Postgres = Postgres()
     monitor: Monitor = Monitor()
     automate: Automate = Automate()
+    observe: Observe = Observe()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -368,6 +387,8 @@ def _explain(where: str, err: ErrorDetails, section: Section, name: str) -> str:
         return f"{where} is not a choice: use {err.get('ctx', {}).get('expected')}"
     if name == "port" or name.endswith("_port"):
         return f"{where} is not a port number: use 1-65535, e.g. {field.default or 5432}"
+    if err["type"] == "bool_parsing":
+        return f"{where} is not true or false: use true or false, e.g. {str(field.default).lower()}"
     what = "a number of seconds" if name.endswith("_s") else "a number"
     if err["type"].endswith("_parsing"):
         return f"{where} is not {what}: use a number, e.g. {field.default}"

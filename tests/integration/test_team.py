@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import mlflow
 import psutil
 import pytest
 import requests
@@ -430,6 +431,15 @@ def test_the_orchestrator_works_as_an_editor_on_postgresql_behind_the_front(team
     s = team_home
     name = f"waiting-{uuid.uuid4().hex[:6]}"  # a model with no Production yet: it waits
     alice = client_as(s, "alice", monkeypatch)
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(front.team_url(s))  # what `start` asks about the model, as alice
+    try:
+        orchestrate_as_an_editor(s, name, alice)
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def orchestrate_as_an_editor(s: Settings, name: str, alice: MlflowClient) -> None:
     with pytest.raises(DurationError, match=f"no registered model named '{name}'"):
         automate.start(s, name)
     alice.create_registered_model(name)

@@ -89,6 +89,10 @@ def test_every_variable_sets_its_field(monkeypatch):
         "reconcile_s": "30.0",
         "login_window_s": "60.0",
         "login_lock_s": "2.5",
+        "metrics": "False",
+        "scrape_s": "2.5",
+        "retention": "30d",
+        "retention_size": "1GB",
     }
     for var, (_, name) in ENV.items():
         monkeypatch.setenv(var, values.get(name, "1234"))
@@ -96,6 +100,12 @@ def test_every_variable_sets_its_field(monkeypatch):
     for var, (section, name) in ENV.items():
         got = getattr(getattr(s, section), name)
         assert str(got) == values.get(name, "1234"), var
+
+
+def test_a_bad_switch_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("DURATION_SERVE_METRICS", "maybe")
+    with pytest.raises(DurationError, match="DURATION_SERVE_METRICS='maybe' is not true or false"):
+        Settings.from_env()
 
 
 @pytest.mark.parametrize("port", ["0", "70000", "http"])

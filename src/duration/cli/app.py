@@ -11,6 +11,7 @@ from duration.cli import (
     automate,
     data,
     monitor,
+    observe,
     pipeline,
     registry,
     serve,
@@ -62,6 +63,7 @@ for command in (
     registry.predict,
     monitor.monitor,
     monitor.cycle,
+    monitor.report,
     pipeline.pipeline,
     serve.deploy,
     serve.traffic,
@@ -75,3 +77,4 @@ app.add_typer(serve.serve_app, name="serve")
 app.add_typer(monitor.ab_app, name="ab")
 app.add_typer(users.users_app, name="users")
 app.add_typer(automate.automate_app, name="automate")
+app.add_typer(observe.observe_app, name="observe")

@@ -33,6 +33,7 @@ from duration.errors import DurationError
 from duration.infra.proc import alive
 from duration.serving import one_write
 from duration.serving.log import LOGGED_INPUTS, Counters, EpochMs, PredictionLog, ServedRequest
+from duration.serving.metrics import CONTENT_TYPE, METRICS_PATH, Meter, meter_from_env
 from duration.serving.parse import NO_RIDES, Refused, Rides, kind, parse, plain
 from duration.serving.state import Role
 from duration.serving.workers import WorkerSpec
@@ -51,8 +52,16 @@ SHADOW_BACKLOG = 2_000  # copies a shadow holds unscored; past it, new ones are 
 class Front:
     """The ASGI app: the front described above, around MLflow's scoring app."""
 
-    def __init__(self, *, inner: Any, pyfunc: Any, log: PredictionLog | None, spec: WorkerSpec):
-        self.inner, self.log, self.spec = inner, log, spec
+    def __init__(
+        self,
+        *,
+        inner: Any,
+        pyfunc: Any,
+        log: PredictionLog | None,
+        spec: WorkerSpec,
+        meter: Meter | None = None,
+    ):
+        self.inner, self.log, self.spec, self.meter = inner, log, spec, meter
         self.shadow = spec.role is Role.shadow
         self.backlog = 0  # a shadow's copies acknowledged, not yet scored
         self.identity = [
@@ -75,6 +84,8 @@ class Front:
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"] == "/invocations":
             await self._invocations(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == METRICS_PATH:
+            await self._metrics(send)
         else:
             await self.inner(scope, receive, send)
 
@@ -109,7 +120,23 @@ class Front:
             status == 200 and not smoke
         ):  # buffered before the client has its answer: a count never lags it
             self._record(request_id, rides, pred, time.perf_counter() - start)
+        if not smoke:
+            self._count(status, rides, start)
         await _answer(send, status, content, reply)
+
+    async def _metrics(self, send: Send) -> None:
+        """The group's metrics (`duration.serving.metrics`); 404 when they are off."""
+        if self.meter is None:
+            return await _answer(send, 404, b'{"error": "metrics are off"}', [])
+        body = self.meter.exposition()
+        headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _count(self, status: int, rides: Rides, start: float) -> None:
+        if self.meter is not None:
+            n = rides.n if status == 200 else 0
+            self.meter.request(status, n, time.perf_counter() - start)
 
     async def _copy(
         self,
@@ -137,6 +164,7 @@ class Front:
                 self._record(request_id, rides, pred, time.perf_counter() - start)
             elif status >= 500:
                 self._failed()
+            self._count(status, rides, start)
         finally:
             self._backlog(-1)
 
@@ -337,13 +365,20 @@ def create() -> Front:
     pyfunc = scoring_server.load_model_with_mlflow_config(spec.model)
     if isinstance(impl := pyfunc.unwrap_python_model(), DurationModel):
         impl.for_serving()  # one thread a worker (the workers are the parallelism), and its trees
+    meter = meter_from_env(spec.role.value, spec.version)
     log = None
     if spec.log:
         counters = Counters(
             pid=os.getpid(), model_name=spec.name, model_version=spec.version, arm=spec.role.value
         )
         log = PredictionLog(
-            Path(spec.log), Path(spec.status), counters, spec.flush_s, alive=lambda pid: alive(pid)
+            Path(spec.log),
+            Path(spec.status),
+            counters,
+            spec.flush_s,
+            alive=lambda pid: alive(pid),
+            meter=meter,
         )
     one_write.install()  # an answer leaves in one write: a worker's death never halves one
-    return Front(inner=scoring_server.init(pyfunc), pyfunc=pyfunc, log=log, spec=spec)
+    inner = scoring_server.init(pyfunc)
+    return Front(inner=inner, pyfunc=pyfunc, log=log, spec=spec, meter=meter)

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from duration.core.records import INPUTS
 from duration.infra.files import atomic_path, utc_stamp, write_atomic
+from duration.serving.metrics import Meter
 
 EpochMs = NewType("EpochMs", int)  # a time as milliseconds since the epoch, UTC
 
@@ -185,8 +186,10 @@ class PredictionLog:
         flush_s: float = 1.0,
         max_pending: int = 200_000,
         alive: Callable[[int], bool] | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.folder, self.status, self.counters = folder, status, counters
+        self.meter = meter  # the group's Prometheus counts, when they are on
         self.flush_s, self.max_pending = flush_s, max_pending
         self.alive = alive or (lambda pid: True)
         self.token = f"{os.getpid()}-{secrets.token_hex(3)}"  # this worker's, in file names
@@ -212,12 +215,21 @@ class PredictionLog:
             self.counters.answered_requests += 1
             if not self._waiting and self._append(request.line()):
                 self.counters.logged_rides += request.rides
+                self._metered(written=request.rides)
                 return
             if self.counters.pending_rides + request.rides > self.max_pending:
                 self.counters.dropped_rides += request.rides
+                self._metered(not_written=request.rides)
                 return
             self._waiting.append(request)
             self.counters.pending_rides += request.rides
+            self._metered()
+
+    def _metered(self, written: int = 0, not_written: int = 0) -> None:
+        """The same counts, for Prometheus (under the lock)."""
+        if self.meter is not None:
+            pending = self.counters.pending_rides
+            self.meter.logged(written=written, not_written=not_written, pending=pending)
 
     def failed(self) -> None:
         """Count a request that got no prediction."""
@@ -278,6 +290,7 @@ class PredictionLog:
             r = self._waiting.pop(0)
             self.counters.pending_rides -= r.rides
             self.counters.logged_rides += r.rides
+            self._metered(written=r.rides)
         if not self._waiting and not self.counters.writing:
             self.counters.writing, self.counters.error = True, ""
             print(f"duration: prediction log: writing to {self.folder} again", file=sys.stderr)

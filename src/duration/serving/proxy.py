@@ -54,6 +54,9 @@ CONF = """# Written by duration.serving.proxy: do not edit (rewritten on every d
         location / {{
             proxy_pass http://production;
         }}
+        location = /metrics {{  # Prometheus scrapes each group on loopback, never through here
+            return 404;
+        }}
         location = /invocations {{
 {invocations}        }}
         location @too_large {{

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from duration.infra.net import is_healthy
-from duration.infra.proc import alive
+from duration.infra.proc import alive, stop_group
 from duration.serving import log_read, proxy, workers
 from duration.serving.state import (
     Arm,
@@ -28,6 +28,7 @@ from duration.serving.state import (
     read_state,
     state_file,
     write_state,
+    write_targets,
 )
 from duration.settings import Settings
 
@@ -252,14 +253,18 @@ def stop(settings: Settings) -> list[str]:
     """Stop the proxy and every arm's workers; return what was stopped."""
     stopped = ["proxy"] if proxy.stop(settings) else []
     state = read_state(settings)
-    if state is None:
-        return stopped
-    groups = [(f"version {state.version}", state.production)]
-    if (c := state.candidate) is not None:
-        groups.append((f"{c.role} version {c.version}", c.group))
+    groups = []
+    if state is not None:
+        groups.append((f"version {state.version}", state.production))
+        if (c := state.candidate) is not None:
+            groups.append((f"{c.role} version {c.version}", c.group))
     for what, group in groups:
         if workers.running(group):
             stopped.append(what)
         workers.stop(group)
+    for pid in workers.strays(settings, {g.pid for _, g in groups}):
+        stop_group(pid)
+        stopped.append(f"a stray worker group ({pid})")
     state_file(settings).unlink(missing_ok=True)
+    write_targets(settings, None)
     return stopped

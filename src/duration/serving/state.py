@@ -116,3 +116,25 @@ def read_state(settings: Settings) -> State | None:
 
 def write_state(settings: Settings, state: State) -> None:
     write_atomic(state_file(settings), json.dumps(asdict(state), indent=2) + "\n")
+    write_targets(settings, state)
+
+
+def targets_file(settings: Settings) -> Path:
+    """The worker groups Prometheus scrapes (its file_sd format), rewritten on each change."""
+    return settings.paths.serve_state / "metrics" / "targets.json"
+
+
+def write_targets(settings: Settings, state: State | None) -> None:
+    """One scrape target a worker group, labelled with its arm and version (none: nothing
+    serves). Prometheus re-reads the file: a deploy needs no restart of it."""
+    groups = []
+    if state is not None and settings.serve.metrics:
+        arms = [(Role.production, state.production)]
+        if (c := state.candidate) is not None:
+            arms.append((c.role, c.group))
+        for role, group in arms:
+            labels = {"arm": role.value, "version": group.version, "model": state.name}
+            groups.append({"targets": [f"{LOOPBACK}:{group.port}"], "labels": labels})
+    path = targets_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(groups, indent=2) + "\n")

@@ -27,6 +27,7 @@ from duration.errors import DurationError
 from duration.infra.files import tail
 from duration.infra.net import LOOPBACK, free_port, is_healthy
 from duration.infra.proc import alive, stop_group
+from duration.serving import metrics
 from duration.serving.state import Role, WorkerGroup
 from duration.settings import Settings
 
@@ -126,6 +127,9 @@ def start_group(settings: Settings, spec: WorkerSpec, timeout: float = 180.0) ->
     port = free_port()
     log_path = state / f"scoring-v{spec.version}.log"
     env = {**os.environ, **spec.to_env(), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env.pop(metrics.DIR_ENV, None)
+    if settings.serve.metrics:
+        env[metrics.DIR_ENV] = str(metrics_dir(settings, port, fresh=True))
     cmd = uvicorn_command(APP, port, settings.serve.workers)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -170,6 +174,33 @@ def worker_pids(group: WorkerGroup) -> list[int]:
         found = sorted(int(k.pid) for k in kids if "spawn_main" in " ".join(k.cmdline()))
         return found or [group.server_pid]  # one worker: the supervisor answers itself
     return []
+
+
+def strays(settings: Settings, known: set[int]) -> list[int]:
+    """Worker groups of this home that no state names (a deployer stopped while it started
+    one, say): their supervisors' pids. A group's spec names its model's folder, which lies
+    under this home's serving state."""
+    models = str(settings.paths.serve_state.resolve() / "models")
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "environ"]):
+        with contextlib.suppress(psutil.Error, ValueError, KeyError, TypeError):
+            if APP not in " ".join(p.info["cmdline"] or []) or p.info["pid"] in known:
+                continue
+            if "spawn_main" in " ".join(p.info["cmdline"]):
+                continue  # a worker: its supervisor is the group
+            model = json.loads((p.info["environ"] or {})[SPEC_ENV])["model"]
+            if str(Path(model).resolve()).startswith(models):
+                found.append(int(p.info["pid"]))
+    return found
+
+
+def metrics_dir(settings: Settings, port: int, fresh: bool = False) -> Path:
+    """The folder where the group on `port` counts (emptied first when `fresh`)."""
+    folder = settings.paths.serve_state / "metrics" / str(port)
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    return folder
 
 
 def stop(group: WorkerGroup) -> None:

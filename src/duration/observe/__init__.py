@@ -1,0 +1,2 @@
+"""Observe serving: Prometheus scrapes each worker group, alert rules with runbooks, and
+Alertmanager's alerts relayed into the alert channel."""
