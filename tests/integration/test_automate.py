@@ -7,6 +7,7 @@ a kill -9 mid-month, a re-published month, a month published twice and a broken 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,19 +22,27 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmarks.support.alert_sink import Sink, alert_sink
+from benchmarks.support.browser import chromium
 from duration.automate import life, sensors
 from duration.automate.assets import MODEL_ENV
 from duration.data.tlc import trip_file
 from duration.deployer import life as deployer
+from duration.errors import DurationError
 from duration.infra.net import free_port, port_in_use
-from duration.ops import traffic
+from duration.ops import life_page, traffic
 from duration.ops.decision import recorded
 from duration.ops.specs import TrafficRequest
 from duration.serving.state import read_state
 from duration.settings import Automate, Monitor, Paths, Serve, Settings, Tracking
-from duration.tracking.names import CYCLE_EXPERIMENT, DEPLOY_EXPERIMENT, MONITOR_EXPERIMENT
+from duration.tracking.names import (
+    AB_EXPERIMENT,
+    CYCLE_EXPERIMENT,
+    DEPLOY_EXPERIMENT,
+    MONITOR_EXPERIMENT,
+)
 
 pytestmark = pytest.mark.xdist_group("automate")
+LIFE = "document.getElementById('life').textContent"  # the page's figures, as it embeds them
 
 
 def until(ok, timeout: float, every: float = 0.5) -> bool:
@@ -168,6 +177,31 @@ def test_months_are_decided_with_no_command_and_a_canary_by_the_next(
         assert len(said) == len(set(said)), said
         events = sorted(e for e, _ in said)
         assert events == ["ab_decision", "degraded", "degraded", "live_arm", "retrained"]
+    the_life_page_shows_what_the_runs_hold(s, name, tmp_path)
+
+
+def the_life_page_shows_what_the_runs_hold(s: Settings, name: str, tmp_path: Path) -> None:
+    """`duration report` over the two months: it opens in headless Chromium with no error,
+    and its figures are the monitoring and A/B runs' own."""
+    with pytest.raises(DurationError, match="no monitoring run for 2021-03: run `duration mon"):
+        life_page.report(s, name, "2021-03", "2021-05", tmp_path / "no.html")
+    out, run_id = life_page.report(s, name, "2021-04", "2021-05", tmp_path / "life.html")
+    assert MlflowClient().list_artifacts(run_id, "report")[0].path == "report/model-life.html"
+    with chromium() as page:
+        page.open(out.as_uri(), 5)
+        assert page.errors() == []
+        shown = json.loads(page.call("Runtime.evaluate", expression=LIFE)["result"]["value"])
+    monitoring = runs_of(MONITOR_EXPERIMENT, name).set_index("tags.month")
+    for month in shown["months"]:
+        run = monitoring.loc[monitoring["run_id"] == month["monitoring_run"]].iloc[0]
+        assert month["offline_rmse"] == run["metrics.rmse"] and run.name == month["month"]
+    ab = mlflow.search_runs(
+        experiment_names=[AB_EXPERIMENT], filter_string=f"tags.model_name = '{name}'"
+    )
+    may = {a["role"]: a for a in shown["months"][1]["served"]}
+    assert may["canary"]["rmse"] == ab.iloc[0]["metrics.canary_rmse"]
+    assert may["production"]["ci_low"] == ab.iloc[0]["metrics.production_ci_low"]
+    assert shown["months"][1]["served_rides"] == 4000
 
 
 def test_a_kill_a_republished_month_a_twice_published_one_and_a_broken_file(

@@ -201,3 +201,26 @@ def ab_report(
     typer.echo(f"a/b run {r.run_id}")
     if r.warning:
         typer.echo(r.warning, err=True)
+
+
+def report(
+    ctx: typer.Context,
+    start: str = options.month(None, "--from", "The first month."),
+    end: str = options.month(None, "--to", "The last month."),
+    output: Path | None = typer.Option(
+        None, "--output", help="The page [default: reports/model-life-FROM-TO.html]."
+    ),
+    name: str = options.Name,
+) -> None:
+    """The model's life on one offline page: Production's versions, offline and served RMSE,
+    verdicts and decisions, drift, and the served volume and latency, month by month; also
+    logged as a run's artifact in MLflow."""
+    from duration.ops.life_page import report as life_report  # deferred: plotly, MLflow
+
+    if start is None or end is None:
+        raise DurationError("give --from M1 --to M2: the months the page shows")
+    check_range(start, end)
+    connect(ctx)
+    out = output or Path("reports") / f"model-life-{start}-{end}.html"
+    page, run_id = life_report(settings(ctx), name, start, end, out)
+    typer.echo(f"the model's life, {start} to {end}: {page} (run {run_id})")

@@ -9,6 +9,7 @@ DEPLOY_EXPERIMENT = "nyc-taxi-duration-deployments"
 MONITOR_EXPERIMENT = "nyc-taxi-duration-monitoring"
 CYCLE_EXPERIMENT = "nyc-taxi-duration-cycle"
 AB_EXPERIMENT = "nyc-taxi-duration-ab"  # live decisions: canary and shadow arms
+REPORT_EXPERIMENT = "nyc-taxi-duration-reports"  # `duration report`: the model's life
 MODEL_NAME = "nyc-taxi-duration"  # the registered model
 # A search keeps the model of its best TOP_N trials on the server; `register` tests them.
 TOP_N = 5
