@@ -45,7 +45,7 @@ FEATS     := $(FEATDIR)/X_$(TEST).npz
         bench-spark bench-serve bench-compare bench-faults notebook mlflow mlflow-start mlflow-stop spark-up spark-down \
         serve serve-status serve-stop deploy screenshot clean postgres postgres-stop \
         postgres-backup load monitor monitor-months cycle replay docs traffic monitor-served ab-report \
-        automate automate-stop automate-demo observe observe-stop report
+        automate automate-stop automate-demo observe observe-stop observe-demo report
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -175,6 +175,9 @@ observe: $(STAMP) system ## Start Prometheus and Alertmanager on 127.0.0.1: serv
 
 observe-stop: $(STAMP) ## Stop Prometheus, Alertmanager and the alert relay
 	$(BIN)/duration observe stop
+
+observe-demo: $(STAMP) system ## On a home with two versions (automate-demo --keep DIR): a replay counted by Prometheus, a killed canary alerted (reports/observe.md)
+	$(BIN)/python -m benchmarks.observe_demo
 
 monitor: $(STAMP) system ## Monitor Production on MONTH: quality, drift, verdict (reports/monitor-MONTH.json)
 	$(BIN)/duration monitor --color $(COLOR) --month $(MONTH) --summary reports/monitor-$(MONTH).json

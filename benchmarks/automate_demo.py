@@ -140,6 +140,14 @@ def table(rows: list[Row], errors: dict[str, list[np.ndarray]]) -> list[str]:
     return lines
 
 
+def shoot_page(page_file: Path, out: Path) -> None:
+    """The model's life page, as the docs show it."""
+    with chromium(["--window-size=1400,1280"]) as page:
+        page.open(page_file.resolve().as_uri(), 6)
+        assert page.errors() == [], page.errors()
+        print(page.screenshot(out))
+
+
 def screenshot(s: Settings, month: str, out: Path) -> None:
     """The orchestrator's UI: the decision asset's months, and `month`'s decision."""
     url = f"{life.url(s)}/assets/month_decision?view=partitions&partition={month}"
@@ -198,9 +206,16 @@ def run(args: argparse.Namespace, source: Path, work: Path, sink: Sink) -> dict[
             row.seconds = time.monotonic() - t
             rows.append(row)
             print(f"{month}: {row.served} -> {row.verdict}, {row.decision} ({row.seconds:.0f} s)")
+        life = REPORTS / f"model-life-{args.start}-{args.end}.html"
+        print(
+            duration_cli(
+                "report", "--from", args.start, "--to", args.end, "--output", str(life), env=env
+            )
+        )
         if args.screenshot:
             shown = [r.month for r in rows if r.decision.startswith("promoted")] or [rows[-1].month]
             screenshot(s, shown[-1], REPORTS.parent / "docs" / "automate-partitions.png")
+            shoot_page(life, REPORTS.parent / "docs" / "model-life.png")
     finally:
         duration_cli("automate", "stop", env=env)
         duration_cli("serve", "stop", env=env)
@@ -220,6 +235,12 @@ def run(args: argparse.Namespace, source: Path, work: Path, sink: Sink) -> dict[
         f"then decided {args.start}..{args.end} as each month was published, with no command "
         f"typed. Cycle live mode: {args.live}. Wall time: {wall / 60:.1f} min "
         f"({stamp()['cores']} cores).",
+        "",
+        f"Settings: a retrain learns from {s.automate.window} labelled months "
+        f"(DURATION_CYCLE_WINDOW), a month is degraded above {s.monitor.rmse_ratio:g} x the "
+        f"version's test RMSE (DURATION_RMSE_RATIO), {s.automate.trials} search trials, a "
+        f"canary serves {s.automate.live_weight}% of clients. The page of the model's life: "
+        f"`reports/model-life-{args.start}-{args.end}.html`.",
         "",
         *table(rows, errors),
         "",

@@ -50,6 +50,7 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: 1
+    dequeue_interval_seconds: 1  # a month's run starts within a second of its request
 run_retries:
   enabled: true
   max_retries: 1

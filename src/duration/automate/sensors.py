@@ -148,6 +148,7 @@ def monthly_fallback(target: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefi
 def failure_alert(target: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
     @dg.run_failure_sensor(
         name="alert_on_failure",
+        minimum_interval_seconds=5,  # a failed run is told within seconds (default: 30)
         monitored_jobs=[target],
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
