@@ -27,7 +27,7 @@ from tests.helpers import invoke
 from tests.integration.serving import env
 from tests.integration.test_serve import _broken_version
 
-pytestmark = pytest.mark.xdist_group("arms")
+pytestmark = pytest.mark.xdist_group("deployer")
 
 
 def served_version(s: Settings) -> str | None:

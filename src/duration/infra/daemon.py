@@ -4,7 +4,6 @@ a bounded wait."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from collections.abc import Mapping
@@ -58,14 +57,18 @@ class Daemon:
         return proc.pid
 
     def exited(self) -> bool:
-        """True when the process started here has ended (reaped, so it is no zombie)."""
-        pid = self.pid()
-        if pid is None:
+        """True when the process has ended (reaped, so it is no zombie). A child of this
+        process is asked directly: until it has exec'd its program, its command line is
+        still this process's, so the needle would call it gone."""
+        try:
+            pid = int(self.pid_file.read_text())
+        except (OSError, ValueError):
             return True
-        with contextlib.suppress(ChildProcessError):
+        try:
             done, _ = os.waitpid(pid, os.WNOHANG)
-            return done == pid
-        return False
+        except ChildProcessError:  # another process's child: known by its command line
+            return self.pid() is None
+        return done == pid
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop its whole group (SIGTERM, then SIGKILL after `timeout` s); True if it ran."""
