@@ -3,8 +3,8 @@ project's model has two versions (after `make automate-demo --keep DIR`, or your
 serve the newest as Production and the one before as a canary, start `duration observe`,
 replay a month's real rides, ask Prometheus how many rides it counted and compare with the
 prediction log; then kill the canary's whole group and wait for the arm-down alert at a
-local receiver, and its resolution after the canary is taken out. Screenshots Prometheus's
-alerts view for the docs with --screenshot. Writes reports/observe.md and .json.
+local receiver, and its resolution after the canary is taken out. Writes reports/observe.md
+and .json. (Debian's prometheus package serves no web UI of its own: its API answers.)
 
     DURATION_HOME=DIR python -m benchmarks.observe_demo [--month 2023-06] [--rides 3000]
 """
@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from benchmarks.support.alert_sink import alert_sink
-from benchmarks.support.browser import chromium
-from benchmarks.support.report import REPORTS, stamp, write
+from benchmarks.support.report import stamp, write
 from duration.infra.net import free_port
 from duration.observe import life as observe
 from duration.serving import log_read
@@ -60,7 +59,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.observe_demo")
     parser.add_argument("--month", default="2023-06")
     parser.add_argument("--rides", type=int, default=3000)
-    parser.add_argument("--screenshot", action="store_true", help="docs/prometheus-alerts.png")
     args = parser.parse_args()
     with alert_sink() as sink:
         env = {
@@ -93,10 +91,6 @@ def main() -> None:
             }
             os.killpg(read_state(s).candidate.pid, signal.SIGKILL)
             fired = wait(lambda: "firing" in sink.events(), 180)
-            if args.screenshot:
-                with chromium() as page:
-                    page.open(f"{observe.url(s.observe.prometheus_port)}/alerts", 4)
-                    page.screenshot(REPORTS.parent / "docs" / "prometheus-alerts.png")
             print(cli("deploy", "--abort", env=env))
             resolved = wait(lambda: "resolved" in sink.events(), 180)
         finally:

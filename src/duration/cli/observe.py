@@ -22,7 +22,7 @@ def start(ctx: typer.Context) -> None:
     from duration.observe import life  # deferred: as every command's work
 
     st = life.start(settings(ctx))
-    typer.echo(f"Prometheus at {st.prometheus} (alerts: {st.prometheus}/alerts)")
+    typer.echo(f"Prometheus at {st.prometheus} (its API; `duration observe status` lists alerts)")
     typer.echo(f"Alertmanager at {st.alertmanager}; alerts go to the alert channel")
 
 
