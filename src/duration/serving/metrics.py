@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -77,25 +78,34 @@ class Meter:
             registry=None,
             multiprocess_mode="livesum",
         )
-        for outcome in ("written", "not_written"):
-            self._rows.labels(outcome=outcome)  # both series exist from the start, at 0
+        # each labelled series made once (labels() takes a lock and a lookup per call)
+        self._by_status: dict[int, Any] = {}
+        self._ride_count = self._rides.labels(arm=arm, version=version)
+        self._latency = self._seconds.labels(arm=arm)
+        self._written = self._rows.labels(outcome="written")  # both exist from the start, at 0
+        self._not_written = self._rows.labels(outcome="not_written")
         self._pending.set(0)
+        self._last_pending = 0
 
     def request(self, status: int, rides: int, seconds: float) -> None:
         """One answered request: its status, its rides predicted (0 unless 200), its time."""
-        self._requests.labels(arm=self.arm, version=self.version, status=str(status)).inc()
+        if (child := self._by_status.get(status)) is None:  # labels() once a status
+            labels = {"arm": self.arm, "version": self.version, "status": str(status)}
+            child = self._by_status[status] = self._requests.labels(**labels)
+        child.inc()
         if rides:
-            self._rides.labels(arm=self.arm, version=self.version).inc(rides)
-        self._seconds.labels(arm=self.arm).observe(seconds)
+            self._ride_count.inc(rides)
+        self._latency.observe(seconds)
 
     def logged(self, written: int = 0, not_written: int = 0, pending: int | None = None) -> None:
         """Rides the prediction log wrote or gave up on; how many wait for the disk."""
         if written:
-            self._rows.labels(outcome="written").inc(written)
+            self._written.inc(written)
         if not_written:
-            self._rows.labels(outcome="not_written").inc(not_written)
-        if pending is not None:
+            self._not_written.inc(not_written)
+        if pending is not None and pending != self._last_pending:
             self._pending.set(pending)
+            self._last_pending = pending
 
     def exposition(self) -> bytes:
         """The group's metrics, summed over its workers, in Prometheus's text format."""
