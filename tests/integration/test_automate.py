@@ -157,9 +157,17 @@ def test_months_are_decided_with_no_command_and_a_canary_by_the_next(
             assert may.action == "promoted" and may.production_version == "2", may.reason
             # the finish moved the alias; the deployer served it, through the webhook
             assert until(lambda: read_state(s).version == "2" and not read_state(s).candidate, 60)
-            deploys = runs_of(DEPLOY_EXPERIMENT, name)
-            assert set(deploys["tags.trigger"]) == {"webhook"}
-            assert set(deploys["tags.outcome"]) == {"canary", "finished"}
+
+            # each deploy run ended (a reconcile pass may be finishing one): the alias moves
+            # were deployed through the webhook, the canary, then the finish
+            def ended():
+                return runs_of(DEPLOY_EXPERIMENT, name).query("status != 'RUNNING'")
+
+            assert until(lambda: len(ended()) == len(runs_of(DEPLOY_EXPERIMENT, name)), 60)
+            deploys = ended()
+            moved = deploys[deploys["tags.outcome"].isin(["canary", "finished"])]
+            assert set(moved["tags.outcome"]) == {"canary", "finished"}, deploys
+            assert set(moved["tags.trigger"]) == {"webhook"}
             # every run the orchestrator started names its run
             for exp in (CYCLE_EXPERIMENT, MONITOR_EXPERIMENT):
                 assert runs_of(exp, name)["tags.orchestrator_run_id"].notna().all()
