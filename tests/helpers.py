@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,13 @@ def full_disk(folder: Path, size: str = "3m") -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def until(ok, timeout: float, every: float = 0.25) -> bool:
+    """True once `ok()` holds, checked every `every` s for at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():
+            return True
+        time.sleep(every)
+    return False

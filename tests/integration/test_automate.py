@@ -40,18 +40,10 @@ from duration.tracking.names import (
     DEPLOY_EXPERIMENT,
     MONITOR_EXPERIMENT,
 )
+from tests.helpers import until
 
 pytestmark = pytest.mark.xdist_group("automate")
 LIFE = "document.getElementById('life').textContent"  # the page's figures, as it embeds them
-
-
-def until(ok, timeout: float, every: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ok():
-            return True
-        time.sleep(every)
-    return False
 
 
 def publish(source: Path, mirror: Path, month: str, data: bytes | None = None) -> None:

@@ -23,7 +23,7 @@ from duration.serving import service
 from duration.serving.state import Role, read_state
 from duration.settings import Automate, Settings
 from duration.tracking.names import DEPLOY_EXPERIMENT
-from tests.helpers import invoke
+from tests.helpers import invoke, until
 from tests.integration.serving import env
 from tests.integration.test_serve import _broken_version
 
@@ -33,15 +33,6 @@ pytestmark = pytest.mark.xdist_group("deployer")
 def served_version(s: Settings) -> str | None:
     st = read_state(s)
     return None if st is None else st.version
-
-
-def until(ok, timeout: float, every: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ok():
-            return True
-        time.sleep(every)
-    return False
 
 
 def deploy_runs(name: str):

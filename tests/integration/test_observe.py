@@ -21,21 +21,12 @@ from duration.ops import deploy, traffic
 from duration.ops.specs import TrafficRequest
 from duration.serving import log_read, service
 from duration.serving.state import read_state
-from tests.helpers import invoke
+from tests.helpers import invoke, until
 from tests.integration.serving import env
 
 pytestmark = pytest.mark.xdist_group("observe")
 MONTH = "2021-03"
 RIDES = 600
-
-
-def until(ok, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ok():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def value(s, promql: str) -> float | None:
