@@ -11,6 +11,7 @@ Each asset is a thin wrapper: the work is the project's own (`tlc.download`,
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -55,15 +56,21 @@ def months(first: str) -> dg.MonthlyPartitionsDefinition:
     return dg.MonthlyPartitionsDefinition(start_date=first, fmt="%Y-%m", end_offset=1)
 
 
-def month_of(context: dg.AssetExecutionContext) -> Month:
-    """The run's month, with its MLflow client set up and its runs tagged with this run."""
-    os.environ[ORCHESTRATOR_RUN_ENV] = context.run_id
+def connected() -> tuple[Settings, str, Any]:
+    """The settings from the environment, with the MLflow client set up; the model's name
+    and its Production version (None: none yet)."""
     settings = Settings.from_env()
     client.configure()
     quiet_stage_notice()
     client.use(settings.tracking.url)
     name = os.environ.get(MODEL_ENV) or MODEL_NAME
-    production = version_in(name, "Production")
+    return settings, name, version_in(name, "Production")
+
+
+def month_of(context: dg.AssetExecutionContext) -> Month:
+    """The run's month, with its MLflow client set up and its runs tagged with this run."""
+    os.environ[ORCHESTRATOR_RUN_ENV] = context.run_id
+    settings, name, production = connected()
     tags = context.run.tags
     return Month(
         settings=settings,

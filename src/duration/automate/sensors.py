@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,15 +20,12 @@ import dagster as dg
 
 from duration.alerts.channel import Alert, Event, Value, send
 from duration.automate import months
-from duration.automate.assets import DIGEST_TAG, MODEL_ENV, PREVIOUS_TAG
+from duration.automate.assets import DIGEST_TAG, PREVIOUS_TAG, connected
 from duration.core.schema import Color, previous_month
 from duration.data import tlc
 from duration.errors import DurationError, one_line
 from duration.ops.decision import recorded
-from duration.registry.uris import quiet_stage_notice, version_in
 from duration.settings import Settings
-from duration.tracking import client
-from duration.tracking.names import MODEL_NAME
 
 JOB = "decide_month"
 IN_FLIGHT = [
@@ -58,12 +54,7 @@ def job(partitions: dg.PartitionsDefinition[str]) -> dg.UnresolvedAssetJobDefini
 
 def _model() -> tuple[Settings, str, Color, str | None]:
     """The settings, the model, its color and Production's test month (None: no Production)."""
-    settings = Settings.from_env()
-    client.configure()
-    quiet_stage_notice()
-    client.use(settings.tracking.url)
-    name = os.environ.get(MODEL_ENV) or MODEL_NAME
-    production = version_in(name, "Production")
+    settings, name, production = connected()
     if production is None:
         return settings, name, Color.green, None
     color = Color(production.tags.get("color", "green"))
